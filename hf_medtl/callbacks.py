@@ -1,0 +1,112 @@
+"""Trainer glue for the adaptive schedule: measure each epoch, hand the numbers to AdaptiveSchedule, apply
+its decisions (LR scale, θ* snapshot, stop). The decision logic itself lives in hf_medtl/schedule.py."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+from hf_medtl.schedule import AdaptiveSchedule
+
+
+def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """Sum across all ranks, so that every process computes the same accuracy and takes the same decision."""
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def scale_lr(optimizer, lr_scheduler, factor: float) -> None:
+    """Multiply the LR of every param group, and the scheduler's base LRs so that its next step keeps it."""
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate may wrap it
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+
+
+class AdaptiveLRCallback(TrainerCallback):
+    """Applies the adaptive schedule at the end of every epoch (after that epoch's validation pass).
+
+    Training accuracy is ``running`` (counted by a forward hook during the training pass: no extra forward)
+    or ``full`` (``evaluate_train()`` runs an eval-mode pass over the training set and returns loss and
+    accuracy). With ``schedule=None`` the callback only records the per-epoch history.
+    """
+
+    def __init__(self, schedule: Optional[AdaptiveSchedule], train_accuracy: str = "running",
+                 evaluate_train: Optional[Callable[[], tuple[float, float]]] = None):
+        if train_accuracy not in ("running", "full"):
+            raise ValueError(f"train_accuracy must be 'running' or 'full', got {train_accuracy!r}")
+        self.schedule, self.mode, self.evaluate_train = schedule, train_accuracy, evaluate_train
+        self.history: list[dict] = []
+        self.best_state: Optional[dict] = None
+        self.best_epoch: Optional[int] = None
+        self._sums: Optional[torch.Tensor] = None  # loss * n, correct, n over this epoch's training batches
+        self._hook = None
+
+    # -- measuring -------------------------------------------------------------------------------------------
+    def _count(self, module, args, kwargs, output):
+        labels = kwargs.get("labels")
+        if not module.training or labels is None:
+            return
+        with torch.no_grad():
+            n = labels.numel()
+            correct = (output.logits.argmax(-1) == labels).sum()
+            batch = torch.stack([output.loss.detach().double() * n, correct.double(),
+                                 torch.tensor(float(n), dtype=torch.float64, device=labels.device)])
+            self._sums = batch if self._sums is None else self._sums + batch
+
+    def _train_loss_accuracy(self, device) -> tuple[float, float]:
+        if self.mode == "full":
+            return self.evaluate_train()
+        sums = sum_over_processes(self._sums if self._sums is not None else torch.zeros(3, dtype=torch.float64, device=device))
+        loss_sum, correct, n = sums.tolist()
+        if n == 0:
+            raise RuntimeError("no labelled training batch reached the model's forward; use train_accuracy 'full'")
+        return loss_sum / n, correct / n
+
+    # -- Trainer events --------------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.mode == "full" and self.evaluate_train is None:
+            raise ValueError("train_accuracy 'full' needs evaluate_train")
+        self._hook = model.register_forward_hook(self._count, with_kwargs=True)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._sums = None
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        if self._hook is None or "eval_loss" not in (metrics or {}):
+            return  # an evaluation outside training (e.g. the test set), not an epoch end
+        train_loss, train_acc = self._train_loss_accuracy(args.device)
+        record = {"epoch": len(self.history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+                  "train_accuracy_mode": self.mode, "val_loss": metrics["eval_loss"],
+                  "val_accuracy": metrics.get("eval_accuracy"), "lr": optimizer.param_groups[0]["lr"]}
+        if self.schedule is not None:
+            decision = self.schedule.step(train_acc, metrics["eval_loss"])
+            record.update(dataclasses.asdict(decision))
+            if decision.save_best:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                self.best_epoch = record["epoch"]
+            if decision.reduced:
+                scale_lr(optimizer, lr_scheduler, self.schedule.factor)
+            if decision.stop:
+                control.should_training_stop = True
+        self.history.append(record)
+        print(f"[hf_medtl rank {args.process_index}] " + " ".join(f"{k}={_short(v)}" for k, v in record.items()),
+              file=sys.stderr, flush=True)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self.best_state is not None:  # θ*: what the run ends with and saves
+            model.load_state_dict(self.best_state)
+
+
+def _short(v):
+    return f"{v:.4g}" if isinstance(v, float) else v

@@ -1,0 +1,44 @@
+"""Stratified, seeded train/validation/test assignment and the split manifest (file -> split)."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hf_medtl.data.sources import DataError, Sample
+
+SPLITS = ("train", "validation", "test")
+
+
+def stratified_assign(labels: list[str], ratios: dict[str, float], seed: int) -> list[str]:
+    """Give each item a split name; every class is divided by ``ratios`` (the rest goes to train).
+
+    Deterministic for a given label list and seed. Each non-train split gets at least one image of every
+    class, so that per-class metrics exist on all of them.
+    """
+    rng = np.random.default_rng(seed)
+    out = ["train"] * len(labels)
+    for label in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == label]
+        need = len(ratios) + 1
+        if len(idx) < need:
+            raise DataError(f"class '{label}' has {len(idx)} image(s); a stratified split into train + "
+                            f"{' + '.join(ratios)} needs at least {need}: add images or merge the class")
+        idx = [idx[i] for i in rng.permutation(len(idx))]
+        start = 0
+        for split, ratio in ratios.items():
+            n = min(max(1, round(len(idx) * ratio)), len(idx) - start - 1)
+            for i in idx[start:start + n]:
+                out[i] = split
+            start += n
+    return out
+
+
+def write_manifest(path: Path, root: Path, samples: list[Sample], assignment: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        for s, split in zip(samples, assignment):
+            w.writerow([os.path.relpath(s.path, root), s.label, split])

@@ -1,0 +1,96 @@
+"""Fine-tune a pretrained backbone on a medical image dataset, as a JSON recipe says.
+
+    accelerate launch hf_medtl/finetune.py recipes/brain_densenet.json [--key value ...]
+
+recipe -> data split -> backbone -> Trainer with the adaptive schedule -> test metrics -> saved model.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file (accelerate launch hf_medtl/finetune.py): import the package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from hf_medtl.errors import HfMedtlError  # noqa: E402
+from hf_medtl.recipe import load_recipe, write_resolved  # noqa: E402
+
+USAGE = "usage: finetune.py RECIPE.json [--key value ...]"
+
+
+def run(recipe) -> dict:
+    """Run one recipe end to end; return the test metrics. Every process runs this; the main one writes."""
+    from transformers import set_seed
+
+    from hf_medtl import data, models, train
+    from hf_medtl.metrics import load_medical_classification
+
+    args = recipe.training
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+
+    # 1. Data: which file goes to which split, decided before any model is built.
+    splits = data.load_splits(recipe.data, args.seed)
+    if splits.ignored and args.process_index == 0:
+        print(f"[hf_medtl] ignored {len(splits.ignored)} non-image file(s) in class folders, e.g. {splits.ignored[0]}",
+              file=sys.stderr)
+
+    # 2. Backbone: pretrained weights, a new head for our classes.
+    model, processor = models.load_backbone(recipe.model, splits.classes)
+    prep = data.preprocessing_from_processor(processor, recipe.data.image_size)
+    datasets = data.to_datasets(splits, prep, recipe.data)
+
+    # 3. Train with the adaptive schedule; the model ends holding θ*.
+    trainer, schedule_callback = train.build_trainer(model, processor, datasets, recipe)
+    train_output = trainer.train()
+
+    # 4. Evaluate θ* on validation and test.
+    metric = load_medical_classification()
+    results = {}
+    for split in ("validation", "test"):
+        probs, labels = train.predict(trainer, datasets[split])
+        results[split] = metric.compute(predictions=probs.argmax(1), references=labels, scores=probs,
+                                        num_classes=len(splits.classes), label_names=splits.classes,
+                                        n_bootstrap=1000, seed=args.seed)
+    history = schedule_callback.history
+    summary = {
+        "epochs_run": len(history),
+        "lr_reductions": history[-1].get("reductions", 0) if history else 0,
+        "best_epoch": schedule_callback.best_epoch,
+        "train_accuracy": next((h["train_accuracy"] for h in history if h["epoch"] == schedule_callback.best_epoch), None),
+        "train_accuracy_mode": recipe.schedule.train_accuracy,
+        "train_runtime_s": train_output.metrics["train_runtime"],
+        "split_counts": splits.counts(),
+        "classes": splits.classes,
+    }
+
+    # 5. Save: model + processor (pipeline-loadable), history, metrics, split manifest, resolved recipe.
+    models.match_processor_to_training(model, processor, prep)
+    trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        splits.write_manifest(output_dir / "split_manifest.csv")
+        write_resolved(recipe, output_dir)
+        (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+        (output_dir / "metrics.json").write_text(json.dumps({**summary, **results}, indent=2) + "\n")
+    return {**summary, **results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE + "\nRecipe keys: see the recipe reference in README.md.", file=sys.stderr)
+        return 0 if argv else 2
+    try:
+        metrics = run(load_recipe(argv[0], argv[1:]))
+    except HfMedtlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    test = metrics["test"]
+    print(f"test accuracy {test['accuracy']:.4f} (95% CI {test['ci']['accuracy'][0]:.4f}-{test['ci']['accuracy'][1]:.4f}), "
+          f"F1 macro {test['f1_macro']:.4f}; {metrics['epochs_run']} epochs, {metrics['lr_reductions']} LR reductions")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
