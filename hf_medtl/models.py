@@ -27,17 +27,23 @@ def _not_found(name: str, reason: str) -> ModelError:
 
 def load_backbone(model_args, classes: list[str]):
     """(model, image processor) for ``classes``: pretrained weights, the classification head re-initialised."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
-    name = model_args.model_name_or_path
+    name, trust = model_args.model_name_or_path, model_args.trust_remote_code
     id2label = dict(enumerate(classes))
+    labels = dict(num_labels=len(classes), id2label=id2label, label2id={c: i for i, c in id2label.items()})
     try:
-        processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=model_args.trust_remote_code)
-        model = AutoModelForImageClassification.from_pretrained(
-            name, num_labels=len(classes), id2label=id2label, label2id={c: i for i, c in id2label.items()},
-            ignore_mismatched_sizes=True, trust_remote_code=model_args.trust_remote_code)
+        processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust)
+        if model_args.pretrained:
+            model = AutoModelForImageClassification.from_pretrained(
+                name, ignore_mismatched_sizes=True, trust_remote_code=trust, **labels)
+        else:
+            config = AutoConfig.from_pretrained(name, trust_remote_code=trust, **labels)
+            model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust)
     except OSError as e:
         raise _not_found(name, str(e).splitlines()[0]) from None
+    if hasattr(model.config, "label_names"):  # TimmWrapper saves these over id2label; the base's are stale
+        model.config.label_names = list(classes)
     if model_args.finetune_strategy == "linear_probe":
         freeze_backbone(model)
     return model, processor

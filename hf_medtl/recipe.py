@@ -34,6 +34,8 @@ class ModelArguments:
     model_name_or_path: Optional[str] = field(default=None, metadata={
         "help": "Backbone: a Hub id (e.g. microsoft/resnet-50, timm/densenet121.tv_in1k) or a local directory "
                 "holding an HF-format checkpoint (e.g. one written by `hf-medtl convert`)."})
+    pretrained: bool = field(default=True, metadata={
+        "help": "false: same architecture, random weights (the no-transfer baseline to measure the gain against)."})
     finetune_strategy: str = field(default="full", metadata={
         "help": "full: update every weight (seed 000). linear_probe: freeze the backbone, train the new head."})
     trust_remote_code: bool = field(default=False, metadata={

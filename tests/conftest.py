@@ -1,0 +1,80 @@
+"""Shared fixtures: offline Hub, a private HF_HOME, one thread, generated images and tiny checkpoints."""
+import os
+import tempfile
+
+# Before anything imports torch or huggingface_hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_medtl_test_home_"))
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("benign", "malignant", "normal")
+
+
+def make_image(label_index: int, rng: np.random.Generator, size: int = 24, mode: str = "RGB") -> Image.Image:
+    """A learnable synthetic image: the class decides which third of the image is bright."""
+    arr = rng.integers(0, 60, (size, size), dtype=np.uint8)
+    band = size // 3
+    arr[:, label_index * band:(label_index + 1) * band] += 150
+    img = Image.fromarray(arr, "L")
+    return img if mode == "L" else img.convert(mode)
+
+
+def make_image_folder(root: Path, per_class=(12, 12, 12), seed: int = 0, classes=CLASSES) -> Path:
+    """root/<class>/*.png|jpg in a mix of modes (L, RGB, RGBA, P), as real collections are."""
+    rng = np.random.default_rng(seed)
+    modes = ("L", "RGB", "RGBA", "P")
+    for c, (name, n) in enumerate(zip(classes, per_class)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            mode = modes[i % len(modes)]
+            ext = "jpg" if mode in ("L", "RGB") and i % 2 else "png"
+            make_image(c, rng, mode=mode).save(root / name / f"{name}_{i:03d}.{ext}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    """A 2-layer ViT for 24-px images, saved the way a Hub checkpoint is (config, weights, processor)."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    path = tmp_path_factory.mktemp("tiny_vit")
+    config = ViTConfig(image_size=24, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=5)
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 24, "width": 24}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_timm(tmp_path_factory):
+    """timm's test_efficientnet through TimmWrapper, with pretrained_cfg in config.json as on the Hub."""
+    import timm
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    path = tmp_path_factory.mktemp("tiny_timm")
+    cfg = dict(timm.create_model("test_efficientnet", pretrained=False).pretrained_cfg)
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+    cfg["input_size"] = [3, 32, 32]
+    config = TimmWrapperConfig(architecture="test_efficientnet", pretrained_cfg=cfg, num_labels=10)
+    TimmWrapperForImageClassification(config).save_pretrained(path)
+    return path
+
+
+def write_recipe(path: Path, **values) -> Path:
+    path.write_text(json.dumps(values))
+    return path

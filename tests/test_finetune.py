@@ -1,0 +1,89 @@
+"""End to end through the public entry point: recipe -> finetune -> every output -> pipeline."""
+import json
+
+import pytest
+
+from hf_medtl.finetune import main, run
+from hf_medtl.recipe import load_recipe
+from tests.conftest import write_recipe
+
+
+def tiny_recipe(tmp_path, model_dir, image_folder, **extra):
+    values = dict(model_name_or_path=str(model_dir), data_dir=str(image_folder), num_train_epochs=3,
+                  per_device_train_batch_size=8, learning_rate=3e-3, seed=1, output_dir=str(tmp_path / "run"),
+                  disable_tqdm=True)
+    return write_recipe(tmp_path / "tiny.json", **{**values, **extra})
+
+
+@pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_timm"])
+def test_finetune_writes_every_output_and_pipeline_predicts(tmp_path, image_folder, backbone, request):
+    from transformers import pipeline
+
+    model_dir = request.getfixturevalue(backbone)
+    recipe = tiny_recipe(tmp_path, model_dir, image_folder, image_size=24 if backbone == "tiny_timm" else None)
+    assert main([str(recipe), "--threshold", "0.5"]) == 0
+    out = tmp_path / "run"
+    for name in ("config.json", "model.safetensors", "metrics.json", "history.json", "split_manifest.csv",
+                 "recipe.json"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["test"]
+    assert test["n"] == 3 and len(test["confusion_matrix"]) == 3 and set(test["label_names"]) == {"benign", "malignant", "normal"}
+    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
+        assert 0.0 <= test[key] <= 1.0 and test["ci"][key][0] <= test[key] <= test["ci"][key][1]
+    assert len(test["per_class"]["f1"]) == 3 and metrics["split_counts"] == {"train": 30, "validation": 3, "test": 3}
+    history = json.loads((out / "history.json").read_text())
+    assert 1 <= len(history) == metrics["epochs_run"] <= 3
+    assert {"train_accuracy", "val_loss", "lr", "monitor", "reduced", "stop", "lr_scale"} <= set(history[0])
+    assert json.loads((out / "recipe.json").read_text())["threshold"] == 0.5  # the override, resolved
+
+    classifier = pipeline("image-classification", model=str(out))
+    image = image_folder / "malignant" / "malignant_000.png"
+    preds = classifier(str(image), top_k=3)
+    assert {p["label"] for p in preds} == {"benign", "malignant", "normal"}
+    assert sum(p["score"] for p in preds) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_same_recipe_and_seed_give_same_split_and_metrics(tmp_path, image_folder, tiny_vit):
+    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=2)
+    first = run(load_recipe(recipe))
+    manifest = (tmp_path / "run" / "split_manifest.csv").read_text()
+    second = run(load_recipe(recipe, ["--output_dir", str(tmp_path / "run2")]))
+    assert (tmp_path / "run2" / "split_manifest.csv").read_text() == manifest
+    assert first["test"] == second["test"] and first["validation"] == second["validation"]
+
+
+def test_trained_model_learns_the_generated_task(tmp_path, image_folder, tiny_vit):
+    metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=8,
+                                          adaptive_lr=False, augment=False)))
+    assert metrics["validation"]["accuracy"] + metrics["test"]["accuracy"] >= 1.3  # chance is 0.33 each
+
+
+def test_missing_checkpoint_offline_is_one_clear_line(tmp_path, image_folder, capsys):
+    recipe = write_recipe(tmp_path / "r.json", model_name_or_path="nobody/no-such-model", data_dir=str(image_folder))
+    assert main([str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nobody/no-such-model" in err[0] and "HF_HUB_OFFLINE=1" in err[0] and "download" in err[0]
+    recipe = write_recipe(tmp_path / "r.json", model_name_or_path=str(tmp_path / "nothing"), data_dir=str(image_folder))
+    assert main([str(recipe)]) == 2
+    assert "not a checkpoint directory" in capsys.readouterr().err
+
+
+def test_bad_data_is_one_clear_line(tmp_path, tiny_vit, capsys):
+    recipe = write_recipe(tmp_path / "r.json", model_name_or_path=str(tiny_vit), data_dir=str(tmp_path / "absent"))
+    assert main([str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "absent" in err[0] and "folder not found" in err[0]
+
+
+def test_linear_probe_trains_only_the_head(tmp_path, image_folder, tiny_timm):
+    from transformers import AutoModelForImageClassification
+
+    run(load_recipe(tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=1, finetune_strategy="linear_probe",
+                                image_size=24)))
+    before = AutoModelForImageClassification.from_pretrained(tiny_timm).state_dict()
+    after = AutoModelForImageClassification.from_pretrained(tmp_path / "run").state_dict()
+    changed = {k for k in after if "classifier" not in k and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+               and not after[k].equal(before[k])}
+    assert changed == set()
+    assert not after["timm_model.classifier.weight"].shape == before["timm_model.classifier.weight"].shape

@@ -1,0 +1,62 @@
+"""The three ways to launch, and a real 2-process CPU run (gloo) that must decide identically on both ranks."""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_finetune import tiny_recipe
+
+DECISION = re.compile(r"\[hf_medtl rank (\d)\] (epoch=.*)")
+
+
+def run_cmd(cmd, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("launcher", ["python -m", "hf-medtl", "accelerate launch"])
+def test_single_process_launchers(tmp_path, image_folder, tiny_vit, launcher):
+    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=1)
+    bin_dir = os.path.dirname(sys.executable)
+    cmd = {"python -m": [sys.executable, "-m", "hf_medtl.finetune", str(recipe)],
+           "hf-medtl": [shutil.which("hf-medtl", path=bin_dir) or "hf-medtl", "finetune", str(recipe)],
+           "accelerate launch": [shutil.which("accelerate", path=bin_dir) or "accelerate", "launch", "--num_processes", "1",
+                                 "--cpu", "hf_medtl/finetune.py", str(recipe)]}[launcher]
+    proc = run_cmd(cmd)
+    assert "test accuracy" in proc.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == 1
+
+
+@pytest.mark.slow
+def test_two_process_cpu_launch_decides_identically_and_writes_once(tmp_path, image_folder, tiny_vit):
+    # `accelerate launch --cpu --num_processes 2` silently runs one process; --multi_gpu with use_cpu gives two ranks.
+    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=4, use_cpu=True, threshold=0.5,
+                         patience=1, per_device_train_batch_size=4)
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
+    proc = run_cmd([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+                    "hf_medtl/finetune.py", str(recipe)])
+    lines = [DECISION.search(line) for line in proc.stderr.splitlines()]
+    by_rank = {r: [m.group(2) for m in lines if m and m.group(1) == r] for r in ("0", "1")}
+    assert by_rank["0"] and by_rank["0"] == by_rank["1"], proc.stderr[-3000:]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == len(by_rank["0"])
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == len(history)
+    assert proc.stdout.count("test accuracy") == 2  # both ranks finish; only rank 0 wrote the files
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
+        ["config.json", "history.json", "metrics.json", "model.safetensors", "preprocessor_config.json",
+         "recipe.json", "split_manifest.csv", "training_args.bin"])
