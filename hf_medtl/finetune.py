@@ -23,7 +23,7 @@ def run(recipe) -> dict:
     """Run one recipe end to end; return the test metrics. Every process runs this; the main one writes."""
     from transformers import set_seed
 
-    from hf_medtl import data, models, train
+    from hf_medtl import data, hub, models, train
     from hf_medtl.metrics import load_medical_classification
 
     args = recipe.training
@@ -72,7 +72,10 @@ def run(recipe) -> dict:
         splits.write_manifest(output_dir / "split_manifest.csv")
         write_resolved(recipe, output_dir)
         (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+        (output_dir / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))
         (output_dir / "metrics.json").write_text(json.dumps({**summary, **results}, indent=2) + "\n")
+        if args.push_to_hub:
+            print(f"[hf_medtl] pushed to https://huggingface.co/{hub.push(output_dir, args)}", file=sys.stderr)
     return {**summary, **results}
 
 

@@ -1,6 +1,8 @@
 """The training stage: a transformers Trainer wired to the adaptive schedule."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from transformers import Trainer, default_data_collator
 
@@ -28,7 +30,8 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
     schedule = (AdaptiveSchedule(sched.threshold, sched.patience, sched.stop_patience, sched.factor)
                 if sched.adaptive_lr else None)
     callback = AdaptiveLRCallback(schedule, sched.train_accuracy)
-    trainer = Trainer(model=model, args=args, train_dataset=datasets["train"], eval_dataset=datasets["validation"],
+    # The run pushes once, when its outputs are complete (hf_medtl.hub), not from inside the Trainer.
+    trainer = Trainer(model=model, args=dataclasses.replace(args, push_to_hub=False), train_dataset=datasets["train"], eval_dataset=datasets["validation"],
                       processing_class=processor, data_collator=default_data_collator, compute_metrics=accuracy,
                       callbacks=[callback])
     if sched.train_accuracy == "full":

@@ -24,7 +24,7 @@ def test_finetune_writes_every_output_and_pipeline_predicts(tmp_path, image_fold
     assert main([str(recipe), "--threshold", "0.5"]) == 0
     out = tmp_path / "run"
     for name in ("config.json", "model.safetensors", "metrics.json", "history.json", "split_manifest.csv",
-                 "recipe.json"):
+                 "recipe.json", "README.md"):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["test"]
@@ -53,9 +53,9 @@ def test_same_recipe_and_seed_give_same_split_and_metrics(tmp_path, image_folder
     assert first["test"] == second["test"] and first["validation"] == second["validation"]
 
 
-def test_trained_model_learns_the_generated_task(tmp_path, image_folder, tiny_vit):
-    metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=8,
-                                          adaptive_lr=False, augment=False)))
+def test_trained_model_learns_the_generated_task(tmp_path, image_folder, tiny_timm):
+    metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=8, image_size=24,
+                                          adaptive_lr=False, augment=False, learning_rate=1e-2)))
     assert metrics["validation"]["accuracy"] + metrics["test"]["accuracy"] >= 1.3  # chance is 0.33 each
 
 
@@ -87,3 +87,16 @@ def test_linear_probe_trains_only_the_head(tmp_path, image_folder, tiny_timm):
                and not after[k].equal(before[k])}
     assert changed == set()
     assert not after["timm_model.classifier.weight"].shape == before["timm_model.classifier.weight"].shape
+
+
+def test_model_card_and_offline_push_lose_nothing(tmp_path, image_folder, tiny_vit, capsys):
+    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=1, push_to_hub=True,
+                         hub_model_id="someone/tiny-medtl", hub_token="hf_do_not_write_me")
+    assert main([str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: push_to_hub to 'someone/tiny-medtl' failed") and "outputs are complete" in err
+    out = tmp_path / "run"
+    card = (out / "README.md").read_text()
+    assert "base_model: " + str(tiny_vit) in card and "| Accuracy |" in card and "benign, malignant, normal" in card
+    assert json.loads((out / "metrics.json").read_text())["test"]["n"] == 3
+    assert not any("hf_do_not_write_me" in p.read_text(errors="ignore") for p in out.iterdir() if p.suffix != ".bin")
