@@ -102,3 +102,17 @@ def test_every_shipped_recipe_parses():
     assert len(recipes) >= 16
     for path in recipes:
         load_recipe(path)
+
+
+def test_readme_documents_every_recipe_key():
+    import dataclasses
+    from pathlib import Path
+
+    from hf_medtl.recipe import GROUPS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for group, cls in GROUPS.items():
+        names = (dataclasses.fields(cls) if group != "training"
+                 else [f for f in dataclasses.fields(cls) if f.name in cls.__dict__["__annotations__"]])
+        for f in names:
+            assert f"| `{f.name}` |" in readme, f.name
