@@ -21,6 +21,23 @@ def _convert(ns, rest):
     return 0
 
 
+def _evaluate(ns, rest):
+    from hf_medtl.evaluation import evaluate_model
+
+    m = evaluate_model(ns.model_dir, ns.data, ns.output_dir, ns.split, ns.batch_size, ns.n_bootstrap, ns.seed)
+    lo, hi = m["ci"]["accuracy"]
+    print(f"{m['n']} images: accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}), F1 macro {m['f1_macro']:.4f}; "
+          f"report in {m['output_dir']}")
+    return 0
+
+
+def _compare(ns, rest):
+    from hf_medtl.compare import compare
+
+    print(compare(ns.run_dirs, ns.output_dir), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-medtl", description="Transfer learning for medical image classification.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("variant", choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
     p.add_argument("output_dir", help="directory to write (config.json + model.safetensors)")
     p.set_defaults(func=_convert, passthrough=False)
+    p = sub.add_parser("evaluate", help="score a saved model on a folder, CSV or .npz split; write the report")
+    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
+    p.add_argument("data", help="folder of class sub-folders (e.g. a Testing/ folder), a label CSV, or a MedMNIST .npz")
+    p.add_argument("--output_dir", help="where to write the report (default: <model_dir>_eval_<data name> beside the model)")
+    p.add_argument("--split", default="test", help="which split of an .npz (train, val, test; default test)")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=_evaluate, passthrough=False)
+    p = sub.add_parser("compare", help="tabulate finished runs as seed 000's Table 2 (Markdown + CSV)")
+    p.add_argument("run_dirs", nargs="+", help="output_dirs of finished runs")
+    p.add_argument("--output_dir", default=".", help="where to write comparison.md and comparison.csv")
+    p.set_defaults(func=_compare, passthrough=False)
     return parser
 
 

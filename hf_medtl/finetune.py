@@ -23,7 +23,7 @@ def run(recipe) -> dict:
     """Run one recipe end to end; return the test metrics. Every process runs this; the main one writes."""
     from transformers import set_seed
 
-    from hf_medtl import data, hub, models, train
+    from hf_medtl import data, hub, models, report, train
     from hf_medtl.metrics import load_medical_classification
 
     args = recipe.training
@@ -47,9 +47,9 @@ def run(recipe) -> dict:
 
     # 4. Evaluate θ* on validation and test.
     metric = load_medical_classification()
-    results = {}
+    results, predictions = {}, {}
     for split in ("validation", "test"):
-        probs, labels = train.predict(trainer, datasets[split])
+        probs, labels = predictions[split] = train.predict(trainer, datasets[split])
         results[split] = metric.compute(predictions=probs.argmax(1), references=labels, scores=probs,
                                         num_classes=len(splits.classes), label_names=splits.classes,
                                         n_bootstrap=1000, seed=args.seed)
@@ -65,7 +65,8 @@ def run(recipe) -> dict:
         "classes": splits.classes,
     }
 
-    # 5. Save: model + processor (pipeline-loadable), history, metrics, split manifest, resolved recipe.
+    # 5. Save: model + processor (pipeline-loadable), history, split manifest, resolved recipe, model card,
+    #    report and plots; metrics.json last, so that its presence means a complete run.
     models.match_processor_to_training(model, processor, prep)
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
@@ -73,6 +74,8 @@ def run(recipe) -> dict:
         write_resolved(recipe, output_dir)
         (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
         (output_dir / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))
+        report.write_report(output_dir, f"{output_dir.name}: {recipe.model.model_name_or_path}", results, predictions,
+                            summary, history)
         (output_dir / "metrics.json").write_text(json.dumps({**summary, **results}, indent=2) + "\n")
         if args.push_to_hub:
             print(f"[hf_medtl] pushed to https://huggingface.co/{hub.push(output_dir, args)}", file=sys.stderr)

@@ -50,6 +50,13 @@ class DataArguments:
         "help": "Pre-split layout: the training folder (class sub-folders); validation is carved out of it."})
     test_dir: Optional[str] = field(default=None, metadata={
         "help": "Pre-split layout: the test folder (class sub-folders), used as it is."})
+    csv_file: Optional[str] = field(default=None, metadata={
+        "help": "A CSV of labels: columns path (relative to the CSV's folder) and label; split by the ratios below."})
+    npz_file: Optional[str] = field(default=None, metadata={
+        "help": "A MedMNIST .npz ({train,val,test}_images/_labels); its own splits are kept, a missing test split "
+                "is carved out of train by test_ratio."})
+    class_names: Optional[list[str]] = field(default=None, metadata={
+        "help": "Names of the integer labels of an npz_file, in label order (default: '0', '1', ...)."})
     file_pattern: str = field(default="**/*", metadata={
         "help": "Glob, relative to each class folder, of the files to use (e.g. '**/400X/*.png' for BreaKHis)."})
     val_ratio: float = field(default=0.1, metadata={"help": "Fraction of the images (of train_dir when pre-split) for validation."})
@@ -235,8 +242,10 @@ def _validate(model: ModelArguments, data: DataArguments, schedule: ScheduleArgu
         bad(f"'finetune_strategy' must be one of {', '.join(FINETUNE_STRATEGIES)}, got '{model.finetune_strategy}'")
     if schedule.train_accuracy not in TRAIN_ACCURACY_MODES:
         bad(f"'train_accuracy' must be one of {', '.join(TRAIN_ACCURACY_MODES)}, got '{schedule.train_accuracy}'")
-    if bool(data.data_dir) == bool(data.train_dir or data.test_dir):
-        bad("give either 'data_dir' (one folder, split by ratio) or 'train_dir' and 'test_dir' (pre-split)")
+    sources = [k for k in ("data_dir", "train_dir", "csv_file", "npz_file") if getattr(data, k)]
+    if len(sources) != 1 and not (data.test_dir and sources == []):
+        bad("give exactly one data source: 'data_dir' (class folders), 'train_dir' + 'test_dir' (pre-split), "
+            f"'csv_file' or 'npz_file'; got {', '.join(sources) or 'none'}")
     if data.train_dir and not data.test_dir or data.test_dir and not data.train_dir:
         bad("a pre-split layout needs both 'train_dir' and 'test_dir'")
     for key in ("val_ratio", "test_ratio"):
@@ -262,3 +271,21 @@ def write_resolved(recipe: Recipe, output_dir: str | Path) -> Path:
     out = Path(output_dir) / "recipe.json"
     out.write_text(json.dumps(recipe.resolved, indent=2, default=str) + "\n")
     return out
+
+
+def reference_markdown() -> str:
+    """The README's recipe reference, from the dataclasses' own help text."""
+    lines = []
+    for group, cls in GROUPS.items():
+        own = [f for f in dataclasses.fields(cls) if group != "training" or f.name in cls.__dict__["__annotations__"]]
+        title = (f"**{cls.__name__}**" if group != "training" else
+                 "**TrainingArguments** (any field of `transformers.TrainingArguments`; these defaults differ from transformers')")
+        lines += ["", title, "", "| key | default | meaning |", "|---|---|---|"]
+        for f in own:
+            default = getattr(f.default, "value", f.default)
+            lines.append(f"| `{f.name}` | `{json.dumps(default)}` | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -13,7 +13,7 @@ from tests.conftest import make_image_folder
 
 
 def data_args(**kw):
-    base = dict(data_dir=None, train_dir=None, test_dir=None, file_pattern="**/*", val_ratio=0.1, test_ratio=0.1,
+    base = dict(data_dir=None, train_dir=None, test_dir=None, csv_file=None, npz_file=None, class_names=None, file_pattern="**/*", val_ratio=0.1, test_ratio=0.1,
                 split_seed=None, image_size=None, augment=True, crop_scale_min=0.8, rotation_degrees=10.0,
                 hflip_prob=0.5)
     return SimpleNamespace(**{**base, **kw})

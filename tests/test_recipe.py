@@ -40,7 +40,7 @@ def test_wrong_type_refused_with_key_and_expectation(tmp_path, key, value, expec
 
 @pytest.mark.parametrize("values,message", [
     ({"model_name_or_path": None}, "model_name_or_path' is required"),
-    ({"train_dir": "a", "test_dir": "b"}, "either 'data_dir'"),
+    ({"train_dir": "a", "test_dir": "b"}, "exactly one data source"),
     ({"finetune_strategy": "half"}, "finetune_strategy' must be one of"),
     ({"train_accuracy": "epoch"}, "train_accuracy' must be one of"),
     ({"val_ratio": 0.6, "test_ratio": 0.5}, "must be below 1"),

@@ -1,8 +1,12 @@
-"""Data sources: where the images and their labels come from (a folder of class sub-folders, pre-split)."""
+"""Data sources: where the images and their labels come from (class folders, a label CSV, a MedMNIST .npz)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
+
+import numpy as np
 
 from hf_medtl.errors import HfMedtlError
 
@@ -14,10 +18,11 @@ class DataError(HfMedtlError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Sample:
-    path: Path
+    path: Path  # a file, or for in-memory images (.npz) "<file>::<split>_images/<index>"
     label: str
+    array: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 @dataclass
@@ -51,3 +56,51 @@ def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data
     if len(classes) < 2:
         raise DataError(f"{key} '{root}': only one class ('{classes[0]}'); a classifier needs at least two")
     return FolderScan(root, samples, ignored)
+
+
+def read_label_csv(csv_file: str | Path) -> FolderScan:
+    """A CSV with columns ``path`` (relative to the CSV's folder, or absolute) and ``label``."""
+    csv_file = Path(csv_file)
+    if not csv_file.is_file():
+        raise DataError(f"csv_file '{csv_file}': file not found")
+    with open(csv_file, newline="") as f:
+        reader = csv.DictReader(f)
+        missing_cols = {"path", "label"} - set(reader.fieldnames or [])
+        if missing_cols:
+            raise DataError(f"csv_file '{csv_file}': needs columns path,label; missing {', '.join(sorted(missing_cols))}")
+        rows = list(reader)
+    samples = [Sample(csv_file.parent / r["path"], r["label"]) for r in rows]
+    missing = [s.path for s in samples if not s.path.is_file()]
+    if missing:
+        raise DataError(f"csv_file '{csv_file}': {len(missing)} listed image(s) do not exist, e.g. '{missing[0]}'; "
+                        "fix the paths (relative to the CSV's folder) or remove the rows")
+    if len({s.label for s in samples}) < 2:
+        raise DataError(f"csv_file '{csv_file}': fewer than two classes in column label")
+    return FolderScan(csv_file.parent, samples, [])
+
+
+NPZ_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def read_medmnist_npz(npz_file: str | Path, class_names: Optional[list[str]] = None) -> dict[str, list[Sample]]:
+    """MedMNIST ``{train,val,test}_images`` / ``_labels`` arrays: split name -> samples (images in memory)."""
+    npz_file = Path(npz_file)
+    if not npz_file.is_file():
+        raise DataError(f"npz_file '{npz_file}': file not found")
+    arrays = np.load(npz_file)
+    out = {}
+    for key, split in NPZ_SPLITS.items():
+        if f"{key}_images" not in arrays:
+            continue
+        images, labels = arrays[f"{key}_images"], np.asarray(arrays[f"{key}_labels"])
+        if labels.ndim == 2 and labels.shape[1] != 1:
+            raise DataError(f"npz_file '{npz_file}': {key}_labels has {labels.shape[1]} columns (multi-label); "
+                            "only single-label classification is supported")
+        labels = labels.reshape(-1).astype(int)
+        if class_names is not None and labels.max() >= len(class_names):
+            raise DataError(f"npz_file '{npz_file}': label {labels.max()} but class_names has {len(class_names)} names")
+        names = class_names or [str(i) for i in range(int(labels.max()) + 1)]
+        out[split] = [Sample(Path(f"{npz_file}::{key}_images/{i}"), names[lab], images[i]) for i, lab in enumerate(labels)]
+    if "train" not in out:
+        raise DataError(f"npz_file '{npz_file}': no train_images/train_labels arrays (MedMNIST layout expected)")
+    return out
