@@ -25,9 +25,8 @@ def _evaluate(ns, rest):
     from hf_medtl.evaluation import evaluate_model
 
     m = evaluate_model(ns.model_dir, ns.data, ns.output_dir, ns.split, ns.batch_size, ns.n_bootstrap, ns.seed)
-    lo, hi = m["ci"]["accuracy"]
-    print(f"{m['n']} images: accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}), F1 macro {m['f1_macro']:.4f}; "
-          f"report in {m['output_dir']}")
+    ci = " (95% CI {:.4f}-{:.4f})".format(*m["ci"]["accuracy"]) if "ci" in m else ""
+    print(f"{m['n']} images: accuracy {m['accuracy']:.4f}{ci}, F1 macro {m['f1_macro']:.4f}; report in {m['output_dir']}")
     return 0
 
 

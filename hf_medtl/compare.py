@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hf_medtl.errors import HfMedtlError
 
-GENERIC_FOLDERS = {"training", "train", "images", "data", "breast"}
+GENERIC_FOLDERS = {"training", "train", "testing", "test"}  # Kaggle-style split folders say nothing
 COLUMNS = ("dataset", "model", "train_acc", "val_acc", "test_acc", "test_acc_ci", "precision", "recall", "f1",
            "f1_ci", "epochs", "lr_reductions")
 

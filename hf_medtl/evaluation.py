@@ -34,11 +34,14 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
                    batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
 
     from hf_medtl import report
     from hf_medtl.metrics import load_medical_classification
     from hf_medtl.models import ModelError
 
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir}: not a saved model (no config.json); pass the output_dir of a finetune run")

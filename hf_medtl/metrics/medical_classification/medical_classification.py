@@ -115,15 +115,40 @@ def bootstrap_ci(refs, preds, k, scores, n_bootstrap, confidence_level, seed):
             for key, v in samples.items() if v}
 
 
+def multilabel_metrics(refs, scores, threshold=0.5):
+    """Per-label and macro ROC-AUC, and per-label / macro F1 of ``scores >= threshold``."""
+    preds = scores >= threshold
+    tp = (preds & refs).sum(0).astype(float)
+    precision, recall = _div(tp, preds.sum(0)), _div(tp, refs.sum(0))
+    f1 = _div(2 * precision * recall, precision + recall)
+    auc = [binary_auc(refs[:, j], scores[:, j]) for j in range(refs.shape[1])]
+    defined = [a for a in auc if a is not None]
+    return {"roc_auc_macro": float(np.mean(defined)) if defined else None, "f1_macro": float(f1.mean()),
+            "per_label": {"roc_auc": auc, "f1": f1.tolist(), "precision": precision.tolist(),
+                          "recall": recall.tolist(), "support": refs.sum(0).astype(int).tolist()},
+            "threshold": threshold, "n": int(len(refs))}
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
 class MedicalClassification(evaluate.Metric):
+    """config_name 'multiclass' (default): class ids in, everything above out. 'multilabel': predictions are
+    per-label scores (N, L) and references 0/1 (N, L); per-label and macro ROC-AUC and F1 at ``threshold``."""
+
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation="", inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}))
+        if self.config_name == "multilabel":
+            features = {"predictions": datasets.Sequence(datasets.Value("float64")),
+                        "references": datasets.Sequence(datasets.Value("int64"))}
+        else:
+            features = {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+        return evaluate.MetricInfo(description=_DESCRIPTION, citation="", inputs_description=_KWARGS,
+                                   features=datasets.Features(features))
 
     def _compute(self, predictions, references, scores=None, num_classes=None, label_names=None,
-                 n_bootstrap=0, confidence_level=0.95, seed=0, ece_bins=15):
+                 n_bootstrap=0, confidence_level=0.95, seed=0, ece_bins=15, threshold=0.5):
+        if self.config_name == "multilabel":
+            out = multilabel_metrics(np.asarray(references, dtype=bool), np.asarray(predictions, dtype=float), threshold)
+            out["label_names"] = list(label_names) if label_names else [str(j) for j in range(len(out["per_label"]["f1"]))]
+            return out
         preds, refs = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
         scores = None if scores is None else np.asarray(scores, dtype=float)
         k = int(num_classes or (len(label_names) if label_names else max(preds.max(), refs.max()) + 1))
