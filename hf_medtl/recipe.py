@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import enum
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -62,6 +63,20 @@ class DataArguments:
     val_ratio: float = field(default=0.1, metadata={"help": "Fraction of the images (of train_dir when pre-split) for validation."})
     test_ratio: float = field(default=0.1, metadata={"help": "Fraction of the images for test (ignored when pre-split)."})
     split_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the stratified split; default: seed."})
+    data_check: bool = field(default=True, metadata={
+        "help": "Decode every image once before training: list unreadable files, hash pixels for the leakage guard."})
+    on_bad_image: str = field(default="error", metadata={
+        "help": "error: stop before training, listing unreadable images (data_report.json). skip: train without them."})
+    dedupe: bool = field(default=True, metadata={
+        "help": "Keep each group of exact/near duplicate images inside one split (needs data_check)."})
+    near_duplicate_distance: Optional[int] = field(default=4, metadata={
+        "help": "Max Hamming distance of 64-bit perceptual hashes for near duplicates; null: exact copies only."})
+    group_regex: Optional[str] = field(default=None, metadata={
+        "help": "Regex searched in each file name; its first group (or the match) is a patient id kept in one "
+                "split, e.g. 'SOB_[BM]_[A-Z]+-(\\d+-\\d+)' for BreaKHis."})
+    cross_split_duplicates: str = field(default="remove", metadata={
+        "help": "A copy of a test (or MedMNIST val) image in the training pool: remove it from train, or keep it "
+                "(reported either way)."})
     image_size: Optional[int] = field(default=None, metadata={
         "help": "Square input size in pixels; default: the backbone's image-processor size."})
     augment: bool = field(default=True, metadata={"help": "Random augmentation of training images (train only)."})
@@ -253,6 +268,17 @@ def _validate(model: ModelArguments, data: DataArguments, schedule: ScheduleArgu
             bad(f"'{key}' must lie strictly between 0 and 1, got {getattr(data, key)}")
     if data.val_ratio + data.test_ratio >= 1.0:
         bad(f"'val_ratio' + 'test_ratio' must be below 1, got {data.val_ratio + data.test_ratio}")
+    if data.on_bad_image not in ("error", "skip"):
+        bad(f"'on_bad_image' must be 'error' or 'skip', got '{data.on_bad_image}'")
+    if data.cross_split_duplicates not in ("remove", "keep"):
+        bad(f"'cross_split_duplicates' must be 'remove' or 'keep', got '{data.cross_split_duplicates}'")
+    if data.near_duplicate_distance is not None and not 0 <= data.near_duplicate_distance <= 32:
+        bad(f"'near_duplicate_distance' must lie in 0..32 or be null, got {data.near_duplicate_distance}")
+    if data.group_regex:
+        try:
+            re.compile(data.group_regex)
+        except re.error as e:
+            bad(f"'group_regex' is not a valid regular expression ({e})")
     if data.image_size is not None and data.image_size < 8:
         bad(f"'image_size' must be at least 8 pixels, got {data.image_size}")
     if not 0.0 < data.crop_scale_min <= 1.0:

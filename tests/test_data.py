@@ -1,7 +1,6 @@
 """Data stage: scanning class folders, stratified seeded splits, pre-split layouts, transforms."""
 import csv
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,14 +8,12 @@ from PIL import Image
 
 from hf_medtl.data import DataError, load_splits, preprocessing_from_processor, to_datasets
 from hf_medtl.data.split import stratified_assign
+from hf_medtl.recipe import DataArguments
 from tests.conftest import make_image_folder
 
 
 def data_args(**kw):
-    base = dict(data_dir=None, train_dir=None, test_dir=None, csv_file=None, npz_file=None, class_names=None, file_pattern="**/*", val_ratio=0.1, test_ratio=0.1,
-                split_seed=None, image_size=None, augment=True, crop_scale_min=0.8, rotation_degrees=10.0,
-                hflip_prob=0.5)
-    return SimpleNamespace(**{**base, **kw})
+    return DataArguments(**kw)
 
 
 def test_split_is_stratified_and_sized():
@@ -64,7 +61,7 @@ def test_pre_split_layout_carves_validation_from_train(tmp_path):
     assert splits.counts() == {"train": 27, "validation": 3, "test": 12}
     assert all(s.path.parent.parent.name == "Testing" for s in splits.files("test"))
     make_image_folder(tmp_path / "Other", per_class=(4, 4), classes=("benign", "tumour"))
-    with pytest.raises(DataError, match="differ from test_dir classes"):
+    with pytest.raises(DataError, match="are not all among train_dir classes"):
         load_splits(data_args(train_dir=str(tmp_path / "Training"), test_dir=str(tmp_path / "Other")), 0)
 
 

@@ -8,6 +8,13 @@ from hf_medtl.recipe import load_recipe
 from tests.conftest import write_recipe
 
 
+def errors(capsys) -> list[str]:
+    """The error lines a failed run printed; there must be no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
 def tiny_recipe(tmp_path, model_dir, image_folder, **extra):
     values = dict(model_name_or_path=str(model_dir), data_dir=str(image_folder), num_train_epochs=3,
                   per_device_train_batch_size=8, learning_rate=3e-3, seed=1, output_dir=str(tmp_path / "run"),
@@ -63,7 +70,7 @@ def test_trained_model_learns_the_generated_task(tmp_path, image_folder, tiny_ti
 def test_missing_checkpoint_offline_is_one_clear_line(tmp_path, image_folder, capsys):
     recipe = write_recipe(tmp_path / "r.json", model_name_or_path="nobody/no-such-model", data_dir=str(image_folder))
     assert main([str(recipe)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = errors(capsys)
     assert len(err) == 1 and "nobody/no-such-model" in err[0] and "HF_HUB_OFFLINE=1" in err[0] and "download" in err[0]
     recipe = write_recipe(tmp_path / "r.json", model_name_or_path=str(tmp_path / "nothing"), data_dir=str(image_folder))
     assert main([str(recipe)]) == 2
@@ -73,7 +80,7 @@ def test_missing_checkpoint_offline_is_one_clear_line(tmp_path, image_folder, ca
 def test_bad_data_is_one_clear_line(tmp_path, tiny_vit, capsys):
     recipe = write_recipe(tmp_path / "r.json", model_name_or_path=str(tiny_vit), data_dir=str(tmp_path / "absent"))
     assert main([str(recipe)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = errors(capsys)
     assert len(err) == 1 and "absent" in err[0] and "folder not found" in err[0]
 
 
@@ -100,4 +107,4 @@ def test_model_card_and_offline_push_lose_nothing(tmp_path, image_folder, tiny_v
     card = (out / "README.md").read_text()
     assert "base_model: " + str(tiny_vit) in card and "| Accuracy |" in card and "benign, malignant, normal" in card
     assert json.loads((out / "metrics.json").read_text())["test"]["n"] == 3
-    assert not any("hf_do_not_write_me" in p.read_text(errors="ignore") for p in out.iterdir() if p.suffix != ".bin")
+    assert not any(b"hf_do_not_write_me" in p.read_bytes() for p in out.rglob("*") if p.is_file())

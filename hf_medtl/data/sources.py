@@ -23,6 +23,12 @@ class Sample:
     path: Path  # a file, or for in-memory images (.npz) "<file>::<split>_images/<index>"
     label: str
     array: Optional[np.ndarray] = field(default=None, repr=False)
+    group: Optional[str] = None  # e.g. a patient id from a CSV's group column
+
+    @property
+    def source(self):
+        """What to decode: the in-memory array, or the file."""
+        return self.path if self.array is None else self.array
 
 
 @dataclass
@@ -59,7 +65,8 @@ def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data
 
 
 def read_label_csv(csv_file: str | Path) -> FolderScan:
-    """A CSV with columns ``path`` (relative to the CSV's folder, or absolute) and ``label``."""
+    """A CSV with columns ``path`` (relative to the CSV's folder, or absolute), ``label`` and optionally
+    ``group`` (e.g. a patient id: a group is never split across train/validation/test)."""
     csv_file = Path(csv_file)
     if not csv_file.is_file():
         raise DataError(f"csv_file '{csv_file}': file not found")
@@ -69,7 +76,7 @@ def read_label_csv(csv_file: str | Path) -> FolderScan:
         if missing_cols:
             raise DataError(f"csv_file '{csv_file}': needs columns path,label; missing {', '.join(sorted(missing_cols))}")
         rows = list(reader)
-    samples = [Sample(csv_file.parent / r["path"], r["label"]) for r in rows]
+    samples = [Sample(csv_file.parent / r["path"], r["label"], group=r.get("group") or None) for r in rows]
     missing = [s.path for s in samples if not s.path.is_file()]
     if missing:
         raise DataError(f"csv_file '{csv_file}': {len(missing)} listed image(s) do not exist, e.g. '{missing[0]}'; "

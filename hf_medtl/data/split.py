@@ -42,3 +42,39 @@ def write_manifest(path: Path, root: Path, samples: list[Sample], assignment: li
         w.writerow(["path", "label", "split"])
         for s, split in zip(samples, assignment):
             w.writerow([os.path.relpath(s.path, root), s.label, split])
+
+
+def grouped_stratified_assign(labels: list[str], groups: list, ratios: dict[str, float], seed: int) -> list[str]:
+    """Like stratified_assign, but every group (duplicates, a patient) lands whole in one split.
+
+    Groups are placed largest first (ties in seeded random order), each into the split whose per-class
+    targets it fills the least so far; the result is stratified up to group granularity.
+    """
+    rng = np.random.default_rng(seed)
+    members: dict = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    keys = list(members)
+    keys = [keys[i] for i in rng.permutation(len(keys))]
+    keys.sort(key=lambda k: -len(members[k]))  # stable: random order within a size
+    n_class: dict[str, int] = {}
+    for lab in labels:
+        n_class[lab] = n_class.get(lab, 0) + 1
+    shares = {**ratios, "train": 1.0 - sum(ratios.values())}
+    target = {s: {c: r * n for c, n in n_class.items()} for s, r in shares.items()}
+    current = {s: {c: 0 for c in n_class} for s in shares}
+    out = ["train"] * len(labels)
+    for key in keys:
+        comp: dict[str, int] = {}
+        for i in members[key]:
+            comp[labels[i]] = comp.get(labels[i], 0) + 1
+
+        def room(split):
+            return sum(k * (target[split][c] - current[split][c]) / target[split][c] for c, k in comp.items())
+
+        best = max(shares, key=lambda s: (room(s), s == "train"))
+        for i in members[key]:
+            out[i] = best
+        for c, k in comp.items():
+            current[best][c] += k
+    return out
