@@ -76,9 +76,11 @@ def decode_dicom(path: Path) -> Image.Image:
 
 
 def decode(source) -> Image.Image:
-    """An RGB image from a file path or an in-memory array; DecodeError with the reason otherwise."""
+    """An RGB image from a file path, an in-memory array or PIL image; DecodeError with the reason otherwise."""
     if isinstance(source, np.ndarray):
         return from_array(source)
+    if isinstance(source, Image.Image):
+        return from_array(np.asarray(source)) if source.mode in ("I;16", "I", "F") else source.convert("RGB")
     path = Path(source)
     try:
         if path.stat().st_size == 0:

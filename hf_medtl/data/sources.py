@@ -10,8 +10,8 @@ import numpy as np
 
 from hf_medtl.errors import HfMedtlError
 
-# The extensions datasets' imagefolder reads (upper case matched too).
-IMAGE_EXTENSIONS = {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".jfif", ".pgm", ".ppm"}
+# The extensions datasets' imagefolder reads, plus DICOM (upper case matched too).
+IMAGE_EXTENSIONS = {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".jfif", ".pgm", ".ppm", ".dcm", ".dicom"}
 
 
 class DataError(HfMedtlError):
