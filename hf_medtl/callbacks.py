@@ -3,7 +3,9 @@ its decisions (LR scale, θ* snapshot, stop). The decision logic itself lives in
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -11,6 +13,9 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from hf_medtl.schedule import AdaptiveSchedule
+
+STATE_FILE = "adaptive_schedule.json"  # written last into a checkpoint: its presence marks the checkpoint complete
+BEST_FILE = "adaptive_best.safetensors"
 
 
 def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
@@ -99,6 +104,32 @@ class AdaptiveLRCallback(TrainerCallback):
         self.history.append(record)
         print(f"[hf_medtl rank {args.process_index}] " + " ".join(f"{k}={_short(v)}" for k, v in record.items()),
               file=sys.stderr, flush=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        """Put the schedule's whole state (counters, bests, LR scale, history, θ*) beside the Trainer's."""
+        if not state.is_world_process_zero:
+            return
+        from safetensors.torch import save_file
+
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.best_state is not None:
+            save_file(self.best_state, str(checkpoint / BEST_FILE))
+        state_json = {"schedule": self.schedule.state_dict() if self.schedule else None,
+                      "history": self.history, "best_epoch": self.best_epoch}
+        tmp = checkpoint / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state_json))
+        tmp.replace(checkpoint / STATE_FILE)
+
+    def load_checkpoint(self, checkpoint: str | Path) -> None:
+        """Restore what on_save wrote, before ``trainer.train(resume_from_checkpoint=checkpoint)``."""
+        from safetensors.torch import load_file
+
+        checkpoint = Path(checkpoint)
+        saved = json.loads((checkpoint / STATE_FILE).read_text())
+        if self.schedule is not None and saved["schedule"] is not None:
+            self.schedule.load_state_dict(saved["schedule"])
+        self.history, self.best_epoch = saved["history"], saved["best_epoch"]
+        self.best_state = load_file(str(checkpoint / BEST_FILE)) if (checkpoint / BEST_FILE).is_file() else None
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self._hook is not None:

@@ -23,7 +23,7 @@ def run(recipe) -> dict:
     """Run one recipe end to end; return the test metrics. Every process runs this; the main one writes."""
     from transformers import set_seed
 
-    from hf_medtl import data, hub, models, report, train
+    from hf_medtl import data, hub, models, outputs, report, train
     from hf_medtl.metrics import load_medical_classification
 
     args = recipe.training
@@ -45,7 +45,10 @@ def run(recipe) -> dict:
 
     # 3. Train with the adaptive schedule; the model ends holding θ*.
     trainer, schedule_callback = train.build_trainer(model, processor, datasets, recipe)
-    train_output = trainer.train()
+    checkpoint = outputs.resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+    if checkpoint:
+        schedule_callback.load_checkpoint(checkpoint)
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
 
     # 4. Evaluate θ* on validation and test.
     metric = load_medical_classification()
@@ -70,14 +73,16 @@ def run(recipe) -> dict:
     # 5. Save: model + processor (pipeline-loadable), history, split manifest, resolved recipe, model card,
     #    report and plots; metrics.json last, so that its presence means a complete run.
     models.match_processor_to_training(model, processor, prep)
-    trainer.save_model(str(output_dir))
-    if trainer.is_world_process_zero():
-        write_resolved(recipe, output_dir)
-        (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-        (output_dir / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))
-        report.write_report(output_dir, f"{output_dir.name}: {recipe.model.model_name_or_path}", results, predictions,
+    staging = outputs.staging_dir(output_dir) if main_process else output_dir / outputs.STAGING
+    trainer.save_model(str(staging))  # every rank calls it; only the main one writes
+    if main_process:
+        write_resolved(recipe, staging)
+        (staging / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+        (staging / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))
+        report.write_report(staging, f"{output_dir.name}: {recipe.model.model_name_or_path}", results, predictions,
                             summary, history)
-        (output_dir / "metrics.json").write_text(json.dumps({**summary, **results}, indent=2) + "\n")
+        (staging / outputs.MARKER).write_text(json.dumps({**summary, **results}, indent=2) + "\n")
+        outputs.commit(staging, output_dir)
         if args.push_to_hub:
             print(f"[hf_medtl] pushed to https://huggingface.co/{hub.push(output_dir, args)}", file=sys.stderr)
     return {**summary, **results}
