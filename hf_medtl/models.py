@@ -16,6 +16,9 @@ def _offline() -> bool:
 
 
 def _not_found(name: str, reason: str) -> ModelError:
+    if (Path(name) / "pytorch_model.bin").is_file() and not list(Path(name).glob("*.safetensors")):
+        return ModelError(f"model_name_or_path '{name}': only pickle weights (pytorch_model.bin), which can run code "
+                          "when loaded; set allow_pickle_weights true if you trust this checkpoint")
     if Path(name).exists() or name.startswith((".", "/", "~")):
         return ModelError(f"model_name_or_path '{name}': not a checkpoint directory ({reason}); it needs a config.json "
                           "and weights, as written by save_pretrained or `hf-medtl convert`")
@@ -36,7 +39,8 @@ def load_backbone(model_args, classes: list[str]):
         processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust)
         if model_args.pretrained:
             model = AutoModelForImageClassification.from_pretrained(
-                name, ignore_mismatched_sizes=True, trust_remote_code=trust, **labels)
+                name, ignore_mismatched_sizes=True, trust_remote_code=trust,
+                use_safetensors=None if model_args.allow_pickle_weights else True, **labels)
         else:
             config = AutoConfig.from_pretrained(name, trust_remote_code=trust, **labels)
             model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust)

@@ -39,6 +39,8 @@ class ModelArguments:
         "help": "false: same architecture, random weights (the no-transfer baseline to measure the gain against)."})
     finetune_strategy: str = field(default="full", metadata={
         "help": "full: update every weight (seed 000). linear_probe: freeze the backbone, train the new head."})
+    allow_pickle_weights: bool = field(default=False, metadata={
+        "help": "Also load pickle weights (pytorch_model.bin), which can run code when unpickled; safetensors only by default."})
     trust_remote_code: bool = field(default=False, metadata={
         "help": "Allow code shipped with a Hub checkpoint to run. Off unless you trust the checkpoint."})
 
