@@ -60,10 +60,12 @@ class AdaptiveLRCallback(TrainerCallback):
         if not module.training or labels is None:
             return
         with torch.no_grad():
-            n = labels.numel()
-            correct = (output.logits.argmax(-1) == labels).sum()
-            batch = torch.stack([output.loss.detach().double() * n, correct.double(),
-                                 torch.tensor(float(n), dtype=torch.float64, device=labels.device)])
+            # Our own sum, not output.loss: the Trainer may have the model divide by a cross-process count.
+            logits = output.logits.detach()
+            loss_sum = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+            correct = (logits.argmax(-1) == labels).sum()
+            batch = torch.stack([loss_sum.double(), correct.double(),
+                                 torch.tensor(float(labels.numel()), dtype=torch.float64, device=labels.device)])
             self._sums = batch if self._sums is None else self._sums + batch
 
     def _train_loss_accuracy(self, device) -> tuple[float, float]:

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import REPO
 from tests.test_finetune import tiny_recipe
 
-DECISION = re.compile(r"\[hf_medtl rank (\d)\] (epoch=.*)")
+DECISION = re.compile(r"\[hf_medtl rank (\d)\] (epoch=\d+ .*?stop=(?:True|False))")  # ranks' lines may interleave
 
 
 def run_cmd(cmd, timeout=600):
@@ -50,13 +50,16 @@ def test_two_process_cpu_launch_decides_identically_and_writes_once(tmp_path, im
     proc = run_cmd([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                     "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                     "hf_medtl/finetune.py", str(recipe)])
-    lines = [DECISION.search(line) for line in proc.stderr.splitlines()]
-    by_rank = {r: [m.group(2) for m in lines if m and m.group(1) == r] for r in ("0", "1")}
+    found = DECISION.findall(proc.stderr)
+    by_rank = {r: [line for rank, line in found if rank == r] for r in ("0", "1")}
     assert by_rank["0"] and by_rank["0"] == by_rank["1"], proc.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == len(by_rank["0"])
+    # The loss is summed over both ranks too: with 3 classes an untrained model is near ln 3, on both sides.
+    assert abs(history[0]["train_loss"] - history[0]["val_loss"]) < 0.3
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == len(history)
     assert proc.stdout.count("test accuracy") == 2  # both ranks finish; only rank 0 wrote the files
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
-        ["config.json", "history.json", "metrics.json", "model.safetensors", "preprocessor_config.json",
-         "recipe.json", "split_manifest.csv", "training_args.bin"])
+        ["README.md", "config.json", "data_report.json", "history.json", "metrics.json", "model.safetensors",
+         "plots", "preprocessor_config.json", "recipe.json", "report.json", "report.md", "split_manifest.csv",
+         "training_args.bin"])
