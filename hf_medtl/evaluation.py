@@ -1,7 +1,6 @@
 """`hf-medtl evaluate`: score a saved model on any data the toolkit reads, without training."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +68,7 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     data_name = Path(data).stem
     output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
-        for s, p in zip(samples, probs):
-            w.writerow([s.path, s.label, classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+    report.write_predictions(output_dir / "predictions.csv", [str(s.path) for s in samples], labels, probs, classes)
     summary = {"model": str(model_dir), "data": str(data), "images": len(samples)}
     report.write_report(output_dir, f"{model_dir.name} on {data_name}", {data_name: metrics}, {data_name: (probs, labels)},
                         summary)

@@ -162,6 +162,17 @@ def plot_all(plot_dir: Path, curves_by_split: dict, sections: dict, history: lis
     return written
 
 
+def write_predictions(path: Path, names: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
+    """One row per image: what it is, what the model said, and every class probability."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+        for name, label, p in zip(names, labels, probs):
+            w.writerow([name, classes[int(label)], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+
+
 def write_report(output_dir: Path, title: str, sections: dict, predictions: dict, summary: dict | None = None,
                  history: list[dict] | None = None) -> None:
     """sections: split -> metric dict; predictions: split -> (probs, labels)."""

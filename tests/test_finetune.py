@@ -31,7 +31,7 @@ def test_finetune_writes_every_output_and_pipeline_predicts(tmp_path, image_fold
     assert main([str(recipe), "--threshold", "0.5"]) == 0
     out = tmp_path / "run"
     for name in ("config.json", "model.safetensors", "metrics.json", "history.json", "split_manifest.csv",
-                 "recipe.json", "README.md", "report.json", "report.md", "plots/training_curves.png",
+                 "recipe.json", "README.md", "predictions_test.csv", "report.json", "report.md", "plots/training_curves.png",
                  "plots/confusion_matrix_test.png", "plots/roc_reliability_test.png"):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
