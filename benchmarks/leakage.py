@@ -9,11 +9,9 @@ test images with a copy in its training split and the accuracy on those versus t
 import csv
 import json
 import sys
-import time
 from pathlib import Path
 
-from hf_medtl.finetune import run
-from hf_medtl.recipe import load_recipe
+from common import run_variants
 
 
 def leaked_test_images(run_dir: Path, groups: list[list[str]]) -> set[str]:
@@ -26,16 +24,9 @@ def leaked_test_images(run_dir: Path, groups: list[list[str]]) -> set[str]:
 
 
 def main(argv):
-    recipe_path, overrides = argv[0], argv[1:]
-    base = load_recipe(recipe_path, overrides).training.output_dir
-    rows = {}
-    for name, dedupe in (("leak_free", "true"), ("naive", "false")):
-        recipe = load_recipe(recipe_path, [*overrides, "--dedupe", dedupe, "--output_dir", f"{base}_{name}"])
-        start = time.perf_counter()
-        m = run(recipe)
-        rows[name] = {"test_accuracy": m["test"]["accuracy"], "test_accuracy_ci": m["test"]["ci"]["accuracy"],
-                      "epochs_run": m["epochs_run"], "wall_s": round(time.perf_counter() - start, 1)}
-        print(name, rows[name], flush=True)
+    base, results = run_variants(argv[0], argv[1:], {"leak_free": ["--dedupe", "true"], "naive": ["--dedupe", "false"]})
+    rows = {name: {"test_accuracy": m["test"]["accuracy"], "test_accuracy_ci": m["test"]["ci"]["accuracy"],
+                   "epochs_run": m["epochs_run"], "wall_s": wall} for name, (m, wall) in results.items()}
     # Duplicate groups as found by the data check (the leak-free run's report lists them all).
     report = json.loads((Path(f"{base}_leak_free") / "data_report.json").read_text())
     groups = report["duplicates"]["exact"] + report["duplicates"]["near"]

@@ -5,22 +5,14 @@ from pathlib import Path
 from string import Template
 
 from hf_medtl.errors import HfMedtlError
+from hf_medtl.report import HEADLINE, fmt
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "image_classification.md"
-HEADLINE = (("accuracy", "Accuracy"), ("precision_macro", "Precision (macro)"), ("recall_macro", "Recall / sensitivity (macro)"),
-            ("specificity_macro", "Specificity (macro)"), ("f1_macro", "F1 (macro)"), ("roc_auc", "ROC-AUC"),
-            ("mcc", "Matthews correlation"))
-
-
-def _fmt(key, x):
-    if x is None:
-        return "n/a"
-    return f"{x:.3f}" if key == "mcc" else f"{100 * x:.2f}%"
 
 
 def render_model_card(recipe, metrics: dict) -> str:
     test, r = metrics["test"], recipe.resolved
-    rows = [f"| {label} | {_fmt(key, test.get(key))} | {_fmt(key, test['ci'][key][0])} – {_fmt(key, test['ci'][key][1])} |"
+    rows = [f"| {label} | {fmt(key, test.get(key))} | {fmt(key, test['ci'][key][0])} – {fmt(key, test['ci'][key][1])} |"
             for key, label in HEADLINE if key in test.get("ci", {})]
     s = recipe.schedule
     schedule = (f"adaptive (Khoa & Tri, Algorithm 1): T={s.threshold}, p={s.patience}, P={s.stop_patience}, "

@@ -39,7 +39,7 @@ def curves(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     return {"roc": roc, "reliability": reliability_bins(labels, probs)}
 
 
-def _fmt(key: str, value) -> str:
+def fmt(key: str, value) -> str:
     if value is None:
         return "n/a"
     return f"{value:.3f}" if key in ("mcc", "ece") else f"{100 * value:.2f}%"
@@ -56,14 +56,14 @@ def markdown(title: str, sections: dict[str, dict], summary: dict | None = None,
         for key, label in HEADLINE:
             if m.get(key) is not None:
                 ci = m.get("ci", {}).get(key)
-                lines.append(f"| {label} | {_fmt(key, m[key])} | "
-                             f"{_fmt(key, ci[0]) + ' – ' + _fmt(key, ci[1]) if ci else ''} |")
+                lines.append(f"| {label} | {fmt(key, m[key])} | "
+                             f"{fmt(key, ci[0]) + ' – ' + fmt(key, ci[1]) if ci else ''} |")
         pc, names = m["per_class"], m["label_names"]
         lines += ["", "| class | support | precision | sensitivity | specificity | F1 | ROC-AUC |", "|---|---|---|---|---|---|---|"]
         for i, c in enumerate(names):
             auc = pc.get("roc_auc", [None] * len(names))[i]
-            lines.append(f"| {c} | {pc['support'][i]} | {_fmt('', pc['precision'][i])} | {_fmt('', pc['sensitivity'][i])} | "
-                         f"{_fmt('', pc['specificity'][i])} | {_fmt('', pc['f1'][i])} | {_fmt('', auc)} |")
+            lines.append(f"| {c} | {pc['support'][i]} | {fmt('', pc['precision'][i])} | {fmt('', pc['sensitivity'][i])} | "
+                         f"{fmt('', pc['specificity'][i])} | {fmt('', pc['f1'][i])} | {fmt('', auc)} |")
         lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
                   "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         lines += [f"| **{names[i]}** | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(m["confusion_matrix"])]
