@@ -32,7 +32,8 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
     callback = AdaptiveLRCallback(schedule, sched.train_accuracy)
     # The run pushes once, when its outputs are complete (hf_medtl.hub), not from inside the Trainer; and the
     # Trainer never holds the token, so that training_args.bin and checkpoints cannot leak it.
-    trainer = Trainer(model=model, args=dataclasses.replace(args, push_to_hub=False, hub_token=None), train_dataset=datasets["train"], eval_dataset=datasets["validation"],
+    trainer = Trainer(model=model, args=dataclasses.replace(args, push_to_hub=False, hub_token=None),
+                      train_dataset=datasets["train"], eval_dataset=datasets["validation"],
                       processing_class=processor, data_collator=default_data_collator, compute_metrics=accuracy,
                       callbacks=[callback])
     if sched.train_accuracy == "full":
