@@ -40,10 +40,10 @@ def _pct(x):
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| Dataset | Model | Train Acc | Val Acc | Test Acc (95% CI) | Precision | Recall | F1-score (95% CI) | Epochs | LR reductions |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| Run | Dataset | Model | Train Acc | Val Acc | Test Acc (95% CI) | Precision | Recall | F1-score (95% CI) | Epochs | LR reductions |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['model']} | {_pct(r['train_acc'])} | {_pct(r['val_acc'])} | "
+        lines.append(f"| {Path(r['run']).name} | {r['dataset']} | {r['model']} | {_pct(r['train_acc'])} | {_pct(r['val_acc'])} | "
                      f"{_pct(r['test_acc'])} ({_pct(r['test_acc_ci'][0])}–{_pct(r['test_acc_ci'][1])}) | "
                      f"{_pct(r['precision'])} | {_pct(r['recall'])} | {_pct(r['f1'])} "
                      f"({_pct(r['f1_ci'][0])}–{_pct(r['f1_ci'][1])}) | {r['epochs']} | {r['lr_reductions']} |")
