@@ -242,8 +242,12 @@ def test_manifest_is_reused_and_a_changed_dataset_is_reported(tmp_path, capsys):
     out = tmp_path / "out"
     first = load_splits(DataArguments(data_dir=str(root)), 0, out)
     first.write_manifest(out / "split_manifest.csv")
-    again = load_splits(DataArguments(data_dir=str(root), split_seed=99), 0, out)  # another seed: still reused
+    again = load_splits(DataArguments(data_dir=str(root)), 0, out)
     assert again.assignment == first.assignment and again.report["manifest"] == "reused"
+    other = load_splits(DataArguments(data_dir=str(root), split_seed=99), 0, out)  # a changed recipe re-splits
+    assert other.report["manifest"] == "split settings changed; new split" and other.assignment != first.assignment
+    first = load_splits(DataArguments(data_dir=str(root)), 0, out)  # back to the recipe of the manifest
+    first.write_manifest(out / "split_manifest.csv")
     make_image(0, np.random.default_rng(9)).save(root / "benign" / "benign_003.png")  # content changed
     (root / "malignant" / "malignant_000.png").unlink()
     changed = load_splits(DataArguments(data_dir=str(root)), 0, out)

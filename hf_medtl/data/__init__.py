@@ -47,12 +47,14 @@ class Splits:
         return str(s.path) if s.array is not None else os.path.relpath(s.path, self.root)
 
     def write_manifest(self, path: Path) -> None:
-        with open(path, "w", newline="") as f:
+        tmp = Path(f"{path}.tmp")  # other ranks may be reading the previous one
+        with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "label", "split", "group", "sha1", "note"])
             for i, s in enumerate(self.samples):
                 w.writerow([self.relpath(s), s.label, self.assignment[i], self.groups[i] if self.groups else "",
                             (self.shas[i] or "") if self.shas else "", self.notes[i] if self.notes else ""])
+        os.replace(tmp, path)
 
 
 def _scan(a) -> tuple[Path, list[Sample], list[Optional[str]], dict[str, float], list[Path], list[str]]:
@@ -95,7 +97,9 @@ def load_splits(a, seed: int, report_dir: Optional[Path] = None, write: bool = T
     n = len(samples)
     splits = Splits(root, samples, ["train"] * n, classes, ignored, [""] * n, [""] * n, [None] * n)
     report = splits.report
-    report.update(files=n, ignored_non_image_files=[str(p) for p in ignored])
+    settings = {k: getattr(a, k) for k in ("val_ratio", "test_ratio", "dedupe", "near_duplicate_distance",
+                                           "group_regex", "cross_split_duplicates", "on_bad_image", "data_check")}
+    report.update(files=n, ignored_non_image_files=[str(p) for p in ignored], split_settings={**settings, "seed": seed})
 
     # 1. Decode everything once.
     infos = check.inspect_all([s.source for s in samples]) if a.data_check else [check.ImageInfo() for _ in samples]
@@ -108,7 +112,8 @@ def load_splits(a, seed: int, report_dir: Optional[Path] = None, write: bool = T
 
     # 2. Leakage groups: exact/near duplicates, a CSV group column, a filename regex.
     uf = check.UnionFind(n)
-    dup = check.duplicate_groups(infos, a.near_duplicate_distance if a.dedupe else None, uf) if a.dedupe and a.data_check else {"exact": [], "near": []}
+    dup = (check.duplicate_groups(infos, a.near_duplicate_distance, uf) if a.dedupe and a.data_check
+           else {"exact": [], "near": []})
     by_key: dict[str, int] = {}
     pattern = re.compile(a.group_regex) if a.group_regex else None
     for i, s in enumerate(samples):
@@ -187,6 +192,15 @@ def _reuse(splits: Splits, free: list[int], report_dir: Path, report: dict) -> b
     if previous is None:
         report["manifest"] = "new"
         return False
+    try:
+        before = json.loads((Path(report_dir) / "data_report.json").read_text()).get("split_settings")
+    except (OSError, ValueError):
+        before = None
+    if before != report["split_settings"]:
+        report["manifest"] = "split settings changed; new split"
+        print(f"[hf_medtl] the split settings differ from those of {report_dir}/split_manifest.csv; making a new split",
+              file=sys.stderr)
+        return False
     now = {(splits.relpath(splits.samples[i]), splits.samples[i].label): i for i in range(len(splits.samples))}
     added = [k for k in now if k not in previous]
     removed = [k for k in previous if k not in now]
@@ -209,7 +223,9 @@ def _reuse(splits: Splits, free: list[int], report_dir: Path, report: dict) -> b
 def _write_report(report_dir: Optional[Path], report: dict, write: bool) -> None:
     if report_dir is not None and write:
         Path(report_dir).mkdir(parents=True, exist_ok=True)
-        (Path(report_dir) / "data_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        tmp = Path(report_dir) / "data_report.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, Path(report_dir) / "data_report.json")
 
 
 def summary_line(splits: Splits) -> str:
