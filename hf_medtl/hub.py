@@ -1,13 +1,14 @@
 """Model card rendering and the optional push to the Hugging Face Hub."""
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from string import Template
 
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.report import HEADLINE, fmt
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "image_classification.md"
+TEMPLATE = resources.files("hf_medtl.model_cards") / "image_classification.md"
 
 
 def render_model_card(recipe, metrics: dict) -> str:
