@@ -78,3 +78,9 @@ def tiny_timm(tmp_path_factory):
 def write_recipe(path: Path, **values) -> Path:
     path.write_text(json.dumps(values))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Relative paths (a recipe's default outputs/<name>) land in the test's folder, never in the repository."""
+    monkeypatch.chdir(tmp_path)
