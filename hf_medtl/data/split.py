@@ -1,13 +1,9 @@
-"""Stratified, seeded train/validation/test assignment and the split manifest (file -> split)."""
+"""Seeded train/validation/test assignment: stratified by class, and grouped (duplicates, patients) when needed."""
 from __future__ import annotations
-
-import csv
-import os
-from pathlib import Path
 
 import numpy as np
 
-from hf_medtl.data.sources import DataError, Sample
+from hf_medtl.data.sources import DataError
 
 SPLITS = ("train", "validation", "test")
 
@@ -34,14 +30,6 @@ def stratified_assign(labels: list[str], ratios: dict[str, float], seed: int) ->
                 out[i] = split
             start += n
     return out
-
-
-def write_manifest(path: Path, root: Path, samples: list[Sample], assignment: list[str]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "split"])
-        for s, split in zip(samples, assignment):
-            w.writerow([os.path.relpath(s.path, root), s.label, split])
 
 
 def grouped_stratified_assign(labels: list[str], groups: list, ratios: dict[str, float], seed: int) -> list[str]:
