@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -12,10 +12,10 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from hf_medtl.outputs import BEST_FILE, STATE_FILE, atomic_write_text
 from hf_medtl.schedule import AdaptiveSchedule
 
-STATE_FILE = "adaptive_schedule.json"  # written last into a checkpoint: its presence marks the checkpoint complete
-BEST_FILE = "adaptive_best.safetensors"
+logger = logging.getLogger("hf_medtl")
 
 
 def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
@@ -48,6 +48,7 @@ class AdaptiveLRCallback(TrainerCallback):
         if train_accuracy not in ("running", "full"):
             raise ValueError(f"train_accuracy must be 'running' or 'full', got {train_accuracy!r}")
         self.schedule, self.mode, self.evaluate_train = schedule, train_accuracy, evaluate_train
+        self.log: Optional[Callable[[dict], None]] = None  # Trainer.log, so trackers see the decisions
         self.history: list[dict] = []
         self.best_state: Optional[dict] = None
         self.best_epoch: Optional[int] = None
@@ -104,8 +105,11 @@ class AdaptiveLRCallback(TrainerCallback):
             if decision.stop:
                 control.should_training_stop = True
         self.history.append(record)
-        print(f"[hf_medtl rank {args.process_index}] " + " ".join(f"{k}={_short(v)}" for k, v in record.items()),
-              file=sys.stderr, flush=True)
+        if self.log is not None:
+            self.log(tracker_values(record))
+        if record["epoch"] == 1:
+            logger.info(EPOCH_HEADER)
+        logger.info(epoch_row(record))  # the main process's; every rank's with HF_MEDTL_LOG_ALL_RANKS=1
 
     def on_save(self, args, state, control, **kwargs):
         """Put the schedule's whole state (counters, bests, LR scale, history, θ*) beside the Trainer's."""
@@ -118,9 +122,7 @@ class AdaptiveLRCallback(TrainerCallback):
             save_file(self.best_state, str(checkpoint / BEST_FILE))
         state_json = {"schedule": self.schedule.state_dict() if self.schedule else None,
                       "history": self.history, "best_epoch": self.best_epoch}
-        tmp = checkpoint / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state_json))
-        tmp.replace(checkpoint / STATE_FILE)
+        atomic_write_text(checkpoint / STATE_FILE, json.dumps(state_json))
 
     def load_checkpoint(self, checkpoint: str | Path) -> None:
         """Restore what on_save wrote, before ``trainer.train(resume_from_checkpoint=checkpoint)``."""
@@ -141,5 +143,23 @@ class AdaptiveLRCallback(TrainerCallback):
             model.load_state_dict(self.best_state)
 
 
-def _short(v):
-    return f"{v:.4g}" if isinstance(v, float) else v
+EPOCH_HEADER = "epoch | train loss | train acc | val loss | val acc |    lr     | monitoring     | decision"
+
+
+def epoch_row(r: dict) -> str:
+    """One aligned line per epoch, as Keras' LR-adjust callback prints: the numbers and what was decided."""
+    decision = ", ".join(t for k, t in (("save_best", "θ* saved"), ("reduced", f"LR reduced to x{r.get('lr_scale', 1):g}"),
+                                         ("stop", "stop")) if r.get(k)) or "-"
+    val_acc = r.get("val_accuracy")
+    return (f"{r['epoch']:5d} | {r['train_loss']:10.4f} | {r['train_accuracy']:9.4f} | {r['val_loss']:8.4f} | "
+            f"{val_acc if val_acc is not None else float('nan'):7.4f} | {r['lr']:.3e} | {r.get('monitor', '-'):14s} | "
+            f"{decision}")
+
+
+def tracker_values(r: dict) -> dict:
+    """The schedule's per-epoch state as scalars for report_to (tensorboard, trackio)."""
+    keys = ("train_accuracy", "lr_scale", "wait", "reductions", "save_best", "reduced")
+    out = {f"schedule/{k}": float(r[k]) for k in keys if k in r}
+    if "monitor" in r:
+        out["schedule/monitoring_val_loss"] = float(r["monitor"] == "val_loss")
+    return out

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hf_medtl.errors import HfMedtlError
+from hf_medtl.console import run_command, setup_logging
 
 
 def _finetune(ns, rest):
@@ -15,14 +15,17 @@ def _finetune(ns, rest):
 
 
 def _check_data(ns, rest):
-    from hf_medtl.data import load_splits, summary_line
+    from hf_medtl.data import MANIFEST, load_splits, summary_line
+    from hf_medtl.outputs import STAGING, ensure_writable, holds_complete_run
     from hf_medtl.recipe import load_recipe
 
-    recipe = load_recipe(ns.recipe, rest)
-    out = Path(recipe.training.output_dir)
-    splits = load_splits(recipe.data, recipe.training.seed, out)
-    splits.write_manifest(out / "split_manifest.csv")
-    print(summary_line(splits) + f"\n[hf_medtl] wrote {out / 'data_report.json'} and {out / 'split_manifest.csv'}")
+    recipe = load_recipe(ns.recipe, rest)  # no backbone needed: nothing is built
+    out = ensure_writable(recipe.training.output_dir)
+    # A finished run's folder keeps its own, consistent data files; this check goes beside them.
+    write_dir = ensure_writable(out / STAGING) if holds_complete_run(out) else out
+    splits = load_splits(recipe.data, recipe.training.seed, out, write_dir=write_dir)
+    splits.write_manifest(write_dir / MANIFEST)
+    print(summary_line(splits) + f"\nwrote {write_dir / 'data_report.json'} and {write_dir / MANIFEST}")
     return 0
 
 
@@ -37,7 +40,9 @@ def _convert(ns, rest):
 def _evaluate(ns, rest):
     from hf_medtl.evaluation import evaluate_model
 
-    m = evaluate_model(ns.model_dir, ns.data, ns.output_dir, ns.split, ns.batch_size, ns.n_bootstrap, ns.seed)
+    m = evaluate_model(ns.model_dir, ns.data, ns.output_dir, ns.split, ns.batch_size, ns.n_bootstrap, ns.seed,
+                       ns.ci_method, ns.on_bad_image, ns.allow_pickle_weights, ns.trust_remote_code,
+                       ns.allow_paths_outside_root)
     ci = " (95% CI {:.4f}-{:.4f})".format(*m["ci"]["accuracy"]) if "ci" in m else ""
     print(f"{m['n']} images: accuracy {m['accuracy']:.4f}{ci}, F1 macro {m['f1_macro']:.4f}; report in {m['output_dir']}")
     return 0
@@ -48,6 +53,18 @@ def _compare(ns, rest):
 
     print(compare(ns.run_dirs, ns.output_dir), end="")
     return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got '{text}'")
+    return int(text)
+
+
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got '{text}'")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,9 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="folder of class sub-folders (e.g. a Testing/ folder), a label CSV, or a MedMNIST .npz")
     p.add_argument("--output_dir", help="where to write the report (default: <model_dir>_eval_<data name> beside the model)")
     p.add_argument("--split", default="test", help="which split of an .npz (train, val, test; default test)")
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--batch_size", type=_positive, default=64)
+    p.add_argument("--n_bootstrap", type=_non_negative, default=1000, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--ci_method", choices=["bca", "percentile"], default="bca", help="bootstrap interval (default bca)")
+    p.add_argument("--on_bad_image", choices=["error", "skip"], default="error",
+                   help="an unreadable image stops the command (default) or is skipped with a warning")
+    p.add_argument("--allow_pickle_weights", action="store_true", help="also load pytorch_model.bin (pickle)")
+    p.add_argument("--trust_remote_code", action="store_true", help="run code shipped with the checkpoint")
+    p.add_argument("--allow_paths_outside_root", action="store_true",
+                   help="read CSV paths that lie outside the CSV's folder")
     p.set_defaults(func=_evaluate, passthrough=False)
     p = sub.add_parser("compare", help="tabulate finished runs as seed 000's Table 2 (Markdown + CSV)")
     p.add_argument("run_dirs", nargs="+", help="output_dirs of finished runs")
@@ -86,11 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ns, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if rest and not ns.passthrough:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    try:
-        return ns.func(ns, rest)
-    except HfMedtlError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if ns.command != "finetune":  # finetune sets up its own (it also runs as a script)
+        setup_logging()
+    return run_command(lambda: ns.func(ns, rest))
 
 
 if __name__ == "__main__":

@@ -1,27 +1,43 @@
-"""`hf-medtl evaluate`: score a saved model on any data the toolkit reads, without training."""
+"""Scoring: the metric module applied to predictions (the run's own test split, or `hf-medtl evaluate` on any
+data the toolkit reads), with the data check's rules for unreadable images."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from hf_medtl.data import DataError, build_transforms, image_dataset, preprocessing_from_processor
+from hf_medtl.data import DataError
 from hf_medtl.data.sources import read_label_csv, read_medmnist_npz, scan_class_folders
 
+logger = logging.getLogger("hf_medtl")
 
-def load_samples(data: str | Path, split: str, model_classes: list[str], file_pattern: str = "**/*"):
+
+def score(probs: np.ndarray, labels: np.ndarray, classes: list[str], eval_args, seed: int = 0) -> dict:
+    """Every metric of the medical_classification module, with bootstrap CIs as ``eval_args`` says."""
+    from hf_medtl.metrics import load_medical_classification
+
+    return load_medical_classification().compute(
+        predictions=probs.argmax(1), references=labels, scores=probs, num_classes=len(classes), label_names=classes,
+        n_bootstrap=eval_args.n_bootstrap, ci_method=eval_args.ci_method, seed=seed)
+
+
+def load_samples(data: str | Path, split: str, model_classes: list[str], file_pattern: str = "**/*",
+                 allow_outside: bool = False):
     """The samples of ``data``: a folder of class sub-folders, a label CSV, or one split of a MedMNIST .npz."""
     data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data}: not found; pass a folder of class sub-folders, a label CSV or a .npz")
     if data.suffix == ".npz":
-        parts = read_medmnist_npz(data, model_classes)  # integer labels are the model's ids
+        parts = read_medmnist_npz(data, model_classes, only=split)  # integer labels are the model's ids
         key = {"val": "validation"}.get(split, split)
         if key not in parts:
-            raise DataError(f"{data}: no '{split}' split; it has {', '.join(parts)}")
+            raise DataError(f"{data}: no '{split}' split ({split}_images / {split}_labels arrays)")
         samples = parts[key]
     elif data.suffix == ".csv":
-        samples = read_label_csv(data).samples
+        samples = read_label_csv(data, allow_outside, min_classes=1).samples
     else:
-        samples = scan_class_folders(data, file_pattern, "data").samples
+        samples = scan_class_folders(data, file_pattern, "data", allow_outside).samples
     unknown = sorted({s.label for s in samples} - set(model_classes))
     if unknown:
         raise DataError(f"{data}: class(es) {unknown} are not among the model's labels {model_classes}; "
@@ -29,45 +45,41 @@ def load_samples(data: str | Path, split: str, model_classes: list[str], file_pa
     return samples
 
 
+def _readable(samples, data, on_bad_image: str, max_pixels: int):
+    """The data check's rules: every image decoded once; unreadable ones stop the command or are skipped."""
+    from hf_medtl.data.check import inspect_all
+
+    infos = inspect_all([s.source for s in samples], max_pixels)
+    bad = [(s, i.reason) for s, i in zip(samples, infos) if not i.ok]
+    if bad and on_bad_image == "error":
+        raise DataError(f"{data}: {len(bad)} unreadable image(s), e.g. '{bad[0][0].path}' ({bad[0][1]}); fix or "
+                        "remove them, or pass --on_bad_image skip")
+    if bad:
+        logger.warning(f"{len(bad)} unreadable image(s) skipped, e.g. '{bad[0][0].path}' ({bad[0][1]})")
+    return [s for s, i in zip(samples, infos) if i.ok]
+
+
 def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Path | None = None, split: str = "test",
-                   batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    import torch
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-    from transformers.utils import logging as hf_logging
+                   batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0, ci_method: str = "bca",
+                   on_bad_image: str = "error", allow_pickle_weights: bool = False, trust_remote_code: bool = False,
+                   allow_paths_outside_root: bool = False, max_image_pixels: int | None = None) -> dict:
+    from hf_medtl import report, train
+    from hf_medtl.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
+    from hf_medtl.data import build_transforms, image_dataset, preprocessing_from_processor
+    from hf_medtl.models import load_saved_model
+    from hf_medtl.outputs import ensure_writable
 
-    from hf_medtl import report
-    from hf_medtl.metrics import load_medical_classification
-    from hf_medtl.models import ModelError
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ModelError(f"{model_dir}: not a saved model (no config.json); pass the output_dir of a finetune run")
-    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
-    processor = AutoImageProcessor.from_pretrained(model_dir)
-    classes = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    samples = load_samples(data, split, classes)
-    _, eval_tf = build_transforms(preprocessing_from_processor(processor), augment=False)
-    dataset = image_dataset(samples, classes, eval_tf)
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    probs, labels = [], []
-    with torch.inference_mode():
-        for batch in loader:
-            logits = model(pixel_values=batch["pixel_values"].to(device)).logits
-            probs.append(logits.double().softmax(-1).cpu().numpy())
-            labels.append(batch["labels"].numpy())
-    probs, labels = np.concatenate(probs), np.concatenate(labels)
-
-    metrics = load_medical_classification().compute(
-        predictions=probs.argmax(1), references=labels, scores=probs, num_classes=len(classes), label_names=classes,
-        n_bootstrap=n_bootstrap, seed=seed)
-    data_name = Path(data).stem
+    model_dir, data_name = Path(model_dir), Path(data).stem
     output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
-    output_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
+    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+    samples = _readable(load_samples(data, split, classes, allow_outside=allow_paths_outside_root), data,
+                        on_bad_image, max_pixels)
+    _, eval_tf = build_transforms(preprocessing_from_processor(processor), augment=False)
+    probs, labels = train.predict(train.inference_trainer(model, batch_size),
+                                  image_dataset(samples, classes, eval_tf, max_pixels))
+    metrics = score(probs, labels, classes, EvaluationArguments(n_bootstrap=n_bootstrap, ci_method=ci_method), seed)
     report.write_predictions(output_dir / "predictions.csv", [str(s.path) for s in samples], labels, probs, classes)
     summary = {"model": str(model_dir), "data": str(data), "images": len(samples)}
     report.write_report(output_dir, f"{model_dir.name} on {data_name}", {data_name: metrics}, {data_name: (probs, labels)},

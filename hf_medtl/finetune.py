@@ -7,41 +7,49 @@ recipe -> data split -> backbone -> Trainer with the adaptive schedule -> test m
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file (accelerate launch hf_medtl/finetune.py): import the package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from hf_medtl.errors import HfMedtlError  # noqa: E402
-from hf_medtl.recipe import load_recipe, write_resolved  # noqa: E402
+from hf_medtl.console import run_command, setup_logging  # noqa: E402
+from hf_medtl.recipe import load_recipe, require_model, write_resolved  # noqa: E402
 
 USAGE = "usage: finetune.py RECIPE.json [--key value ...]"
+logger = logging.getLogger("hf_medtl")
 
 
 def run(recipe) -> dict:
     """Run one recipe end to end; return the test metrics. Every process runs this; the main one writes."""
     from transformers import set_seed
 
-    from hf_medtl import data, hub, models, outputs, report, train
-    from hf_medtl.metrics import load_medical_classification
+    from hf_medtl import data, evaluation, hub, models, outputs, report, train
 
     args = recipe.training
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
+    main_process = args.process_index == 0
+
+    # 0. Where things go. A finished run in output_dir stays whole until this one has finished too: its data
+    #    files are written beside the staged outputs, not over the old run's.
+    if main_process:
+        outputs.ensure_writable(output_dir)
+        staging = outputs.staging_dir(output_dir)
+    staging = output_dir / outputs.STAGING
+    data_out = staging if outputs.holds_complete_run(output_dir) else output_dir
 
     # 1. Data: every image checked, duplicates and patients grouped, split (or the previous split reused),
     #    all decided and written down before any model is built.
-    main_process = args.process_index == 0
-    splits = data.load_splits(recipe.data, args.seed, output_dir, write=main_process)
+    splits = data.load_splits(recipe.data, args.seed, output_dir, write=main_process, write_dir=data_out)
     if main_process:
-        splits.write_manifest(output_dir / "split_manifest.csv")
-        print(data.summary_line(splits), file=sys.stderr)
+        splits.write_manifest(data_out / data.MANIFEST)
+        logger.info(data.summary_line(splits))
 
-    # 2. Backbone: pretrained weights, a new head for our classes.
-    model, processor = models.load_backbone(recipe.model, splits.classes)
-    prep = data.preprocessing_from_processor(processor, recipe.data.image_size)
-    datasets = data.to_datasets(splits, prep, recipe.data)
+    # 2. Backbone: pretrained weights, a new head for our classes, the processor it serves with.
+    model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size)
+    datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data)
 
     # 3. Train with the adaptive schedule; the model ends holding θ*.
     trainer, schedule_callback = train.build_trainer(model, processor, datasets, recipe)
@@ -51,13 +59,10 @@ def run(recipe) -> dict:
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
 
     # 4. Evaluate θ* on validation and test.
-    metric = load_medical_classification()
     results, predictions = {}, {}
     for split in ("validation", "test"):
-        probs, labels = predictions[split] = train.predict(trainer, datasets[split])
-        results[split] = metric.compute(predictions=probs.argmax(1), references=labels, scores=probs,
-                                        num_classes=len(splits.classes), label_names=splits.classes,
-                                        n_bootstrap=1000, seed=args.seed)
+        predictions[split] = train.predict(trainer, datasets[split])
+        results[split] = evaluation.score(*predictions[split], splits.classes, recipe.evaluation, args.seed)
     history = schedule_callback.history
     summary = {
         "epochs_run": len(history),
@@ -72,8 +77,6 @@ def run(recipe) -> dict:
 
     # 5. Save: model + processor (pipeline-loadable), history, split manifest, resolved recipe, model card,
     #    report and plots; metrics.json last, so that its presence means a complete run.
-    models.match_processor_to_training(model, processor, prep)
-    staging = outputs.staging_dir(output_dir) if main_process else output_dir / outputs.STAGING
     trainer.save_model(str(staging))  # every rank calls it; only the main one writes
     if main_process:
         write_resolved(recipe, staging)
@@ -87,7 +90,7 @@ def run(recipe) -> dict:
         (staging / outputs.MARKER).write_text(json.dumps({**summary, **results}, indent=2) + "\n")
         outputs.commit(staging, output_dir)
         if args.push_to_hub:
-            print(f"[hf_medtl] pushed to https://huggingface.co/{hub.push(output_dir, args)}", file=sys.stderr)
+            logger.info(f"pushed to https://huggingface.co/{hub.push(output_dir, args)}")
     return {**summary, **results}
 
 
@@ -96,15 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE + "\nRecipe keys: see the recipe reference in README.md.", file=sys.stderr)
         return 0 if argv else 2
-    try:
-        metrics = run(load_recipe(argv[0], argv[1:]))
-    except HfMedtlError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    test = metrics["test"]
-    print(f"test accuracy {test['accuracy']:.4f} (95% CI {test['ci']['accuracy'][0]:.4f}-{test['ci']['accuracy'][1]:.4f}), "
-          f"F1 macro {test['f1_macro']:.4f}; {metrics['epochs_run']} epochs, {metrics['lr_reductions']} LR reductions")
-    return 0
+    setup_logging()
+
+    def go() -> int:
+        recipe = load_recipe(argv[0], argv[1:])
+        require_model(recipe, argv[0])
+        metrics = run(recipe)
+        if recipe.training.process_index != 0:
+            return 0
+        test = metrics["test"]
+        ci = test.get("ci", {}).get("accuracy")
+        print(f"test accuracy {test['accuracy']:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "") +
+              f", F1 macro {test['f1_macro']:.4f}; {metrics['epochs_run']} epochs, {metrics['lr_reductions']} LR "
+              f"reductions; outputs in {recipe.training.output_dir}")
+        return 0
+
+    return run_command(go)
 
 
 if __name__ == "__main__":

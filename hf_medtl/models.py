@@ -1,10 +1,26 @@
 """The model stage: a pretrained backbone (HF or timm through TimmWrapper, Hub id or local dir) with a new head."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
 from hf_medtl.errors import HfMedtlError
+
+logger = logging.getLogger("hf_medtl")
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 class ModelError(HfMedtlError):
@@ -17,8 +33,8 @@ def _offline() -> bool:
 
 def _not_found(name: str, reason: str) -> ModelError:
     if (Path(name) / "pytorch_model.bin").is_file() and not list(Path(name).glob("*.safetensors")):
-        return ModelError(f"model_name_or_path '{name}': only pickle weights (pytorch_model.bin), which can run code "
-                          "when loaded; set allow_pickle_weights true if you trust this checkpoint")
+        return ModelError(f"'{name}': only pickle weights (pytorch_model.bin), which can run code when loaded; "
+                          "set allow_pickle_weights true (--allow_pickle_weights for commands) if you trust it")
     if Path(name).exists() or name.startswith((".", "/", "~")):
         return ModelError(f"model_name_or_path '{name}': not a checkpoint directory ({reason}); it needs a config.json "
                           "and weights, as written by save_pretrained or `hf-medtl convert`")
@@ -28,8 +44,9 @@ def _not_found(name: str, reason: str) -> ModelError:
                       "an offline backbone with `hf-medtl convert efficientnet_lite0 DIR`")
 
 
-def load_backbone(model_args, classes: list[str]):
-    """(model, image processor) for ``classes``: pretrained weights, the classification head re-initialised."""
+def load_backbone(model_args, classes: list[str], image_size: int | None = None):
+    """(model, serving image processor) for ``classes``: pretrained weights, the classification head
+    re-initialised, and the processor the run evaluates with and saves (see serving_processor)."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     name, trust = model_args.model_name_or_path, model_args.trust_remote_code
@@ -37,10 +54,15 @@ def load_backbone(model_args, classes: list[str]):
     labels = dict(num_labels=len(classes), id2label=id2label, label2id={c: i for i, c in id2label.items()})
     try:
         processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust)
+        if not hasattr(processor, "image_mean") and not hasattr(processor, "data_config"):
+            raise ModelError(f"model_name_or_path '{name}': its processor ({type(processor).__name__}) is not an "
+                             "image processor with a mean and std")
         if model_args.pretrained:
-            model = AutoModelForImageClassification.from_pretrained(
-                name, ignore_mismatched_sizes=True, trust_remote_code=trust,
-                use_safetensors=None if model_args.allow_pickle_weights else True, **labels)
+            with _quiet_transformers():  # its load report lists the head we replace on purpose as MISMATCH
+                model = AutoModelForImageClassification.from_pretrained(
+                    name, ignore_mismatched_sizes=True, trust_remote_code=trust,
+                    use_safetensors=None if model_args.allow_pickle_weights else True, **labels)
+            logger.info(f"loaded {name}; classification head re-initialised for {len(classes)} classes")
         else:
             config = AutoConfig.from_pretrained(name, trust_remote_code=trust, **labels)
             model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust)
@@ -50,7 +72,7 @@ def load_backbone(model_args, classes: list[str]):
         model.config.label_names = list(classes)
     if model_args.finetune_strategy == "linear_probe":
         freeze_backbone(model)
-    return model, processor
+    return model, serving_processor(model, processor, image_size)
 
 
 def classifier_head(model):
@@ -71,19 +93,58 @@ def freeze_backbone(model) -> None:
         p.requires_grad_(True)
 
 
-def match_processor_to_training(model, processor, prep) -> None:
-    """Make the saved image processor resize and normalise as training's eval transform did, so that
-    ``pipeline("image-classification")`` sees what the model saw (image_size may differ from the backbone's)."""
-    (h, w), mean, std = prep.size, list(prep.mean), list(prep.std)
-    if hasattr(model.config, "pretrained_cfg"):  # TimmWrapper: the processor is rebuilt from config.json
-        model.config.pretrained_cfg.update(input_size=[3, h, w], crop_pct=1.0, crop_mode="squash", mean=mean, std=std)
-        return
-    processor.image_mean, processor.image_std = mean, std
-    if "height" in processor.size:
-        processor.size = {"height": h, "width": w}
+def serving_processor(model, processor, image_size: int | None = None):
+    """The image processor that the run evaluates with and saves: it squashes the whole image to the input
+    size (never crops: a lesion may sit at the border) with the backbone's own interpolation, mean and std.
+
+    Evaluation inside the run, ``hf-medtl evaluate`` and ``pipeline()`` all call this processor, so the
+    pixels a saved model serves are the pixels it was scored on. Per family:
+    - timm (TimmWrapper): ``pretrained_cfg`` (saved in config.json, which is where TimmWrapperImageProcessor
+      reads it) gets crop_mode 'squash', crop_pct 1 and the input size; its interpolation is kept.
+    - HF processors (ViT, ResNet/ConvNeXt's ConvNextImageProcessor, DeiT, BEiT, ...): a ViTImageProcessor
+      with size {height, width}, which resizes without keeping the aspect ratio and does not crop, carrying
+      over the backbone's resample, rescale factor, mean and std. (ConvNextImageProcessor cannot squash below
+      384 px: it resizes the short side and centre-crops.)
+    """
+    from transformers import TimmWrapperImageProcessor, ViTImageProcessor
+
+    if hasattr(model.config, "pretrained_cfg"):
+        cfg = model.config.pretrained_cfg
+        h, w = (image_size, image_size) if image_size else tuple(cfg.get("input_size", [3, 224, 224])[1:])
+        cfg.update(input_size=[3, h, w], crop_pct=1.0, crop_mode="squash",
+                   interpolation=cfg.get("interpolation") or "bicubic")
+        cfg.pop("test_input_size", None)  # timm would prefer it over input_size at evaluation
+        return TimmWrapperImageProcessor(pretrained_cfg=cfg, architecture=getattr(model.config, "architecture", None))
+    size = dict(getattr(processor, "crop_size", None) or {}) if getattr(processor, "do_center_crop", False) else {}
+    size = size or dict(processor.size)
+    if image_size:
+        h = w = image_size
+    elif "height" in size:
+        h, w = size["height"], size["width"]
     else:
-        processor.size = {"shortest_edge": h}
-        if hasattr(processor, "crop_pct"):
-            processor.crop_pct = 1.0
-    if getattr(processor, "do_center_crop", False):
-        processor.crop_size = {"height": h, "width": w}
+        h = w = size.get("shortest_edge") or size["longest_edge"]
+    return ViTImageProcessor(do_resize=True, size={"height": h, "width": w}, resample=int(processor.resample),
+                             do_rescale=getattr(processor, "do_rescale", True),
+                             rescale_factor=getattr(processor, "rescale_factor", 1 / 255),
+                             do_normalize=getattr(processor, "do_normalize", True),
+                             image_mean=list(processor.image_mean), image_std=list(processor.image_std))
+
+
+def load_saved_model(model_dir: str | Path, allow_pickle_weights: bool = False, trust_remote_code: bool = False):
+    """(model in eval mode, image processor, class names) of a saved image classifier, under the toolkit's
+    loading policy: safetensors only unless pickle weights are allowed, remote code off unless trusted."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: not a saved model (no config.json); pass the output_dir of a finetune run")
+    if not list(model_dir.glob("*.safetensors")) and not allow_pickle_weights:
+        raise _not_found(str(model_dir), "no safetensors weights")
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            model_dir, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle_weights else True)
+        processor = AutoImageProcessor.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{model_dir}: cannot load the saved model ({str(e).splitlines()[0][:160]})") from None
+    classes = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return model.eval(), processor, classes

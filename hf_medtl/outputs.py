@@ -7,11 +7,43 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from hf_medtl.callbacks import STATE_FILE
 from hf_medtl.errors import HfMedtlError
 
 MARKER = "metrics.json"
 STAGING = ".staging"
+STATE_FILE = "adaptive_schedule.json"  # written last into a checkpoint: its presence marks the checkpoint complete
+BEST_FILE = "adaptive_best.safetensors"
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary sibling and rename it over ``path``: readers (other ranks, a later run)
+    see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def ensure_writable(output_dir: str | Path, key: str = "output_dir") -> Path:
+    """Create ``output_dir`` and prove it takes a file, before any long work whose results would be lost."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise HfMedtlError(f"{key} '{output_dir}': is a file; pass a folder path")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".hf_medtl_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise HfMedtlError(f"{key} '{output_dir}': not writable ({e.strerror or type(e).__name__}); "
+                           "choose a folder you can write to") from None
+    return output_dir
+
+
+def holds_complete_run(output_dir: str | Path) -> bool:
+    return (Path(output_dir) / MARKER).is_file()
 
 
 def staging_dir(output_dir: Path) -> Path:

@@ -13,115 +13,16 @@ import json
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from transformers import TrainingArguments
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
-
+from hf_medtl.arguments import (GROUPS, DataArguments, EvaluationArguments, MedTrainingArguments,  # noqa: F401
+                                ModelArguments, ScheduleArguments)
 from hf_medtl.errors import HfMedtlError
-
-FINETUNE_STRATEGIES = ("full", "linear_probe")
-TRAIN_ACCURACY_MODES = ("running", "full")
-
 
 class RecipeError(HfMedtlError):
     pass
-
-
-@dataclass
-class ModelArguments:
-    model_name_or_path: Optional[str] = field(default=None, metadata={
-        "help": "Backbone: a Hub id (e.g. microsoft/resnet-50, timm/densenet121.tv_in1k) or a local directory "
-                "holding an HF-format checkpoint (e.g. one written by `hf-medtl convert`)."})
-    pretrained: bool = field(default=True, metadata={
-        "help": "false: same architecture, random weights (the no-transfer baseline to measure the gain against)."})
-    finetune_strategy: str = field(default="full", metadata={
-        "help": "full: update every weight (seed 000). linear_probe: freeze the backbone, train the new head."})
-    allow_pickle_weights: bool = field(default=False, metadata={
-        "help": "Also load pickle weights (pytorch_model.bin), which can run code when unpickled; safetensors only by default."})
-    trust_remote_code: bool = field(default=False, metadata={
-        "help": "Allow code shipped with a Hub checkpoint to run. Off unless you trust the checkpoint."})
-
-
-@dataclass
-class DataArguments:
-    data_dir: Optional[str] = field(default=None, metadata={
-        "help": "A folder with one sub-folder of images per class; split train/val/test by the ratios below."})
-    train_dir: Optional[str] = field(default=None, metadata={
-        "help": "Pre-split layout: the training folder (class sub-folders); validation is carved out of it."})
-    test_dir: Optional[str] = field(default=None, metadata={
-        "help": "Pre-split layout: the test folder (class sub-folders), used as it is."})
-    csv_file: Optional[str] = field(default=None, metadata={
-        "help": "A CSV of labels: columns path (relative to the CSV's folder) and label; split by the ratios below."})
-    npz_file: Optional[str] = field(default=None, metadata={
-        "help": "A MedMNIST .npz ({train,val,test}_images/_labels); its own splits are kept, a missing test split "
-                "is carved out of train by test_ratio."})
-    class_names: Optional[list[str]] = field(default=None, metadata={
-        "help": "Names of the integer labels of an npz_file, in label order (default: '0', '1', ...)."})
-    file_pattern: str = field(default="**/*", metadata={
-        "help": "Glob, relative to each class folder, of the files to use (e.g. '**/400X/*.png' for BreaKHis)."})
-    val_ratio: float = field(default=0.1, metadata={"help": "Fraction of the images (of train_dir when pre-split) for validation."})
-    test_ratio: float = field(default=0.1, metadata={"help": "Fraction of the images for test (ignored when pre-split)."})
-    split_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the stratified split; default: seed."})
-    data_check: bool = field(default=True, metadata={
-        "help": "Decode every image once before training: list unreadable files, hash pixels for the leakage guard."})
-    on_bad_image: str = field(default="error", metadata={
-        "help": "error: stop before training, listing unreadable images (data_report.json). skip: train without them."})
-    dedupe: bool = field(default=True, metadata={
-        "help": "Keep each group of exact/near duplicate images inside one split (needs data_check)."})
-    near_duplicate_distance: Optional[int] = field(default=4, metadata={
-        "help": "Max Hamming distance of 64-bit perceptual hashes for near duplicates; null: exact copies only."})
-    group_regex: Optional[str] = field(default=None, metadata={
-        "help": "Regex searched in each file name; its first group (or the match) is a patient id kept in one "
-                "split, e.g. 'SOB_[BM]_[A-Z]+-(\\d+-\\d+)' for BreaKHis."})
-    cross_split_duplicates: str = field(default="remove", metadata={
-        "help": "A copy of a test (or MedMNIST val) image in the training pool: remove it from train, or keep it "
-                "(reported either way)."})
-    image_size: Optional[int] = field(default=None, metadata={
-        "help": "Square input size in pixels; default: the backbone's image-processor size."})
-    augment: bool = field(default=True, metadata={"help": "Random augmentation of training images (train only)."})
-    crop_scale_min: float = field(default=0.8, metadata={
-        "help": "Random resized crop: smallest area fraction kept (1.0 disables the crop)."})
-    rotation_degrees: float = field(default=10.0, metadata={"help": "Random rotation range, +/- degrees (0 disables)."})
-    hflip_prob: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip (0 disables)."})
-
-
-@dataclass
-class ScheduleArguments:
-    adaptive_lr: bool = field(default=True, metadata={
-        "help": "Use the seed paper's threshold-switched LR reduction and early stop (docs/adaptive-lr.md)."})
-    threshold: float = field(default=0.9, metadata={"help": "T: below it monitor training accuracy, else validation loss."})
-    patience: int = field(default=2, metadata={"help": "p: epochs without improvement before the LR is reduced."})
-    stop_patience: int = field(default=2, metadata={"help": "P: number of LR reductions after which training stops."})
-    factor: float = field(default=0.5, metadata={"help": "phi: multiplicative LR reduction."})
-    train_accuracy: str = field(default="running", metadata={
-        "help": "running: counted during the training pass (augmented, no extra cost). full: an extra "
-                "eval-mode pass over the training set at each epoch end (the paper's definition)."})
-
-
-@dataclass
-class MedTrainingArguments(TrainingArguments):
-    """transformers' TrainingArguments with the seed paper's defaults (batch 32, lr 1e-3, 10 epochs)."""
-
-    output_dir: Optional[str] = field(default=None, metadata={"help": "Where the run writes; default outputs/<recipe name>."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Initial learning rate (seed 000: 1e-3; ViT* 1e-5)."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
-    num_train_epochs: float = field(default=10.0, metadata={"help": "Maximum number of epochs."})
-    lr_scheduler_type: Union[SchedulerType, str] = field(default="constant", metadata={
-        "help": "Trainer's own schedule; constant, so that the LR changes only by the adaptive schedule."})
-    eval_strategy: Union[IntervalStrategy, str] = field(default="epoch", metadata={"help": "Validate every epoch."})
-    logging_strategy: Union[IntervalStrategy, str] = field(default="epoch", metadata={"help": "Log every epoch."})
-    save_strategy: Union[SaveStrategy, str] = field(default="no", metadata={
-        "help": "Trainer checkpoints; the best weights are kept by the adaptive schedule."})
-    report_to: Union[None, str, list] = field(default="none", metadata={"help": "Experiment trackers."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the transforms."})
-
-
-GROUPS = {"model": ModelArguments, "data": DataArguments, "schedule": ScheduleArguments,
-          "training": MedTrainingArguments}
 
 
 @dataclass
@@ -129,6 +30,7 @@ class Recipe:
     model: ModelArguments
     data: DataArguments
     schedule: ScheduleArguments
+    evaluation: EvaluationArguments
     training: MedTrainingArguments
     resolved: dict  # what to write back: every field of our groups, the TrainingArguments keys that were set
 
@@ -175,11 +77,18 @@ def _accepts(tp, value) -> bool:
 def _type_name(tp) -> str:
     if typing.get_origin(tp) in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + "/".join(str(m.value) for m in tp)
     return getattr(tp, "__name__", str(tp))
+
+
+def _shown(key: str, value) -> str:
+    """A value as an error message may show it: never a secret's."""
+    return "<hidden>" if "token" in key else json.dumps(value)
 
 
 def _parse_override(raw: str, tp):
@@ -215,84 +124,98 @@ def _check_key(key: str, fields: dict, where: str) -> None:
         raise RecipeError(f"{where}: unknown key '{key}'{hint}")
 
 
-def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
-    """Read ``path``, apply ``argv`` overrides (``--key value``), validate, build the dataclasses."""
-    path = Path(path)
+def _read(path: Path) -> dict:
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe not found; pass the path of a JSON recipe, e.g. recipes/demo_brain_lite0.json") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{path}: is a folder; pass the path of a JSON recipe file inside it") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text; a recipe is a JSON file") from None
+    except PermissionError:
+        raise RecipeError(f"{path}: not readable (permission denied)") from None
     except json.JSONDecodeError as e:
         raise RecipeError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a JSON object of key: value pairs, got {type(raw).__name__}")
+    return raw
+
+
+def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
+    """Read ``path``, apply ``argv`` overrides (``--key value``), validate, build the dataclasses."""
+    path = Path(path)
+    raw = _read(path)
     fields = _fields()
     for key in raw:
         _check_key(key, fields, str(path))
-    values = {**raw, **_overrides(list(argv or []), fields, "command line")}
+    overrides = _overrides(list(argv or []), fields, "command line")
+    values = {**raw, **overrides}
     for key, value in values.items():
         tp = fields[key][1]
         if not _accepts(tp, value):
-            raise RecipeError(f"{path}: '{key}' must be {_type_name(tp)}, got {json.dumps(value)}")
+            where = f"command line: --{key}" if key in overrides else f"{path}: '{key}'"
+            raise RecipeError(f"{where} must be {_type_name(tp)}, got {_shown(key, value)}")
     values.setdefault("output_dir", str(Path("outputs") / path.stem))
 
     groups = {g: {k: v for k, v in values.items() if fields[k][0] == g} for g in GROUPS}
     try:
-        model, data, schedule = (GROUPS[g](**groups[g]) for g in ("model", "data", "schedule"))
-        _validate(model, data, schedule, path)
+        parts = {g: GROUPS[g](**groups[g]) for g in GROUPS if g != "training"}
+        _validate(parts["data"], parts["schedule"], groups["training"])
         training = MedTrainingArguments(**groups["training"])
     except (ValueError, TypeError) as e:
-        raise RecipeError(f"{path}: {str(e).splitlines()[0]}") from None
+        msg = str(e).splitlines()[0]
+        named = re.search(r"'(\w+)'", msg)  # the key the message names, to blame the right source
+        raise RecipeError(f"{'command line' if named and named.group(1) in overrides else path}: {msg}") from None
     given_training = {k: v for k, v in groups["training"].items() if "token" not in k}  # never write secrets
-    resolved = {**dataclasses.asdict(model), **dataclasses.asdict(data), **dataclasses.asdict(schedule),
-                **given_training}
-    return Recipe(model, data, schedule, training, resolved)
+    resolved = {k: v for part in parts.values() for k, v in dataclasses.asdict(part).items()}
+    return Recipe(**parts, training=training, resolved={**resolved, **given_training})
 
 
-def _validate(model: ModelArguments, data: DataArguments, schedule: ScheduleArguments, path: Path) -> None:
-    def bad(msg):
-        raise RecipeError(f"{path}: {msg}")
-
-    if not model.model_name_or_path:
-        bad("'model_name_or_path' is required: a Hub id or a local checkpoint directory")
-    if model.finetune_strategy not in FINETUNE_STRATEGIES:
-        bad(f"'finetune_strategy' must be one of {', '.join(FINETUNE_STRATEGIES)}, got '{model.finetune_strategy}'")
-    if schedule.train_accuracy not in TRAIN_ACCURACY_MODES:
-        bad(f"'train_accuracy' must be one of {', '.join(TRAIN_ACCURACY_MODES)}, got '{schedule.train_accuracy}'")
+def _validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -> None:
+    """Value checks that a type cannot express; raise ValueError with the key and what it accepts."""
     sources = [k for k in ("data_dir", "train_dir", "csv_file", "npz_file") if getattr(data, k)]
     if len(sources) != 1 and not (data.test_dir and sources == []):
-        bad("give exactly one data source: 'data_dir' (class folders), 'train_dir' + 'test_dir' (pre-split), "
-            f"'csv_file' or 'npz_file'; got {', '.join(sources) or 'none'}")
+        raise ValueError("give exactly one data source: 'data_dir' (class folders), 'train_dir' + 'test_dir' "
+                         f"(pre-split), 'csv_file' or 'npz_file'; got {', '.join(sources) or 'none'}")
     if data.train_dir and not data.test_dir or data.test_dir and not data.train_dir:
-        bad("a pre-split layout needs both 'train_dir' and 'test_dir'")
-    for key in ("val_ratio", "test_ratio"):
-        if not 0.0 < getattr(data, key) < 1.0:
-            bad(f"'{key}' must lie strictly between 0 and 1, got {getattr(data, key)}")
+        raise ValueError("a pre-split layout needs both 'train_dir' and 'test_dir'")
+    ranges = {"val_ratio": (data.val_ratio, 0.0, 1.0, "strictly between 0 and 1"),
+              "test_ratio": (data.test_ratio, 0.0, 1.0, "strictly between 0 and 1"),
+              "crop_scale_min": (data.crop_scale_min, 0.0, 1.0 + 1e-12, "in (0, 1]")}
+    for key, (v, low, high, text) in ranges.items():
+        if not low < v < high:
+            raise ValueError(f"'{key}' must lie {text}, got {v}")
     if data.val_ratio + data.test_ratio >= 1.0:
-        bad(f"'val_ratio' + 'test_ratio' must be below 1, got {data.val_ratio + data.test_ratio}")
-    if data.on_bad_image not in ("error", "skip"):
-        bad(f"'on_bad_image' must be 'error' or 'skip', got '{data.on_bad_image}'")
-    if data.cross_split_duplicates not in ("remove", "keep"):
-        bad(f"'cross_split_duplicates' must be 'remove' or 'keep', got '{data.cross_split_duplicates}'")
+        raise ValueError(f"'val_ratio' + 'test_ratio' must be below 1, got {data.val_ratio + data.test_ratio}")
     if data.near_duplicate_distance is not None and not 0 <= data.near_duplicate_distance <= 32:
-        bad(f"'near_duplicate_distance' must lie in 0..32 or be null, got {data.near_duplicate_distance}")
+        raise ValueError(f"'near_duplicate_distance' must lie in 0..32 or be null, got {data.near_duplicate_distance}")
     if data.group_regex:
         try:
             re.compile(data.group_regex)
         except re.error as e:
-            bad(f"'group_regex' is not a valid regular expression ({e})")
-    if data.image_size is not None and data.image_size < 8:
-        bad(f"'image_size' must be at least 8 pixels, got {data.image_size}")
-    if not 0.0 < data.crop_scale_min <= 1.0:
-        bad(f"'crop_scale_min' must lie in (0, 1], got {data.crop_scale_min}")
+            raise ValueError(f"'group_regex' is not a valid regular expression ({e})") from None
+    minimum = {"image_size": (data.image_size, 16), "max_image_pixels": (data.max_image_pixels, 1),
+               "per_device_train_batch_size": (training.get("per_device_train_batch_size"), 1),
+               "per_device_eval_batch_size": (training.get("per_device_eval_batch_size"), 1)}
+    for key, (v, low) in minimum.items():
+        if v is not None and v < low:
+            raise ValueError(f"'{key}' must be at least {low}, got {v}")
+    positive = {k: training.get(k) for k in ("learning_rate", "num_train_epochs")}
+    for key, v in positive.items():
+        if v is not None and not v > 0:
+            raise ValueError(f"'{key}' must be above 0, got {v}")
     if not 0.0 <= data.hflip_prob <= 1.0:
-        bad(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
-    try:
-        from hf_medtl.schedule import AdaptiveSchedule
+        raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
+    from hf_medtl.schedule import AdaptiveSchedule
 
-        AdaptiveSchedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)
-    except ValueError as e:
-        bad(str(e))
+    AdaptiveSchedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)
+
+
+def require_model(recipe: Recipe, path: str | Path) -> None:
+    """Commands that build a model need a backbone; the data check does not."""
+    if not recipe.model.model_name_or_path:
+        raise RecipeError(f"{path}: 'model_name_or_path' is required: a Hub id or a local checkpoint directory")
 
 
 def write_resolved(recipe: Recipe, output_dir: str | Path) -> Path:

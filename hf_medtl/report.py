@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_medtl.metrics.medical_classification.medical_classification import calibration_bins
+
 HEADLINE = (("accuracy", "Accuracy"), ("precision_macro", "Precision (macro)"),
             ("recall_macro", "Sensitivity / recall (macro)"), ("specificity_macro", "Specificity (macro)"),
             ("f1_macro", "F1 (macro)"), ("roc_auc", "ROC-AUC"), ("mcc", "Matthews corr."), ("ece", "ECE"))
@@ -23,20 +25,12 @@ def roc_points(positive: np.ndarray, score: np.ndarray) -> tuple[list[float], li
     return [0.0, *(fp / n_neg).tolist()], [0.0, *(tp / n_pos).tolist()]
 
 
-def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> list[dict]:
-    conf, correct = probs.max(1), probs.argmax(1) == labels
-    which = np.clip(np.digitize(conf, np.linspace(0, 1, bins + 1)[1:-1], right=True), 0, bins - 1)
-    return [{"bin": b, "low": b / bins, "high": (b + 1) / bins, "n": int((which == b).sum()),
-             "confidence": float(conf[which == b].mean()) if (which == b).any() else None,
-             "accuracy": float(correct[which == b].mean()) if (which == b).any() else None} for b in range(bins)]
-
-
 def curves(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """The plotted data, kept in report.json too."""
     ks = [1] if len(classes) == 2 else range(len(classes))
     roc = {classes[k]: dict(zip(("fpr", "tpr"), roc_points(labels == k, probs[:, k])))
            for k in ks if 0 < (labels == k).sum() < len(labels)}
-    return {"roc": roc, "reliability": reliability_bins(labels, probs)}
+    return {"roc": roc, "reliability": calibration_bins(labels, probs)}
 
 
 def fmt(key: str, value) -> str:
@@ -52,7 +46,9 @@ def markdown(title: str, sections: dict[str, dict], summary: dict | None = None,
         lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in summary.items()] + [""]
     for name, m in sections.items():
         level = int(100 * m.get("confidence_level", 0.95))
-        lines += [f"## {name} ({m['n']} images)", "", f"| metric | value | {level}% CI |", "|---|---|---|"]
+        how = {"bca": "BCa bootstrap", "percentile": "percentile bootstrap"}.get(m.get("ci_method"), "bootstrap")
+        lines += [f"## {name} ({m['n']} images)", "", f"| metric | value | {level}% CI ({how}, {m.get('n_bootstrap', 0)}) |",
+                  "|---|---|---|"]
         for key, label in HEADLINE:
             if m.get(key) is not None:
                 ci = m.get("ci", {}).get(key)

@@ -84,3 +84,15 @@ def write_recipe(path: Path, **values) -> Path:
 def _work_in_tmp(tmp_path, monkeypatch):
     """Relative paths (a recipe's default outputs/<name>) land in the test's folder, never in the repository."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def hf_medtl_log(caplog):
+    """hf_medtl's log lines (its logger does not propagate to the root one that caplog watches)."""
+    import logging
+
+    logger = logging.getLogger("hf_medtl")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="hf_medtl")
+    yield caplog
+    logger.removeHandler(caplog.handler)

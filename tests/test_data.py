@@ -72,7 +72,7 @@ def test_file_pattern_selects_nested_files(tmp_path):
             d.mkdir(parents=True)
             for i in range(4):
                 Image.new("RGB", (8, 8)).save(d / f"{i}.png")
-    splits = load_splits(data_args(data_dir=str(tmp_path), file_pattern="**/400X/*.png"), 0)
+    splits = load_splits(data_args(data_dir=str(tmp_path), file_pattern="**/400X/*.png", dedupe=False), 0)
     assert len(splits.samples) == 8 and all(s.path.parent.name == "400X" for s in splits.samples)
 
 
@@ -89,12 +89,19 @@ def test_folder_errors_are_clear(tmp_path, setup, message):
         load_splits(data_args(data_dir=str(root)), 0)
 
 
-def test_transforms_follow_processor_and_augment_only_train(image_folder, tiny_vit):
-    from transformers import AutoImageProcessor
+def _serving(path, image_size=None):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    prep = preprocessing_from_processor(AutoImageProcessor.from_pretrained(tiny_vit))
-    assert prep.size == (24, 24) and prep.mean == (0.5, 0.5, 0.5)
-    assert preprocessing_from_processor(AutoImageProcessor.from_pretrained(tiny_vit), image_size=16).size == (16, 16)
+    from hf_medtl.models import serving_processor
+
+    model = AutoModelForImageClassification.from_pretrained(path)
+    return serving_processor(model, AutoImageProcessor.from_pretrained(path), image_size)
+
+
+def test_transforms_follow_processor_and_augment_only_train(image_folder, tiny_vit):
+    prep = preprocessing_from_processor(_serving(tiny_vit))
+    assert prep.size == (24, 24) and prep.mean == (0.5, 0.5, 0.5) and prep.interpolation == "bilinear"
+    assert preprocessing_from_processor(_serving(tiny_vit, image_size=16)).size == (16, 16)
     splits = load_splits(data_args(data_dir=str(image_folder)), 0)
     ds = to_datasets(splits, prep, data_args())
     item = ds["test"][0]
@@ -109,7 +116,7 @@ def test_transforms_follow_processor_and_augment_only_train(image_folder, tiny_v
 
 
 def test_timm_processor_preprocessing(tiny_timm):
-    from transformers import AutoImageProcessor
-
-    prep = preprocessing_from_processor(AutoImageProcessor.from_pretrained(tiny_timm))
+    prep = preprocessing_from_processor(_serving(tiny_timm))
     assert prep.size == (32, 32) and prep.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert prep.interpolation == "bicubic"  # the backbone's own, kept (timm's test_efficientnet is bicubic)
+    assert prep.processor.data_config["crop_pct"] == 1.0

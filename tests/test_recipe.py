@@ -39,7 +39,6 @@ def test_wrong_type_refused_with_key_and_expectation(tmp_path, key, value, expec
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"model_name_or_path": None}, "model_name_or_path' is required"),
     ({"train_dir": "a", "test_dir": "b"}, "exactly one data source"),
     ({"finetune_strategy": "half"}, "finetune_strategy' must be one of"),
     ({"train_accuracy": "epoch"}, "train_accuracy' must be one of"),
@@ -66,7 +65,7 @@ def test_command_line_overrides_typed(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--patience", "two"], "'patience' must be int"), (["--nope", "1"], "unknown key 'nope'"),
+    (["--patience", "two"], "command line: --patience must be int"), (["--nope", "1"], "unknown key 'nope'"),
     (["--seed"], "--seed needs a value"), (["stray"], "unexpected argument 'stray'")])
 def test_bad_overrides_refused(tmp_path, argv, message):
     with pytest.raises(RecipeError, match=message):

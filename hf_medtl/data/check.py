@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 from PIL import Image
 
 from hf_medtl.data.decode import DecodeError, decode
+from hf_medtl.data.groups import UnionFind, multi
 
 _N = 32
 _DCT = np.sqrt(2 / _N) * np.cos(np.pi * (2 * np.arange(_N)[None, :] + 1) * np.arange(_N)[:, None] / (2 * _N))
@@ -22,8 +23,6 @@ class ImageInfo:
     reason: Optional[str] = None  # why the file is unusable; None when it decoded
     sha: Optional[str] = None  # of the decoded RGB pixels: re-encodings of identical pixels match
     phash: Optional[int] = None  # 64-bit DCT perceptual hash: resizes and mild re-compressions stay close
-    width: int = 0
-    height: int = 0
 
     @property
     def ok(self) -> bool:
@@ -37,43 +36,26 @@ def perceptual_hash(img: Image.Image) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
-def inspect(source) -> ImageInfo:
+def inspect(source, max_pixels: Optional[int] = None) -> ImageInfo:
     try:
-        img = decode(source)
+        img = decode(source, max_pixels)
     except DecodeError as e:
         return ImageInfo(reason=str(e))
     arr = np.asarray(img)
     sha = hashlib.sha1(arr.tobytes() + repr(arr.shape).encode()).hexdigest()
-    return ImageInfo(sha=sha, phash=perceptual_hash(img), width=img.width, height=img.height)
+    return ImageInfo(sha=sha, phash=perceptual_hash(img))
 
 
-def inspect_all(sources: list, workers: int | None = None) -> list[ImageInfo]:
+def inspect_all(sources: list, max_pixels: Optional[int] = None) -> list[ImageInfo]:
     """inspect() over every source. Threads, not processes: Pillow's decoders and hashlib release the GIL,
-    and a thread pool is safe inside an already distributed (gloo/NCCL) process."""
-    workers = workers or min(os.cpu_count() or 1, 8)
+    and a thread pool is safe inside an already distributed (gloo/NCCL) process. ``pool.map`` hands out
+    work as threads free up and each thread holds one decoded image at a time, so peak memory stays near
+    ``workers`` images (each at most ``max_pixels``) whatever the dataset size."""
+    workers = min(os.cpu_count() or 1, 8)
     if workers == 1 or len(sources) < 64:
-        return [inspect(s) for s in sources]
+        return [inspect(s, max_pixels) for s in sources]
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(inspect, sources, chunksize=32))
-
-
-class UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def groups(self) -> list[int]:
-        return [self.find(i) for i in range(len(self.parent))]
+        return list(pool.map(lambda s: inspect(s, max_pixels), sources))
 
 
 def near_pairs(hashes: list[Optional[int]], max_distance: int, chunk: int = 1024):
@@ -105,11 +87,4 @@ def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: O
         for i, j in near_pairs([info.phash for info in infos], near_distance):
             uf.union(i, j)
             near.union(i, j)
-    return {"exact": _multi(exact.groups()), "near": _multi(near.groups())}
-
-
-def _multi(groups: list[int]) -> list[list[int]]:
-    members: dict[int, list[int]] = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
-    return [m for m in members.values() if len(m) > 1]
+    return {"exact": multi(exact.groups()), "near": multi(near.groups())}

@@ -3,16 +3,22 @@
 - 8-bit L / RGB / RGBA / LA / P / CMYK / 1: converted to RGB by PIL (alpha is dropped).
 - 16-bit or 32-bit grayscale (PNG/TIFF modes I;16, I, F; MedMNIST arrays that are not uint8): percentile
   windowing, the 0.5th..99.5th percentile mapped linearly onto 0..255 and clipped.
-- DICOM (.dcm, or the DICM preamble): Rescale Slope/Intercept applied; the first Window Center/Width when
-  present, else percentile windowing; MONOCHROME1 inverted so that bright means dense as in MONOCHROME2.
+- DICOM (.dcm, or the DICM preamble): pydicom's Modality LUT (Rescale Slope/Intercept or a Modality LUT
+  Sequence), then its VOI LUT (a VOI LUT Sequence, else the first Window Center/Width with the exact DICOM
+  formula of VOILUTFunction LINEAR / LINEAR_EXACT / SIGMOID), its output range mapped onto 0..255; with no
+  VOI information, percentile windowing. MONOCHROME1 inverted so that bright means dense as in MONOCHROME2.
   Multi-frame files are refused (export slices first). Patient attributes are never read into a message.
+- EXIF orientation is applied (as ``transformers.image_utils.load_image`` does when a pipeline serves), so a
+  rotated-EXIF JPEG reaches the model upright in training, evaluation and serving alike.
+- Size: a file whose header declares more than ``max_pixels`` (width x height) is refused before its pixels
+  are decoded, so a small file declaring a huge image (a decompression bomb) costs no memory.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 DICOM_EXTENSIONS = {".dcm", ".dicom"}
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
@@ -48,47 +54,76 @@ def is_dicom(path: Path) -> bool:
         return f.read(132)[128:132] == b"DICM"
 
 
-def decode_dicom(path: Path) -> Image.Image:
+def _too_large(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels and width * height > max_pixels:
+        raise DecodeError(f"image too large ({width}x{height} pixels declared, max_image_pixels {max_pixels}); "
+                          "downsample or tile it, or raise max_image_pixels")
+
+
+def _voi_output_range(ds) -> tuple[float, float]:
+    """The range pydicom's VOI LUT / windowing output spans (PS3.3 C.11.2), to map onto 0..255."""
+    if "VOILUTSequence" in ds:
+        return 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
+    if "ModalityLUTSequence" in ds:
+        low, high = 0.0, 2.0 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1
+    elif int(ds.get("PixelRepresentation", 0)) == 0:
+        low, high = 0.0, 2.0 ** int(ds.BitsStored) - 1
+    else:
+        low, high = -(2.0 ** (int(ds.BitsStored) - 1)), 2.0 ** (int(ds.BitsStored) - 1) - 1
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None and "ModalityLUTSequence" not in ds:
+        low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)
+    return low, high
+
+
+def decode_dicom(path: Path, max_pixels: int | None = None) -> Image.Image:
     import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(path)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        if frames > 1:
+            raise DecodeError(f"multi-frame DICOM ({frames} frames); export single slices")
+        _too_large(int(ds.Columns), int(ds.Rows), max_pixels)
         arr = ds.pixel_array
-    except Exception as e:  # pydicom raises many types for broken or compressed files
+        photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+        if not photometric.startswith("MONOCHROME"):
+            return from_array(arr)
+        arr = apply_modality_lut(arr, ds)
+        if "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds):
+            out = window(apply_voi_lut(arr, ds, index=0), *_voi_output_range(ds))
+        else:
+            out = window(arr)
+    except DecodeError:
+        raise
+    except Exception as e:  # pydicom raises many types for broken, compressed or inconsistent files
         raise DecodeError(f"unreadable DICOM ({type(e).__name__})") from None
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise DecodeError(f"multi-frame DICOM ({frames} frames); export single slices")
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    if not photometric.startswith("MONOCHROME"):
-        return from_array(arr)
-    arr = arr.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
-    center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
-    if center is not None and width is not None:
-        c = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
-        w = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-        out = window(arr, c - w / 2, c + w / 2)
-    else:
-        out = window(arr)
     if photometric == "MONOCHROME1":
         out = 255 - out
     return Image.fromarray(out).convert("RGB")
 
 
-def decode(source) -> Image.Image:
-    """An RGB image from a file path, an in-memory array or PIL image; DecodeError with the reason otherwise."""
+def decode(source, max_pixels: int | None = None) -> Image.Image:
+    """An RGB image from a file path, an in-memory array or PIL image; DecodeError with the reason otherwise.
+    ``max_pixels``: refuse an image whose declared width x height exceeds it, before decoding its pixels."""
     if isinstance(source, np.ndarray):
+        if source.ndim >= 2:
+            _too_large(source.shape[1], source.shape[0], max_pixels)
         return from_array(source)
     if isinstance(source, Image.Image):
+        source = ImageOps.exif_transpose(source)
         return from_array(np.asarray(source)) if source.mode in ("I;16", "I", "F") else source.convert("RGB")
     path = Path(source)
     try:
         if path.stat().st_size == 0:
             raise DecodeError("zero-byte file")
         if is_dicom(path):
-            return decode_dicom(path)
+            return decode_dicom(path, max_pixels)
         with Image.open(path) as img:
+            _too_large(img.width, img.height, max_pixels)  # from the header: nothing decoded yet
             img.load()  # forces the full decode: truncated files fail here, not in training
+            img = ImageOps.exif_transpose(img)
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 return from_array(np.asarray(img))
             return img.convert("RGB")
@@ -96,8 +131,10 @@ def decode(source) -> Image.Image:
         raise
     except FileNotFoundError:
         raise DecodeError("file not found") from None
+    except IsADirectoryError:
+        raise DecodeError("a folder, not an image file") from None
     except Image.DecompressionBombError:
         raise DecodeError("image too large (decompression-bomb limit)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        reason = "not an image" if "cannot identify" in str(e) else f"corrupt or truncated ({str(e).splitlines()[0][:80]})"
+        reason = "not an image" if "cannot identify" in str(e) else "corrupt or truncated"
         raise DecodeError(reason) from None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -42,18 +43,31 @@ class FolderScan:
         return sorted({s.label for s in self.samples})
 
 
-def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data_dir") -> FolderScan:
+def _inside(path: Path, root: Path, allow_outside: bool, what: str) -> Path:
+    """``path`` if it resolves (links and '..' followed) inside ``root``; refused otherwise unless allowed."""
+    if not allow_outside:
+        real, base = os.path.realpath(path), os.path.realpath(root)
+        if os.path.commonpath([real, base]) != base:
+            raise DataError(f"{what}: '{path}' lies outside '{root}'; move the file under it, or set "
+                            "allow_paths_outside_root true if you mean it")
+    return path
+
+
+def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data_dir",
+                       allow_outside: bool = False) -> FolderScan:
     """Every image under ``root/<class>/`` matching ``pattern``, sorted, so that a scan is reproducible."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{key} '{root}': folder not found; it should hold one sub-folder of images per class")
+    if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        raise DataError(f"file_pattern '{pattern}': must stay inside each class folder (no absolute path, no '..')")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{key} '{root}': no class sub-folders; expected {root}/<class name>/<image files>")
     samples, ignored = [], []
     for name in classes:
         files = sorted(p for p in (root / name).glob(pattern) if p.is_file() and not p.name.startswith("."))
-        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        images = [_inside(p, root / name, allow_outside, key) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         ignored += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
         if not images:
             raise DataError(f"{key} '{root}': class folder '{name}' holds no images matching '{pattern}'; "
@@ -64,24 +78,36 @@ def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data
     return FolderScan(root, samples, ignored)
 
 
-def read_label_csv(csv_file: str | Path) -> FolderScan:
-    """A CSV with columns ``path`` (relative to the CSV's folder, or absolute), ``label`` and optionally
-    ``group`` (e.g. a patient id: a group is never split across train/validation/test)."""
+def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classes: int = 2) -> FolderScan:
+    """A CSV with columns ``path`` (relative to the CSV's folder), ``label`` and optionally ``group`` (e.g. a
+    patient id: a group is never split across train/validation/test). Every row is checked before any work."""
     csv_file = Path(csv_file)
     if not csv_file.is_file():
         raise DataError(f"csv_file '{csv_file}': file not found")
-    with open(csv_file, newline="") as f:
-        reader = csv.DictReader(f)
-        missing_cols = {"path", "label"} - set(reader.fieldnames or [])
-        if missing_cols:
-            raise DataError(f"csv_file '{csv_file}': needs columns path,label; missing {', '.join(sorted(missing_cols))}")
-        rows = list(reader)
-    samples = [Sample(csv_file.parent / r["path"], r["label"], group=r.get("group") or None) for r in rows]
-    missing = [s.path for s in samples if not s.path.is_file()]
-    if missing:
-        raise DataError(f"csv_file '{csv_file}': {len(missing)} listed image(s) do not exist, e.g. '{missing[0]}'; "
-                        "fix the paths (relative to the CSV's folder) or remove the rows")
-    if len({s.label for s in samples}) < 2:
+    try:
+        with open(csv_file, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing_cols = {"path", "label"} - set(reader.fieldnames or [])
+            if missing_cols:
+                raise DataError(f"csv_file '{csv_file}': needs columns path,label; missing {', '.join(sorted(missing_cols))}")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"csv_file '{csv_file}': not a readable UTF-8 CSV ({type(e).__name__})") from None
+    samples = []
+    for line, r in enumerate(rows, start=2):  # line 1 is the header
+        if None in r or any(r.get(k) is None for k in ("path", "label")):
+            raise DataError(f"csv_file '{csv_file}', line {line}: wrong number of fields; each row needs "
+                            f"{','.join(reader.fieldnames)}")
+        path, label = r["path"].strip(), r["label"].strip()
+        if not path or not label:
+            raise DataError(f"csv_file '{csv_file}', line {line}: empty {'path' if not path else 'label'}; "
+                            "fill it in or remove the row")
+        image = _inside(csv_file.parent / path, csv_file.parent, allow_outside, f"csv_file '{csv_file}', line {line}")
+        if not image.is_file():
+            raise DataError(f"csv_file '{csv_file}', line {line}: image '{path}' does not exist; fix the path "
+                            "(relative to the CSV's folder) or remove the row")
+        samples.append(Sample(image, label, group=(r.get("group") or "").strip() or None))
+    if len({s.label for s in samples}) < min_classes:
         raise DataError(f"csv_file '{csv_file}': fewer than two classes in column label")
     return FolderScan(csv_file.parent, samples, [])
 
@@ -89,25 +115,92 @@ def read_label_csv(csv_file: str | Path) -> FolderScan:
 NPZ_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 
-def read_medmnist_npz(npz_file: str | Path, class_names: Optional[list[str]] = None) -> dict[str, list[Sample]]:
-    """MedMNIST ``{train,val,test}_images`` / ``_labels`` arrays: split name -> samples (images in memory)."""
+def _npz_arrays(npz_file: Path):
+    try:
+        return np.load(npz_file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        reason = "object arrays are refused" if "allow_pickle" in str(e) else "not a readable .npz archive"
+        raise DataError(f"npz_file '{npz_file}': {reason}; MedMNIST layout expected "
+                        "({train,val,test}_images / _labels as numeric arrays)") from None
+
+
+def read_medmnist_npz(npz_file: str | Path, class_names: Optional[list[str]] = None,
+                      only: Optional[str] = None) -> dict[str, list[Sample]]:
+    """MedMNIST ``{train,val,test}_images`` / ``_labels`` arrays: split name -> samples (images in memory).
+    ``only`` ('train', 'val' or 'test') reads that split alone (a released test file holds only it)."""
     npz_file = Path(npz_file)
     if not npz_file.is_file():
         raise DataError(f"npz_file '{npz_file}': file not found")
-    arrays = np.load(npz_file)
+    arrays = _npz_arrays(npz_file)
     out = {}
     for key, split in NPZ_SPLITS.items():
-        if f"{key}_images" not in arrays:
+        if only not in (None, key, split) or f"{key}_images" not in arrays.files:
             continue
-        images, labels = arrays[f"{key}_images"], np.asarray(arrays[f"{key}_labels"])
+        where = f"npz_file '{npz_file}'"
+        if f"{key}_labels" not in arrays.files:
+            raise DataError(f"{where}: has {key}_images but no {key}_labels")
+        try:
+            images, labels = arrays[f"{key}_images"], np.asarray(arrays[f"{key}_labels"])
+        except ValueError:
+            raise DataError(f"{where}: {key} arrays are object arrays; store numeric arrays") from None
+        if images.dtype.kind not in "uif" or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+            raise DataError(f"{where}: {key}_images must be numeric (N, H, W) or (N, H, W, 1|3), got "
+                            f"{images.dtype} {images.shape}")
         if labels.ndim == 2 and labels.shape[1] != 1:
-            raise DataError(f"npz_file '{npz_file}': {key}_labels has {labels.shape[1]} columns (multi-label); "
+            raise DataError(f"{where}: {key}_labels has {labels.shape[1]} columns (multi-label); "
                             "only single-label classification is supported")
+        if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+            raise DataError(f"{where}: {key}_labels must be integer class ids, got {labels.dtype}")
         labels = labels.reshape(-1).astype(int)
-        if class_names is not None and labels.max() >= len(class_names):
-            raise DataError(f"npz_file '{npz_file}': label {labels.max()} but class_names has {len(class_names)} names")
-        names = class_names or [str(i) for i in range(int(labels.max()) + 1)]
+        if len(labels) != len(images):
+            raise DataError(f"{where}: {key}_images has {len(images)} images but {key}_labels has {len(labels)} "
+                            "labels; they must match one to one")
+        if len(labels) and labels.min() < 0:
+            raise DataError(f"{where}: {key}_labels holds {labels.min()}; class ids must be 0..K-1")
+        if class_names is not None and len(labels) and labels.max() >= len(class_names):
+            raise DataError(f"{where}: {key}_labels holds {labels.max()} but class_names has {len(class_names)} names")
+        names = class_names or [str(i) for i in range(int(labels.max(initial=0)) + 1)]
         out[split] = [Sample(Path(f"{npz_file}::{key}_images/{i}"), names[lab], images[i]) for i, lab in enumerate(labels)]
-    if "train" not in out:
+    if only is None and "train" not in out:
         raise DataError(f"npz_file '{npz_file}': no train_images/train_labels arrays (MedMNIST layout expected)")
     return out
+
+
+@dataclass
+class Source:
+    """What a recipe's data keys point at: the samples, which of them a source fixes to a split, and the
+    ratios for the rest."""
+
+    root: Path
+    samples: list[Sample]
+    fixed: list[Optional[str]]  # a split the source fixes (official test folder, MedMNIST val), or None
+    ratios: dict[str, float]  # for the free samples
+    ignored: list[Path]
+    classes: list[str]
+
+
+def scan_source(a) -> Source:
+    """Dispatch on the recipe's one data source (DataArguments ``a``)."""
+    outside = a.allow_paths_outside_root
+    if a.npz_file:
+        parts = read_medmnist_npz(a.npz_file, a.class_names)
+        samples = [s for items in parts.values() for s in items]
+        fixed = [split for split, items in parts.items() for _ in items]
+        ratios = {} if "test" in parts else {"test": a.test_ratio}
+        if ratios:
+            fixed = [None if f == "train" else f for f in fixed]
+        classes = a.class_names or sorted({s.label for s in samples}, key=int)
+        return Source(Path(a.npz_file).resolve().parent, samples, fixed, ratios, [], list(classes))
+    if a.data_dir or a.csv_file:
+        scan = (scan_class_folders(a.data_dir, a.file_pattern, "data_dir", outside) if a.data_dir
+                else read_label_csv(a.csv_file, outside))
+        return Source(scan.root, scan.samples, [None] * len(scan.samples),
+                      {"validation": a.val_ratio, "test": a.test_ratio}, scan.ignored, scan.classes)
+    train = scan_class_folders(a.train_dir, a.file_pattern, "train_dir", outside)
+    test = scan_class_folders(a.test_dir, a.file_pattern, "test_dir", outside)
+    if not set(test.classes) <= set(train.classes):
+        raise DataError(f"test_dir classes {test.classes} are not all among train_dir classes {train.classes}; "
+                        "the two folders need the same class sub-folders")
+    root = Path(os.path.commonpath([train.root.resolve(), test.root.resolve()]))
+    return Source(root, train.samples + test.samples, [None] * len(train.samples) + ["test"] * len(test.samples),
+                  {"validation": a.val_ratio}, train.ignored + test.ignored, train.classes)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hf_medtl.data.groups import members as group_members
 from hf_medtl.data.sources import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -39,9 +40,7 @@ def grouped_stratified_assign(labels: list[str], groups: list, ratios: dict[str,
     targets it fills the least so far; the result is stratified up to group granularity.
     """
     rng = np.random.default_rng(seed)
-    members: dict = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
+    members = group_members(groups)
     keys = list(members)
     keys = [keys[i] for i in rng.permutation(len(keys))]
     keys.sort(key=lambda k: -len(members[k]))  # stable: random order within a size

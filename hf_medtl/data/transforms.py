@@ -1,9 +1,14 @@
-"""Image transforms: size and normalisation from the backbone's image processor, augmentation on train only."""
+"""Image transforms. Evaluation is the saved image processor itself (hf_medtl.models.serving_processor), so
+a saved model serves exactly what the run scored; training augments with the same size, interpolation,
+mean and std, on the training split only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
 @dataclass(frozen=True)
@@ -11,36 +16,43 @@ class Preprocessing:
     size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    processor: object = None  # the serving processor: the evaluation transform
 
 
-def preprocessing_from_processor(processor, image_size: int | None = None) -> Preprocessing:
-    """Read input size, mean and std from an HF image processor or timm's (TimmWrapper) one."""
+def preprocessing_from_processor(processor) -> Preprocessing:
+    """Input size, interpolation, mean and std of a serving processor (HF or timm's TimmWrapper one)."""
     data_config = getattr(processor, "data_config", None)
     if data_config:  # timm: resolved from the checkpoint's pretrained_cfg
         size, mean, std = tuple(data_config["input_size"][1:]), data_config["mean"], data_config["std"]
+        interpolation = data_config.get("interpolation") or "bicubic"
     else:
+        size = (processor.size["height"], processor.size["width"])
         mean, std = processor.image_mean, processor.image_std
-        s = dict(getattr(processor, "crop_size", None) or {}) or dict(processor.size)
-        if "height" in s:
-            size = (s["height"], s["width"])
-        else:
-            size = (s.get("shortest_edge") or s["longest_edge"],) * 2
-    if image_size:
-        size = (image_size, image_size)
-    return Preprocessing(tuple(size), tuple(float(m) for m in mean), tuple(float(v) for v in std))
+        interpolation = PIL_RESAMPLE.get(int(processor.resample), "bilinear")
+    return Preprocessing(tuple(size), tuple(float(m) for m in mean), tuple(float(v) for v in std), interpolation,
+                         processor)
+
+
+def eval_transform(processor):
+    """PIL image -> pixel tensor, exactly as ``pipeline("image-classification")`` prepares it."""
+    def transform(img):
+        return processor(images=img, return_tensors="pt")["pixel_values"][0]
+
+    return transform
 
 
 def build_transforms(prep: Preprocessing, augment: bool = True, crop_scale_min: float = 0.8,
-                     rotation_degrees: float = 10.0, hflip_prob: float = 0.5) -> tuple[T.Compose, T.Compose]:
+                     rotation_degrees: float = 10.0, hflip_prob: float = 0.5):
     """(train, eval) transforms. Eval resizes the whole image, never crops: a lesion may sit at the border."""
-    to_tensor = [T.ToTensor(), T.Normalize(prep.mean, prep.std)]
-    evaluation = T.Compose([T.Resize(prep.size, antialias=True), *to_tensor])
+    evaluation = eval_transform(prep.processor)
     if not augment:
         return evaluation, evaluation
-    train = [T.RandomResizedCrop(prep.size, scale=(crop_scale_min, 1.0), antialias=True)
-             if crop_scale_min < 1.0 else T.Resize(prep.size, antialias=True)]
+    mode = InterpolationMode(prep.interpolation)
+    train = [T.RandomResizedCrop(prep.size, scale=(crop_scale_min, 1.0), interpolation=mode, antialias=True)
+             if crop_scale_min < 1.0 else T.Resize(prep.size, interpolation=mode, antialias=True)]
     if rotation_degrees > 0:
         train.append(T.RandomRotation(rotation_degrees))
     if hflip_prob > 0:
         train.append(T.RandomHorizontalFlip(hflip_prob))
-    return T.Compose(train + to_tensor), evaluation
+    return T.Compose(train + [T.ToTensor(), T.Normalize(prep.mean, prep.std)]), evaluation

@@ -1,0 +1,63 @@
+"""What a user sees on the console: hf_medtl's rank-aware log lines, quiet libraries, and the one-line error
+that every command prints instead of a traceback."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Callable
+
+from hf_medtl.errors import HfMedtlError
+
+logger = logging.getLogger("hf_medtl")
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (a redirect made later, a test's capture)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+
+
+def setup_logging() -> None:
+    """hf_medtl's lines on the main process only ('[hf_medtl] ...' on stderr); transformers and datasets
+    say only errors. Expected warnings (pin_memory on CPU, the replaced head's size mismatch) are silenced."""
+    every_rank = os.environ.get("HF_MEDTL_LOG_ALL_RANKS", "0") == "1"  # to check that ranks agree
+    if not logger.handlers:
+        handler = _Stderr()
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.handlers[0].setFormatter(logging.Formatter(f"[hf_medtl rank {_rank()}] %(message)s" if every_rank
+                                                      else "[hf_medtl] %(message)s"))
+    logger.setLevel(logging.INFO if _rank() == 0 or every_rank else logging.ERROR)
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    warnings.filterwarnings("ignore", message=".*upsample_bicubic2d_backward.*")
+
+
+def run_command(fn: Callable[[], int]) -> int:
+    """Run a command; a HfMedtlError (bad input, named in its message) becomes one line and exit code 2."""
+    try:
+        return fn()
+    except HfMedtlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing that looks complete was left behind", file=sys.stderr)
+        return 130

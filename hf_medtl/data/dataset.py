@@ -1,0 +1,29 @@
+"""``datasets.Dataset`` construction: (pixel_values, labels) decoded by the toolkit's rules, transformed lazily."""
+from __future__ import annotations
+
+from hf_medtl.data.decode import decode
+from hf_medtl.data.sources import Sample
+from hf_medtl.data.transforms import Preprocessing, build_transforms
+
+
+def image_dataset(samples: list[Sample], classes: list[str], transform, max_pixels: int | None = None):
+    """A ``datasets.Dataset`` of (pixel_values, labels), decoded (hf_medtl.data.decode) and transformed lazily."""
+    import datasets
+
+    label_id = {c: i for i, c in enumerate(classes)}
+    ds = datasets.Dataset.from_dict({"index": list(range(len(samples))), "label": [label_id[s.label] for s in samples]})
+    ds.set_transform(lambda batch: {"pixel_values": [transform(decode(samples[i].source, max_pixels))
+                                                     for i in batch["index"]],
+                                    "labels": batch["label"]})
+    return ds
+
+
+def to_datasets(splits, prep: Preprocessing, data_args) -> dict:
+    """A dataset per split, plus ``train_eval``: the training images without augmentation."""
+    train_tf, eval_tf = build_transforms(prep, data_args.augment, data_args.crop_scale_min,
+                                         data_args.rotation_degrees, data_args.hflip_prob)
+    train, pixels = splits.files("train"), data_args.max_image_pixels
+    return {"train": image_dataset(train, splits.classes, train_tf, pixels),
+            "train_eval": image_dataset(train, splits.classes, eval_tf, pixels),
+            "validation": image_dataset(splits.files("validation"), splits.classes, eval_tf, pixels),
+            "test": image_dataset(splits.files("test"), splits.classes, eval_tf, pixels)}
