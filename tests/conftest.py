@@ -80,6 +80,46 @@ def write_recipe(path: Path, **values) -> Path:
     return path
 
 
+def tiny_recipe(tmp_path, model_dir, image_folder, **extra):
+    values = dict(model_name_or_path=str(model_dir), data_dir=str(image_folder), num_train_epochs=3,
+                  per_device_train_batch_size=8, learning_rate=3e-3, seed=1, output_dir=str(tmp_path / "run"),
+                  disable_tqdm=True)
+    return write_recipe(tmp_path / "tiny.json", **{**values, **extra})
+
+
+def errors(capsys) -> list[str]:
+    """The error lines a failed command printed; there must be no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def _save_hf(path, model, processor):
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet(tmp_path_factory):
+    """An HF ResNet with the processor microsoft/resnet-50 ships (ConvNextImageProcessor: bicubic, crop_pct)."""
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=5)
+    return _save_hf(tmp_path_factory.mktemp("tiny_resnet"), ResNetForImageClassification(config),
+                    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875))
+
+
+@pytest.fixture(scope="session")
+def tiny_convnext(tmp_path_factory):
+    """An HF ConvNeXt with facebook/convnext-tiny-224's kind of processor."""
+    from transformers import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
+
+    config = ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5)
+    return _save_hf(tmp_path_factory.mktemp("tiny_convnext"), ConvNextForImageClassification(config),
+                    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875))
+
+
 @pytest.fixture(autouse=True)
 def _work_in_tmp(tmp_path, monkeypatch):
     """Relative paths (a recipe's default outputs/<name>) land in the test's folder, never in the repository."""

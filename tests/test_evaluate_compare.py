@@ -9,7 +9,7 @@ from hf_medtl.cli import main
 from hf_medtl.finetune import run
 from hf_medtl.recipe import load_recipe
 from tests.conftest import make_image_folder
-from tests.test_finetune import tiny_recipe
+from tests.conftest import tiny_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

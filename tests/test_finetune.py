@@ -5,21 +5,7 @@ import pytest
 
 from hf_medtl.finetune import main, run
 from hf_medtl.recipe import load_recipe
-from tests.conftest import write_recipe
-
-
-def errors(capsys) -> list[str]:
-    """The error lines a failed run printed; there must be no traceback."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return [line for line in err.splitlines() if line.startswith("error:")]
-
-
-def tiny_recipe(tmp_path, model_dir, image_folder, **extra):
-    values = dict(model_name_or_path=str(model_dir), data_dir=str(image_folder), num_train_epochs=3,
-                  per_device_train_batch_size=8, learning_rate=3e-3, seed=1, output_dir=str(tmp_path / "run"),
-                  disable_tqdm=True)
-    return write_recipe(tmp_path / "tiny.json", **{**values, **extra})
+from tests.conftest import errors, tiny_recipe
 
 
 @pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_timm"])

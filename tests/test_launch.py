@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.test_finetune import tiny_recipe
+from tests.conftest import tiny_recipe
 
 EPOCH_ROW = re.compile(r"\[hf_medtl rank (\d)\] +(\d+ \|[^\n]*)")  # ranks' lines may interleave
 

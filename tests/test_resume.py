@@ -13,7 +13,7 @@ import pytest
 from hf_medtl.finetune import main, run
 from hf_medtl.recipe import load_recipe
 from tests.conftest import REPO
-from tests.test_finetune import errors, tiny_recipe
+from tests.conftest import errors, tiny_recipe
 
 RESULT_KEYS = ("epochs_run", "lr_reductions", "best_epoch", "train_accuracy", "validation", "test", "split_counts")
 
