@@ -118,3 +118,14 @@ def test_test_set_evaluation_after_training_is_not_an_epoch(tmp_path):
     trainer.train()
     trainer.evaluate(tiny_data(8, seed=2))  # eval_loss again, but training is over
     assert len(callback.history) == 1
+
+
+def test_schedule_decisions_reach_the_trainers_logs(tmp_path):
+    callback = AdaptiveLRCallback(TraceSchedule())
+    trainer = trainer_for(callback, tmp_path, 20)
+    callback.log = trainer.log  # as hf_medtl.train.build_trainer wires it, so report_to trackers see them
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "schedule/lr_scale" in h]
+    assert len(logged) == 11
+    assert [h["schedule/lr_scale"] for h in logged][6:9] == [0.5, 0.5, 0.5]  # halved after epoch 7
+    assert logged[-1]["schedule/reductions"] == 2 and sum(h["schedule/save_best"] for h in logged) >= 1

@@ -254,3 +254,104 @@ def test_manifest_is_reused_and_a_changed_dataset_is_reported(tmp_path, capsys):
     changed = load_splits(DataArguments(data_dir=str(root)), 0, out)
     assert changed.report["manifest"]["added"] == 0 and changed.report["manifest"]["removed"] == 1
     assert changed.report["manifest"]["changed"] == 1 and "dataset changed" in capsys.readouterr().err
+
+
+# -- EXIF, oversized headers, DICOM LUTs -----------------------------------------------------------------------
+def exif_rotated_jpeg(path, orientation=6):
+    """A 40x20 JPEG stored sideways, with the EXIF tag that tells viewers to rotate it upright."""
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :8] = 250  # a bright band on the stored image's left edge
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(path, exif=exif, quality=95)
+    return path
+
+
+def test_exif_orientation_agrees_with_serving(tmp_path):
+    from transformers.image_utils import load_image
+
+    path = exif_rotated_jpeg(tmp_path / "rotated.jpg")
+    ours, served = np.asarray(decode(path)), np.asarray(load_image(str(path)))
+    assert ours.shape == (40, 20, 3)  # upright: the EXIF rotation applied
+    assert np.array_equal(ours, served)
+
+
+def test_exif_rotated_images_serve_as_the_run_scored_them(tmp_path, tiny_vit):
+    import csv
+
+    from transformers import pipeline
+
+    from hf_medtl.finetune import run
+    from hf_medtl.recipe import load_recipe
+    from tests.conftest import tiny_recipe
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("a", "b")):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        for i in range(8):
+            arr = rng.integers(0, 60, (20, 40, 3), dtype=np.uint8)
+            arr[:, c * 20:(c + 1) * 20] += 150
+            img = Image.fromarray(arr)
+            exif = img.getexif()
+            exif[0x0112] = 6 if i % 2 else 8
+            img.save(tmp_path / "d" / name / f"{i}.jpg", exif=exif)
+    run(load_recipe(tiny_recipe(tmp_path, tiny_vit, tmp_path / "d", num_train_epochs=1, n_bootstrap=0,
+                                dedupe=False)))
+    classifier = pipeline("image-classification", model=str(tmp_path / "run"))
+    with open(tmp_path / "run" / "predictions_test.csv") as f:
+        for row in csv.DictReader(f):
+            served = {p["label"]: p["score"] for p in classifier(str(tmp_path / "d" / row["path"]), top_k=2)}
+            assert served["a"] == pytest.approx(float(row["p_a"]), abs=2e-6)
+
+
+def test_header_declaring_a_huge_image_is_refused_without_decoding(tmp_path):
+    import struct
+    import subprocess
+    import sys
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side, comp, body = 11000, zlib.compressobj(9), b""
+    row = b"\0" * (side + 1)
+    for _ in range(side):
+        body += comp.compress(row)
+    body += comp.flush()
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(DecodeError, match="image too large \\(11000x11000 pixels declared"):
+        decode(bomb, max_pixels=50_000_000)
+    code = ("import resource, sys; from hf_medtl.data.check import inspect_all; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"infos = inspect_all([{str(bomb)!r}] * 100, 50_000_000); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, infos[0].reason)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) < 50_000 and out[1] == "image"  # < 50 MB more peak memory (ru_maxrss is in KiB)
+
+
+def test_dicom_voi_lut_sequence_and_sigmoid_follow_pydicom(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    raw = ds.pixel_array.astype(float) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [256, 0, 8])  # LUT Descriptor: 256 entries, first mapped 0, 8 bits
+    item.add_new(0x00283006, "US", list(range(255, -1, -1)))  # LUT Data: an inverting 8-bit VOI LUT
+    ds.VOILUTSequence = Sequence([item])
+    ds.save_as(tmp_path / "lut.dcm")
+    expected = 255 - np.clip(raw, 0, 255)  # the LUT's output range is 0..255 already
+    assert np.array_equal(np.asarray(decode(tmp_path / "lut.dcm"))[..., 0], expected.astype(np.uint8))
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 40, 400, "SIGMOID"
+    ds.save_as(tmp_path / "sigmoid.dcm")
+    expected = 255 / (1 + np.exp(-4 * (raw - 40) / 400))  # PS3.3 C.11.2.1.3.1, onto 0..255
+    got = np.asarray(decode(tmp_path / "sigmoid.dcm"))[..., 0].astype(float)
+    assert np.abs(got - expected).max() <= 1

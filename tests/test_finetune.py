@@ -94,3 +94,22 @@ def test_model_card_and_offline_push_lose_nothing(tmp_path, image_folder, tiny_v
     assert "base_model: " + str(tiny_vit) in card and "| Accuracy |" in card and "benign, malignant, normal" in card
     assert json.loads((out / "metrics.json").read_text())["test"]["n"] == 3
     assert not any(b"hf_do_not_write_me" in p.read_bytes() for p in out.rglob("*") if p.is_file())
+
+
+def test_failed_rerun_never_leaves_a_self_contradicting_run(tmp_path, image_folder, tiny_vit, capsys):
+    from hf_medtl.cli import main as cli
+
+    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=1)
+    assert main([str(recipe)]) == 0
+    out = tmp_path / "run"
+    finished = {name: (out / name).read_bytes() for name in ("metrics.json", "model.safetensors",
+                                                             "split_manifest.csv", "data_report.json")}
+    (image_folder / "benign" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # the data changed
+    assert main([str(recipe)]) == 2
+    assert len(errors(capsys)) == 1
+    # The finished run is whole and agrees with itself; the failed attempt's data report is beside it, staged.
+    assert {name: (out / name).read_bytes() for name in finished} == finished
+    assert "broken.png" in (out / ".staging" / "data_report.json").read_text()
+    assert cli(["check-data", str(recipe), "--on_bad_image", "skip"]) == 0
+    assert {name: (out / name).read_bytes() for name in finished} == finished
+    assert "broken.png" in (out / ".staging" / "split_manifest.csv").read_text()

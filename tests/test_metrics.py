@@ -119,3 +119,26 @@ def test_loads_offline_from_its_folder():
     out = subprocess.run([sys.executable, "-c", code, str(MEDICAL_CLASSIFICATION)], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == str(2 / 3)
+
+
+def test_bca_is_the_default_and_agrees_with_scipy(metric):
+    from scipy.stats import bootstrap
+
+    refs = np.zeros(60, dtype=int)
+    preds = refs.copy()
+    preds[:4] = 1  # 56 of 60 right: a skewed bootstrap distribution near 100%
+    out = metric.compute(predictions=preds, references=refs, num_classes=2, n_bootstrap=4000, seed=0)
+    assert out["ci_method"] == "bca"
+    ref = bootstrap(((preds == refs).astype(float),), np.mean, n_resamples=4000, method="BCa",
+                    random_state=np.random.default_rng(1)).confidence_interval
+    assert out["ci"]["accuracy"] == pytest.approx([ref.low, ref.high], abs=0.012)
+    pct = metric.compute(predictions=preds, references=refs, num_classes=2, n_bootstrap=4000, seed=0,
+                         ci_method="percentile")
+    assert pct["ci_method"] == "percentile" and pct["ci"]["accuracy"] != out["ci"]["accuracy"]
+    assert out["ci"]["accuracy"][0] < pct["ci"]["accuracy"][0]  # BCa reaches further down, away from the bound
+
+
+def test_degenerate_bootstrap_falls_back_to_a_point_interval(metric):
+    refs = np.arange(20) % 2
+    out = metric.compute(predictions=refs, references=refs, num_classes=2, n_bootstrap=200)
+    assert out["ci"]["accuracy"] == [1.0, 1.0]

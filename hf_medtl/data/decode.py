@@ -91,6 +91,12 @@ def decode_dicom(path: Path, max_pixels: int | None = None) -> Image.Image:
         if not photometric.startswith("MONOCHROME"):
             return from_array(arr)
         arr = apply_modality_lut(arr, ds)
+        if "VOILUTSequence" in ds:
+            # A lookup table is indexed by integers, within its domain. pydicom 3 computes the index in the
+            # LUT's own dtype (uint8 for an 8-bit LUT), so inputs beyond it wrap around: clip them first.
+            descriptor = ds.VOILUTSequence[0].LUTDescriptor
+            entries, first = int(descriptor[0]) or 65536, int(descriptor[1])  # 0 entries means 2^16
+            arr = np.clip(np.round(arr), first, first + entries - 1).astype(np.int64)
         if "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds):
             out = window(apply_voi_lut(arr, ds, index=0), *_voi_output_range(ds))
         else:

@@ -116,6 +116,10 @@ NPZ_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 
 def _npz_arrays(npz_file: Path):
+    with open(npz_file, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # an .npz is a zip archive
+            raise DataError(f"npz_file '{npz_file}': not a readable .npz archive; MedMNIST layout expected "
+                            "({train,val,test}_images / _labels as numeric arrays)")
     try:
         return np.load(npz_file, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
