@@ -5,6 +5,9 @@ Keys are flat (as with ``HfArgumentParser``); each belongs to exactly one group.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
@@ -122,3 +125,57 @@ class MedTrainingArguments(TrainingArguments):
 
 GROUPS = {"model": ModelArguments, "data": DataArguments, "schedule": ScheduleArguments,
           "evaluation": EvaluationArguments, "training": MedTrainingArguments}
+
+
+def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -> None:
+    """Value checks that a type cannot express; raise ValueError with the key and what it accepts."""
+    sources = [k for k in ("data_dir", "train_dir", "csv_file", "npz_file") if getattr(data, k)]
+    if len(sources) != 1 and not (data.test_dir and sources == []):
+        raise ValueError("give exactly one data source: 'data_dir' (class folders), 'train_dir' + 'test_dir' "
+                         f"(pre-split), 'csv_file' or 'npz_file'; got {', '.join(sources) or 'none'}")
+    if data.train_dir and not data.test_dir or data.test_dir and not data.train_dir:
+        raise ValueError("a pre-split layout needs both 'train_dir' and 'test_dir'")
+    ranges = {"val_ratio": (data.val_ratio, 0.0, 1.0, "strictly between 0 and 1"),
+              "test_ratio": (data.test_ratio, 0.0, 1.0, "strictly between 0 and 1"),
+              "crop_scale_min": (data.crop_scale_min, 0.0, 1.0 + 1e-12, "in (0, 1]")}
+    for key, (v, low, high, text) in ranges.items():
+        if not low < v < high:
+            raise ValueError(f"'{key}' must lie {text}, got {v}")
+    if data.val_ratio + data.test_ratio >= 1.0:
+        raise ValueError(f"'val_ratio' + 'test_ratio' must be below 1, got {data.val_ratio + data.test_ratio}")
+    if data.near_duplicate_distance is not None and not 0 <= data.near_duplicate_distance <= 32:
+        raise ValueError(f"'near_duplicate_distance' must lie in 0..32 or be null, got {data.near_duplicate_distance}")
+    if data.group_regex:
+        try:
+            re.compile(data.group_regex)
+        except re.error as e:
+            raise ValueError(f"'group_regex' is not a valid regular expression ({e})") from None
+    minimum = {"image_size": (data.image_size, 16), "max_image_pixels": (data.max_image_pixels, 1),
+               "per_device_train_batch_size": (training.get("per_device_train_batch_size"), 1),
+               "per_device_eval_batch_size": (training.get("per_device_eval_batch_size"), 1)}
+    for key, (v, low) in minimum.items():
+        if v is not None and v < low:
+            raise ValueError(f"'{key}' must be at least {low}, got {v}")
+    positive = {k: training.get(k) for k in ("learning_rate", "num_train_epochs")}
+    for key, v in positive.items():
+        if v is not None and not v > 0:
+            raise ValueError(f"'{key}' must be above 0, got {v}")
+    if not 0.0 <= data.hflip_prob <= 1.0:
+        raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
+    from hf_medtl.schedule import AdaptiveSchedule
+
+    AdaptiveSchedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)
+
+
+def reference_markdown() -> str:
+    """The README's recipe reference, from the dataclasses' own help text."""
+    lines = []
+    for group, cls in GROUPS.items():
+        own = [f for f in dataclasses.fields(cls) if group != "training" or f.name in cls.__dict__["__annotations__"]]
+        title = (f"**{cls.__name__}**" if group != "training" else
+                 "**TrainingArguments** (any field of `transformers.TrainingArguments`; these defaults differ from transformers')")
+        lines += ["", title, "", "| key | default | meaning |", "|---|---|---|"]
+        for f in own:
+            default = getattr(f.default, "value", f.default)
+            lines.append(f"| `{f.name}` | `{json.dumps(default)}` | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"

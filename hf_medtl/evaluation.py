@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from hf_medtl.data import DataError
-from hf_medtl.data.sources import read_label_csv, read_medmnist_npz, scan_class_folders
+from hf_medtl.data.medmnist import read_medmnist_npz
+from hf_medtl.data.sources import read_label_csv, scan_class_folders
 
 logger = logging.getLogger("hf_medtl")
 

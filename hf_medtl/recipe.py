@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from hf_medtl.arguments import (GROUPS, DataArguments, EvaluationArguments, MedTrainingArguments,  # noqa: F401
-                                ModelArguments, ScheduleArguments)
+                                ModelArguments, ScheduleArguments, validate)
 from hf_medtl.errors import HfMedtlError
 
 class RecipeError(HfMedtlError):
@@ -161,7 +161,7 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     groups = {g: {k: v for k, v in values.items() if fields[k][0] == g} for g in GROUPS}
     try:
         parts = {g: GROUPS[g](**groups[g]) for g in GROUPS if g != "training"}
-        _validate(parts["data"], parts["schedule"], groups["training"])
+        validate(parts["data"], parts["schedule"], groups["training"])
         training = MedTrainingArguments(**groups["training"])
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0]
@@ -170,46 +170,6 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     given_training = {k: v for k, v in groups["training"].items() if "token" not in k}  # never write secrets
     resolved = {k: v for part in parts.values() for k, v in dataclasses.asdict(part).items()}
     return Recipe(**parts, training=training, resolved={**resolved, **given_training})
-
-
-def _validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -> None:
-    """Value checks that a type cannot express; raise ValueError with the key and what it accepts."""
-    sources = [k for k in ("data_dir", "train_dir", "csv_file", "npz_file") if getattr(data, k)]
-    if len(sources) != 1 and not (data.test_dir and sources == []):
-        raise ValueError("give exactly one data source: 'data_dir' (class folders), 'train_dir' + 'test_dir' "
-                         f"(pre-split), 'csv_file' or 'npz_file'; got {', '.join(sources) or 'none'}")
-    if data.train_dir and not data.test_dir or data.test_dir and not data.train_dir:
-        raise ValueError("a pre-split layout needs both 'train_dir' and 'test_dir'")
-    ranges = {"val_ratio": (data.val_ratio, 0.0, 1.0, "strictly between 0 and 1"),
-              "test_ratio": (data.test_ratio, 0.0, 1.0, "strictly between 0 and 1"),
-              "crop_scale_min": (data.crop_scale_min, 0.0, 1.0 + 1e-12, "in (0, 1]")}
-    for key, (v, low, high, text) in ranges.items():
-        if not low < v < high:
-            raise ValueError(f"'{key}' must lie {text}, got {v}")
-    if data.val_ratio + data.test_ratio >= 1.0:
-        raise ValueError(f"'val_ratio' + 'test_ratio' must be below 1, got {data.val_ratio + data.test_ratio}")
-    if data.near_duplicate_distance is not None and not 0 <= data.near_duplicate_distance <= 32:
-        raise ValueError(f"'near_duplicate_distance' must lie in 0..32 or be null, got {data.near_duplicate_distance}")
-    if data.group_regex:
-        try:
-            re.compile(data.group_regex)
-        except re.error as e:
-            raise ValueError(f"'group_regex' is not a valid regular expression ({e})") from None
-    minimum = {"image_size": (data.image_size, 16), "max_image_pixels": (data.max_image_pixels, 1),
-               "per_device_train_batch_size": (training.get("per_device_train_batch_size"), 1),
-               "per_device_eval_batch_size": (training.get("per_device_eval_batch_size"), 1)}
-    for key, (v, low) in minimum.items():
-        if v is not None and v < low:
-            raise ValueError(f"'{key}' must be at least {low}, got {v}")
-    positive = {k: training.get(k) for k in ("learning_rate", "num_train_epochs")}
-    for key, v in positive.items():
-        if v is not None and not v > 0:
-            raise ValueError(f"'{key}' must be above 0, got {v}")
-    if not 0.0 <= data.hflip_prob <= 1.0:
-        raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
-    from hf_medtl.schedule import AdaptiveSchedule
-
-    AdaptiveSchedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)
 
 
 def require_model(recipe: Recipe, path: str | Path) -> None:
@@ -224,19 +184,7 @@ def write_resolved(recipe: Recipe, output_dir: str | Path) -> Path:
     return out
 
 
-def reference_markdown() -> str:
-    """The README's recipe reference, from the dataclasses' own help text."""
-    lines = []
-    for group, cls in GROUPS.items():
-        own = [f for f in dataclasses.fields(cls) if group != "training" or f.name in cls.__dict__["__annotations__"]]
-        title = (f"**{cls.__name__}**" if group != "training" else
-                 "**TrainingArguments** (any field of `transformers.TrainingArguments`; these defaults differ from transformers')")
-        lines += ["", title, "", "| key | default | meaning |", "|---|---|---|"]
-        for f in own:
-            default = getattr(f.default, "value", f.default)
-            lines.append(f"| `{f.name}` | `{json.dumps(default)}` | {f.metadata['help']} |")
-    return "\n".join(lines) + "\n"
+if __name__ == "__main__":  # the README's recipe reference
+    from hf_medtl.arguments import reference_markdown
 
-
-if __name__ == "__main__":
     print(reference_markdown())

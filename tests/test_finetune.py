@@ -5,7 +5,7 @@ import pytest
 
 from hf_medtl.finetune import main, run
 from hf_medtl.recipe import load_recipe
-from tests.conftest import errors, tiny_recipe
+from tests.conftest import errors, tiny_recipe, write_recipe
 
 
 @pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_timm"])
