@@ -1,4 +1,5 @@
 """End to end through the public entry point: recipe -> finetune -> every output -> pipeline."""
+import csv
 import json
 
 import pytest
@@ -16,11 +17,24 @@ def test_finetune_writes_every_output_and_pipeline_predicts(tmp_path, image_fold
     recipe = tiny_recipe(tmp_path, model_dir, image_folder, image_size=24 if backbone == "tiny_timm" else None)
     assert main([str(recipe), "--threshold", "0.5"]) == 0
     out = tmp_path / "run"
-    for name in ("config.json", "model.safetensors", "metrics.json", "history.json", "split_manifest.csv",
-                 "recipe.json", "README.md", "predictions_test.csv", "report.json", "report.md", "plots/training_curves.png",
-                 "plots/confusion_matrix_test.png", "plots/roc_reliability_test.png"):
-        assert (out / name).stat().st_size > 0, name
+    for name in ("plots/training_curves.png", "plots/confusion_matrix_test.png", "plots/roc_reliability_test.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+    config = json.loads((out / "config.json").read_text())
+    names = config.get("label_names") or list(config["id2label"].values())  # TimmWrapper saves label_names
+    assert sorted(names) == ["benign", "malignant", "normal"]
     metrics = json.loads((out / "metrics.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert json.loads((out / "data_report.json").read_text())["split_counts"] == metrics["split_counts"]
+    with open(out / "split_manifest.csv") as f:
+        manifest = list(csv.DictReader(f))
+    with open(out / "predictions_test.csv") as f:
+        predicted = list(csv.DictReader(f))
+    assert len(manifest) == 36 and sorted(r["path"] for r in manifest if r["split"] == "test") == sorted(
+        r["path"] for r in predicted)
+    assert sum(r["label"] == r["predicted"] for r in predicted) / 3 == pytest.approx(metrics["test"]["accuracy"])
+    assert f"{100 * metrics['test']['accuracy']:.2f}%" in (out / "README.md").read_text()
+    assert "Confusion matrix" in (out / "report.md").read_text()
     test = metrics["test"]
     assert test["n"] == 3 and len(test["confusion_matrix"]) == 3 and set(test["label_names"]) == {"benign", "malignant", "normal"}
     for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
