@@ -69,6 +69,16 @@ class DataArguments:
     cross_split_duplicates: Literal["remove", "keep"] = field(default="remove", metadata={
         "help": "A copy of a test (or MedMNIST val) image in the training pool: remove it from train, or keep it "
                 "(reported either way)."})
+    cv_folds: Optional[int] = field(default=None, metadata={
+        "help": "K-fold cross-validation (set by `hf-medtl cv`): the train + validation pool is cut into K grouped, "
+                "stratified folds; fold cv_fold is validation, the rest train; the test split is untouched."})
+    cv_fold: int = field(default=0, metadata={"help": "Which fold (0 .. cv_folds-1) is the validation split."})
+    cv_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the fold partition; default: the split seed."})
+    imbalance_ratio: Optional[float] = field(default=None, metadata={
+        "help": "Imbalance study (set by `hf-medtl study imbalance`): each minority class of the training split keeps "
+                "at most this fraction of the majority class's count (e.g. 0.05 = 1:20); validation and test untouched."})
+    minority_classes: Optional[list[str]] = field(default=None, metadata={
+        "help": "Classes imbalance_ratio subsamples; default: every class but the largest training class."})
     image_size: Optional[int] = field(default=None, metadata={
         "help": "Square input size in pixels; default: the backbone's image-processor size."})
     augment: bool = field(default=True, metadata={"help": "Random augmentation of training images (train only)."})

@@ -51,7 +51,7 @@ def _evaluate(ns, rest):
 def _compare(ns, rest):
     from hf_medtl.compare import compare
 
-    print(compare(ns.run_dirs, ns.output_dir), end="")
+    print(compare(ns.run_dirs, ns.output_dir, ns.n_bootstrap, ns.seed), end="")
     return 0
 
 
@@ -100,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate, passthrough=False)
     p = sub.add_parser("compare", help="tabulate finished runs as seed 000's Table 2 (Markdown + CSV)")
     p.add_argument("run_dirs", nargs="+", help="output_dirs of finished runs")
-    p.add_argument("--output_dir", default=".", help="where to write comparison.md and comparison.csv")
+    p.add_argument("--output_dir", default=".", help="where to write comparison.md, comparison.csv and paired.json")
+    p.add_argument("--n_bootstrap", type=_non_negative, default=1000,
+                   help="paired bootstrap resamples for the differences of runs on the same test set")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=_compare, passthrough=False)
     return parser
 

@@ -205,6 +205,10 @@ def _validate(data: DataArguments, schedule: ScheduleArguments, training: dict) 
     for key, v in positive.items():
         if v is not None and not v > 0:
             raise ValueError(f"'{key}' must be above 0, got {v}")
+    if data.cv_folds is not None and not (data.cv_folds >= 2 and 0 <= data.cv_fold < data.cv_folds):
+        raise ValueError(f"'cv_folds' must be at least 2 and 'cv_fold' in 0..cv_folds-1, got {data.cv_folds} and {data.cv_fold}")
+    if data.imbalance_ratio is not None and not 0.0 < data.imbalance_ratio <= 1.0:
+        raise ValueError(f"'imbalance_ratio' must lie in (0, 1], got {data.imbalance_ratio}")
     if not 0.0 <= data.hflip_prob <= 1.0:
         raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
     from hf_medtl.schedule import AdaptiveSchedule
