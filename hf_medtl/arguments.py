@@ -110,6 +110,15 @@ class EvaluationArguments:
 
 
 @dataclass
+class StudyArguments:
+    search_space: Optional[dict] = field(default=None, metadata={
+        "help": "`hf-medtl study search`: recipe key -> {\"low\", \"high\", \"log\"} (a range; integers give an integer "
+                "range) or {\"choices\": [...]}, over model, schedule and training keys (learning_rate, threshold, "
+                "patience, factor, ...); default: learning_rate 1e-4..1e-2 (log), threshold {0.8, 0.9, 0.95}, patience "
+                "1..3, factor {0.3, 0.5, 0.7}."})
+
+
+@dataclass
 class MedTrainingArguments(TrainingArguments):
     """transformers' TrainingArguments with the seed paper's defaults (batch 32, lr 1e-3, 10 epochs)."""
 
@@ -131,4 +140,4 @@ class MedTrainingArguments(TrainingArguments):
 
 
 GROUPS = {"model": ModelArguments, "data": DataArguments, "schedule": ScheduleArguments,
-          "evaluation": EvaluationArguments, "training": MedTrainingArguments}
+          "evaluation": EvaluationArguments, "study": StudyArguments, "training": MedTrainingArguments}
