@@ -72,6 +72,16 @@ class DataArguments:
     cross_split_duplicates: Literal["remove", "keep"] = field(default="remove", metadata={
         "help": "A copy of a test (or MedMNIST val) image in the training pool: remove it from train, or keep it "
                 "(reported either way)."})
+    cv_folds: Optional[int] = field(default=None, metadata={
+        "help": "K-fold cross-validation (set by `hf-medtl cv`): the train + validation pool is cut into K grouped, "
+                "stratified folds; fold cv_fold is validation, the rest train; the test split is untouched."})
+    cv_fold: int = field(default=0, metadata={"help": "Which fold (0 .. cv_folds-1) is the validation split."})
+    cv_seed: Optional[int] = field(default=None, metadata={"help": "Seed of the fold partition; default: the split seed."})
+    imbalance_ratio: Optional[float] = field(default=None, metadata={
+        "help": "Imbalance study (set by `hf-medtl study imbalance`): each minority class of the training split keeps "
+                "at most this fraction of the majority class's count (e.g. 0.05 = 1:20); validation and test untouched."})
+    minority_classes: Optional[list[str]] = field(default=None, metadata={
+        "help": "Classes imbalance_ratio subsamples; default: every class but the largest training class."})
     image_size: Optional[int] = field(default=None, metadata={
         "help": "Square input size in pixels; default: the backbone's image-processor size."})
     augment: bool = field(default=True, metadata={"help": "Random augmentation of training images (train only)."})
@@ -103,6 +113,15 @@ class EvaluationArguments:
 
 
 @dataclass
+class StudyArguments:
+    search_space: Optional[dict] = field(default=None, metadata={
+        "help": "`hf-medtl study search`: recipe key -> {\"low\", \"high\", \"log\"} (a range; integers give an integer "
+                "range) or {\"choices\": [...]}, over model, schedule and training keys (learning_rate, threshold, "
+                "patience, factor, ...); default: learning_rate 1e-4..1e-2 (log), threshold {0.8, 0.9, 0.95}, patience "
+                "1..3, factor {0.3, 0.5, 0.7}."})
+
+
+@dataclass
 class MedTrainingArguments(TrainingArguments):
     """transformers' TrainingArguments with the seed paper's defaults (batch 32, lr 1e-3, 10 epochs)."""
 
@@ -124,7 +143,7 @@ class MedTrainingArguments(TrainingArguments):
 
 
 GROUPS = {"model": ModelArguments, "data": DataArguments, "schedule": ScheduleArguments,
-          "evaluation": EvaluationArguments, "training": MedTrainingArguments}
+          "evaluation": EvaluationArguments, "study": StudyArguments, "training": MedTrainingArguments}
 
 
 def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -> None:
@@ -160,6 +179,10 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
     for key, v in positive.items():
         if v is not None and not v > 0:
             raise ValueError(f"'{key}' must be above 0, got {v}")
+    if data.cv_folds is not None and not (data.cv_folds >= 2 and 0 <= data.cv_fold < data.cv_folds):
+        raise ValueError(f"'cv_folds' must be at least 2 and 'cv_fold' in 0..cv_folds-1, got {data.cv_folds} and {data.cv_fold}")
+    if data.imbalance_ratio is not None and not 0.0 < data.imbalance_ratio <= 1.0:
+        raise ValueError(f"'imbalance_ratio' must lie in (0, 1], got {data.imbalance_ratio}")
     if not 0.0 <= data.hflip_prob <= 1.0:
         raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
     from hf_medtl.schedule import AdaptiveSchedule

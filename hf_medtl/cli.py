@@ -51,7 +51,46 @@ def _evaluate(ns, rest):
 def _compare(ns, rest):
     from hf_medtl.compare import compare
 
-    print(compare(ns.run_dirs, ns.output_dir), end="")
+    print(compare(ns.run_dirs, ns.output_dir, ns.n_bootstrap, ns.seed), end="")
+    return 0
+
+
+def _cv(ns, rest):
+    from hf_medtl.studies import run_cv
+
+    s = run_cv(ns.recipe, rest, ns.folds, ns.seeds)
+    acc = s["test"]["accuracy"]
+    print(f"{len(s['runs'])} runs: test accuracy {acc['mean']:.4f} ± {acc['sd']:.4f} (range {acc['min']:.4f}-"
+          f"{acc['max']:.4f}); summary in {Path(s['output_dir']) / 'report.md'}")
+    return 0
+
+
+def _study_imbalance(ns, rest):
+    from hf_medtl.studies import run_imbalance
+
+    s = run_imbalance(ns.recipe, rest, ns.levels, ns.minority)
+    print("\n".join(f"{r['level']}: test F1 macro {r['f1_macro']:.4f}" for r in s["levels"]) +
+          f"\nreport in {Path(s['output_dir']) / 'report.md'}")
+    return 0
+
+
+def _study_robustness(ns, rest):
+    from hf_medtl.studies import run_robustness
+
+    s = run_robustness(ns.model_dir, ns.data, ns.output_dir, ns.split, ns.perturbations, ns.severities, ns.batch_size,
+                       ns.n_bootstrap, ns.seed, ns.allow_pickle_weights, ns.trust_remote_code)
+    worst = min(s["rows"], key=lambda r: r["accuracy"])
+    print(f"{s['images']} images, {len(s['rows'])} conditions; lowest accuracy {worst['accuracy']:.4f} "
+          f"({worst['perturbation']} severity {worst['severity']}); report in {Path(s['output_dir']) / 'report.md'}")
+    return 0
+
+
+def _study_search(ns, rest):
+    from hf_medtl.studies import run_search
+
+    s = run_search(ns.recipe, rest, ns.trials)
+    print(f"{s['trials']} trials; best validation accuracy {s['best_value']:.4f} with {s['best_params']}; "
+          f"re-run: hf-medtl finetune {Path(s['output_dir']) / 'best_recipe.json'}")
     return 0
 
 
@@ -100,8 +139,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate, passthrough=False)
     p = sub.add_parser("compare", help="tabulate finished runs as seed 000's Table 2 (Markdown + CSV)")
     p.add_argument("run_dirs", nargs="+", help="output_dirs of finished runs")
-    p.add_argument("--output_dir", default=".", help="where to write comparison.md and comparison.csv")
+    p.add_argument("--output_dir", default=".", help="where to write comparison.md, comparison.csv and paired.json")
+    p.add_argument("--n_bootstrap", type=_non_negative, default=1000,
+                   help="paired bootstrap resamples for the differences of runs on the same test set")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=_compare, passthrough=False)
+    p = sub.add_parser("cv", help="K-fold cross-validation and repeated seeds of a recipe, with a summary",
+                       description="Grouped, stratified K-fold on the train + validation pool (the test split shared by "
+                                   "every fold), repeated with seeds seed..seed+N-1; --key value overrides the recipe.")
+    p.add_argument("recipe", help="path of a JSON recipe")
+    p.add_argument("--folds", type=_positive, default=5, help="number of folds (1: the recipe's own split)")
+    p.add_argument("--seeds", type=_positive, default=1, help="repeat with this many seeds")
+    p.set_defaults(func=_cv, passthrough=True)
+    study = sub.add_parser("study", help="imbalance, robustness and hyperparameter studies").add_subparsers(
+        dest="study", required=True)
+    p = study.add_parser("imbalance", help="subsample the training split's minority classes; F1 / recall per level",
+                         description="Run RECIPE at each imbalance level; --key value overrides apply to every level.")
+    p.add_argument("recipe", help="path of a JSON recipe")
+    p.add_argument("--levels", default="none,mild,moderate,severe",
+                   help="comma-separated: none, mild (1:2), moderate (1:5), severe (1:20), a ratio 1:k or a fraction")
+    p.add_argument("--minority", help="comma-separated classes to subsample (default: all but the largest)")
+    p.set_defaults(func=_study_imbalance, passthrough=True)
+    p = study.add_parser("robustness", help="score a saved model under graded perturbations")
+    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
+    p.add_argument("data", help="folder of class sub-folders, a label CSV, or a MedMNIST .npz")
+    p.add_argument("--output_dir", help="default: <model_dir>_robustness_<data name> beside the model")
+    p.add_argument("--split", default="test", help="which split of an .npz (default test)")
+    p.add_argument("--perturbations", default="all", help="comma-separated names, or all")
+    p.add_argument("--severities", default="0,1,2,3,4,5", help="comma-separated severities in 0..5")
+    p.add_argument("--batch_size", type=_positive, default=64)
+    p.add_argument("--n_bootstrap", type=_non_negative, default=200, help="bootstrap resamples per condition")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--allow_pickle_weights", action="store_true", help="also load pytorch_model.bin (pickle)")
+    p.add_argument("--trust_remote_code", action="store_true", help="run code shipped with the checkpoint")
+    p.set_defaults(func=_study_robustness, passthrough=False)
+    p = study.add_parser("search", help="Optuna search over the recipe's search_space, scored on validation",
+                         description="Trainer.hyperparameter_search (Optuna) over search_space; --key value overrides.")
+    p.add_argument("recipe", help="path of a JSON recipe")
+    p.add_argument("--trials", type=_positive, default=10, help="number of trials (a rerun continues to this many)")
+    p.set_defaults(func=_study_search, passthrough=True)
     return parser
 
 

@@ -1,11 +1,17 @@
-"""`hf-medtl compare`: finished runs side by side, in the layout of Table 2 of Khoa & Tri."""
+"""`hf-medtl compare`: finished runs side by side, in the layout of Table 2 of Khoa & Tri; and, for runs scored
+on the same test images, the paired differences with their tests (hf_medtl.stats), Holm-corrected."""
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
 from pathlib import Path
 
+import numpy as np
+
 from hf_medtl.errors import HfMedtlError
+from hf_medtl.outputs import atomic_write_text
 
 GENERIC_FOLDERS = {"training", "train", "testing", "test"}  # Kaggle-style split folders say nothing
 COLUMNS = ("dataset", "model", "train_acc", "val_acc", "test_acc", "test_acc_ci", "precision", "recall", "f1",
@@ -50,16 +56,66 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(run_dirs: list[str | Path], output_dir: str | Path = ".") -> str:
+def _test_predictions(run_dir: Path):
+    """(paths, labels, probabilities) of the run's test images, sorted by path; None without the file."""
+    path = Path(run_dir) / "predictions_test.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: r["path"])
+    classes = [k[2:] for k in rows[0] if k.startswith("p_")] if rows else []
+    labels = np.array([classes.index(r["label"]) for r in rows])
+    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
+    return [(r["path"], r["label"]) for r in rows], classes, labels, probs
+
+
+def paired(run_dirs: list[Path], n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+    """Every pair of runs scored on the same test images (same files, labels and classes): each headline
+    metric's difference with its test; p-values Holm-corrected across the whole table."""
+    from hf_medtl import stats
+
+    preds = {d: _test_predictions(d) for d in run_dirs}
+    rows = []
+    for a, b in itertools.combinations([d for d in run_dirs if preds[d]], 2):
+        (keys_a, cls_a, labels, probs_a), (keys_b, cls_b, _, probs_b) = preds[a], preds[b]
+        if keys_a != keys_b or cls_a != cls_b:
+            continue
+        rows += [{"run_a": Path(a).name, "run_b": Path(b).name, **r}
+                 for r in stats.paired_tests(labels, probs_a, probs_b, n_bootstrap, seed)]
+    for r, adjusted in zip(rows, stats.holm([r.get("p_value", 1.0) for r in rows])):
+        r["p_holm"] = adjusted
+        r["significant"] = adjusted < 0.05
+    return rows
+
+
+def paired_markdown(rows: list[dict]) -> str:
+    lines = ["Paired differences on the shared test set (A − B; 95% CI by paired bootstrap; p: McNemar exact for "
+             "accuracy, DeLong for a binary ROC-AUC, paired bootstrap otherwise; Holm-corrected across the table):", "",
+             "| A | B | metric | A | B | A − B (95% CI) | test | p | p (Holm) | differs at 0.05 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = f" ({100 * r['ci'][0]:+.2f} to {100 * r['ci'][1]:+.2f})" if "ci" in r else ""
+        lines.append(f"| {r['run_a']} | {r['run_b']} | {r['metric']} | {_pct(r['a'])} | {_pct(r['b'])} | "
+                     f"{100 * r['difference']:+.2f}{ci} | {r['test']} | {r.get('p_value', float('nan')):.4f} | "
+                     f"{r['p_holm']:.4f} | {'yes' if r['significant'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(run_dirs: list[str | Path], output_dir: str | Path = ".", n_bootstrap: int = 1000, seed: int = 0) -> str:
     rows = sorted((row(d) for d in run_dirs), key=lambda r: (r["dataset"], r["model"]))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
-    (output_dir / "comparison.md").write_text(table)
-    with open(output_dir / "comparison.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[*COLUMNS, "run"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "test_acc_ci": "-".join(f"{v:.4f}" for v in r["test_acc_ci"]),
-                        "f1_ci": "-".join(f"{v:.4f}" for v in r["f1_ci"])})
+    pairs = paired([Path(d) for d in run_dirs], n_bootstrap, seed)
+    if pairs:
+        table += "\n" + paired_markdown(pairs)
+    atomic_write_text(output_dir / "comparison.md", table)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*COLUMNS, "run"])
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, "test_acc_ci": "-".join(f"{v:.4f}" for v in r["test_acc_ci"]),
+                    "f1_ci": "-".join(f"{v:.4f}" for v in r["f1_ci"])})
+    atomic_write_text(output_dir / "comparison.csv", buf.getvalue())
+    atomic_write_text(output_dir / "paired.json", json.dumps(pairs, indent=2) + "\n")
     return table

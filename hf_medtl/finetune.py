@@ -84,9 +84,10 @@ def run(recipe) -> dict:
         (staging / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))
         report.write_report(staging, f"{output_dir.name}: {recipe.model.model_name_or_path}", results, predictions,
                             summary, history)
-        probs, labels = predictions["test"]
-        report.write_predictions(staging / "predictions_test.csv", [splits.relpath(s) for s in splits.files("test")],
-                                 labels, probs, splits.classes)
+        for split in ("validation", "test"):  # validation: a cv fold's out-of-fold predictions
+            probs, labels = predictions[split]
+            report.write_predictions(staging / f"predictions_{split}.csv",
+                                     [splits.relpath(s) for s in splits.files(split)], labels, probs, splits.classes)
         (staging / outputs.MARKER).write_text(json.dumps({**summary, **results}, indent=2) + "\n")
         outputs.commit(staging, output_dir)
         if args.push_to_hub:

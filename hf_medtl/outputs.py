@@ -53,11 +53,11 @@ def staging_dir(output_dir: Path) -> Path:
     return staging
 
 
-def commit(staging: Path, output_dir: Path) -> None:
+def commit(staging: Path, output_dir: Path, marker: str = MARKER) -> None:
     """Move every staged file into output_dir; the marker goes first out and last in."""
     output_dir = Path(output_dir)
-    (output_dir / MARKER).unlink(missing_ok=True)
-    files = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == MARKER)
+    (output_dir / marker).unlink(missing_ok=True)
+    files = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == marker)
     for src in files:
         dst = output_dir / src.relative_to(staging)
         dst.parent.mkdir(parents=True, exist_ok=True)

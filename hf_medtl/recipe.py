@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from hf_medtl.arguments import (GROUPS, DataArguments, EvaluationArguments, MedTrainingArguments,  # noqa: F401
-                                ModelArguments, ScheduleArguments, validate)
+                                ModelArguments, ScheduleArguments, StudyArguments, validate)
 from hf_medtl.errors import HfMedtlError
 
 class RecipeError(HfMedtlError):
@@ -31,6 +31,7 @@ class Recipe:
     data: DataArguments
     schedule: ScheduleArguments
     evaluation: EvaluationArguments
+    study: StudyArguments
     training: MedTrainingArguments
     resolved: dict  # what to write back: every field of our groups, the TrainingArguments keys that were set
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from hf_medtl.data import check, data_report, groups
+from hf_medtl.data import check, data_report, folds, groups
 from hf_medtl.data.manifest import EXCLUDED, Splits, reuse
 from hf_medtl.data.sources import DataError, scan_source
 from hf_medtl.data.split import SPLITS, grouped_stratified_assign, stratified_assign
@@ -16,7 +16,8 @@ logger = logging.getLogger("hf_medtl")
 
 PROTECTION = {"test": 2, "validation": 1, "train": 0}  # a duplicate keeps the copy in the most protected split
 SPLIT_SETTINGS = ("val_ratio", "test_ratio", "dedupe", "near_duplicate_distance", "group_regex",
-                  "cross_split_duplicates", "on_bad_image", "data_check")
+                  "cross_split_duplicates", "on_bad_image", "data_check", "cv_folds", "cv_fold", "cv_seed",
+                  "imbalance_ratio", "minority_classes")
 
 
 def load_splits(a, seed: int, report_dir: Optional[Path] = None, write: bool = True,
@@ -40,7 +41,7 @@ def load_splits(a, seed: int, report_dir: Optional[Path] = None, write: bool = T
         first = splits.report["bad_images"][0]
         raise DataError(f"{len(bad)} unreadable image(s), e.g. '{first['path']}' ({first['reason']}); all are listed "
                         f"in {out or '.'}/data_report.json. Remove or fix them, or set on_bad_image 'skip'")
-    _assign(splits, roots, source, seed, report_dir)
+    _assign(splits, roots, source, seed, report_dir, a)
     problem = _check_usable(splits)
     data_report.write(out, splits.report)
     if problem:
@@ -120,8 +121,9 @@ def _cross_split(splits: Splits, roots: list[int], fixed: list[Optional[str]], a
                                                "images": [splits.relpath(splits.samples[i]) for i in crossing]}
 
 
-def _assign(splits: Splits, roots: list[int], source, seed: int, report_dir: Optional[Path]) -> None:
-    """Step 4: the fixed samples keep their split; the free ones are reused from the manifest or split anew."""
+def _assign(splits: Splits, roots: list[int], source, seed: int, report_dir: Optional[Path], a) -> None:
+    """Step 4: the fixed samples keep their split; the free ones are reused from the manifest or split anew.
+    A cv fold or an imbalance level (hf_medtl.data.folds) then reshapes train/validation; test stays."""
     n = len(splits.samples)
     usable = [i for i in range(n) if splits.assignment[i] != EXCLUDED]
     for i in usable:
@@ -138,6 +140,8 @@ def _assign(splits: Splits, roots: list[int], source, seed: int, report_dir: Opt
             assign = stratified_assign(labels, source.ratios, seed)
         for i, split in zip(free, assign):
             splits.assignment[i] = split
+    folds.apply_fold(splits, roots, a, seed)
+    folds.subsample_train(splits, a, seed)
     splits.report["split_counts"] = splits.counts()
     splits.report["excluded"] = splits.assignment.count(EXCLUDED)
 

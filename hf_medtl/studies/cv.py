@@ -1,0 +1,133 @@
+"""`hf-medtl cv RECIPE --folds K --seeds N`: grouped, stratified K-fold cross-validation on the non-test pool,
+repeated with seeds seed..seed+N-1; each fold a normal run in ``output_dir/[seed-S/]fold-i`` scored on the one
+shared test split. Writes the mean ± sd and range of every headline metric, the per-fold CIs, the pooled
+out-of-fold predictions scored once per seed, and a fold-by-fold plot."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from hf_medtl.report import fmt
+from hf_medtl.studies.runs import HEADLINE, begin, finish, pyplot, run_variant
+
+
+def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1) -> dict:
+    from hf_medtl.recipe import load_recipe
+
+    base = load_recipe(recipe_path, argv)
+    out = Path(base.training.output_dir)
+    staging = begin(out)
+    split_seed = base.data.split_seed if base.data.split_seed is not None else base.training.seed
+    runs = []
+    for seed in range(base.training.seed, base.training.seed + seeds):
+        where = out / f"seed-{seed}" if seeds > 1 else out
+        extra = ["--seed", str(seed), "--split_seed", str(split_seed)]  # one test split for every run
+        for k in range(folds) if folds > 1 else [None]:
+            cv = [] if k is None else ["--cv_folds", str(folds), "--cv_fold", str(k), "--cv_seed", str(seed)]
+            run_dir = where / f"fold-{k}" if k is not None else where / "run"
+            metrics = run_variant(recipe_path, argv, extra + cv, run_dir)
+            runs.append({"seed": seed, "fold": k, "dir": str(run_dir), "test": metrics["test"],
+                         "validation": metrics["validation"], "epochs_run": metrics["epochs_run"]})
+    summary = {"recipe": str(recipe_path), "output_dir": str(out), "folds": folds, "seeds": seeds, "split_seed": split_seed,
+               "runs": [{k: v for k, v in r.items() if k not in ("test", "validation")} |
+                        {"test": _headline(r["test"]), "test_ci": r["test"].get("ci", {}),
+                         "validation": _headline(r["validation"])} for r in runs],
+               "test": _spread([r["test"] for r in runs]), "validation": _spread([r["validation"] for r in runs])}
+    if folds > 1:
+        summary["out_of_fold"] = _out_of_fold(runs, base, staging)
+    _plot(runs, staging / "plots" / "folds.png")
+    finish(staging, out, summary, markdown(summary))
+    return summary
+
+
+def _headline(m: dict) -> dict:
+    return {k: m.get(k) for k in HEADLINE}
+
+
+def _spread(metrics: list[dict]) -> dict:
+    """metric -> mean, sd (n-1), min, max over the runs."""
+    out = {}
+    for key in HEADLINE:
+        v = np.array([m[key] for m in metrics if m.get(key) is not None], float)
+        if len(v):
+            out[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                        "min": float(v.min()), "max": float(v.max()), "n": len(v)}
+    return out
+
+
+def _read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    classes = [k[2:] for k in rows[0] if k.startswith("p_")]
+    return ([r["path"] for r in rows], np.array([classes.index(r["label"]) for r in rows]),
+            np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]), classes)
+
+
+def _out_of_fold(runs: list[dict], base, staging: Path) -> dict:
+    """Per seed: every fold's validation predictions (each pool image exactly once), scored once."""
+    from hf_medtl import evaluation, report
+
+    out = {}
+    for seed in sorted({r["seed"] for r in runs}):
+        parts = [_read_predictions(Path(r["dir"]) / "predictions_validation.csv") for r in runs if r["seed"] == seed]
+        paths = [p for part in parts for p in part[0]]
+        assert len(set(paths)) == len(paths), "a pool image is in two folds' validation splits"
+        labels, probs, classes = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), parts[0][3]
+        report.write_predictions(staging / f"predictions_out_of_fold_seed-{seed}.csv", paths, labels, probs, classes)
+        m = evaluation.score(probs, labels, classes, base.evaluation, seed)
+        out[str(seed)] = {"n": m["n"], **_headline(m), "ci": m.get("ci", {})}
+    return out
+
+
+def _label(r: dict) -> str:
+    return f"s{r['seed']}" + (f"/f{r['fold']}" if r["fold"] is not None else "")
+
+
+def _plot(runs: list[dict], path: Path) -> None:
+    plt = pyplot()
+    keys = [k for k in ("accuracy", "f1_macro", "roc_auc") if all(r["test"].get(k) is not None for r in runs)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    x = np.arange(len(runs))
+    for ax, key in zip(axes[0], keys):
+        v = np.array([r["test"][key] for r in runs])
+        ci = np.array([r["test"].get("ci", {}).get(key, [r["test"][key]] * 2) for r in runs])
+        ax.errorbar(x, v, yerr=[v - ci[:, 0], ci[:, 1] - v], fmt="o", capsize=3, label="test, 95% CI")
+        ax.axhline(v.mean(), color="k", lw=1, label=f"mean {v.mean():.3f}")
+        if len(v) > 1:
+            ax.axhspan(v.mean() - v.std(ddof=1), v.mean() + v.std(ddof=1), color="grey", alpha=0.2, label="± 1 sd")
+        ax.set_xticks(x, [_label(r) for r in runs], rotation=45 if len(runs) > 6 else 0, fontsize=8)
+        ax.set_title(key)
+        ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(s: dict) -> str:
+    lines = [f"# Cross-validation: {s['recipe']}", "",
+             f"{s['folds']} fold(s) x {s['seeds']} seed(s); one test split (split seed {s['split_seed']}) for every run.",
+             "", "| metric | test mean ± sd | test range | validation mean ± sd |", "|---|---|---|---|"]
+    for key, t in s["test"].items():
+        v = s["validation"].get(key)
+        lines.append(f"| {key} | {fmt(key, t['mean'])} ± {fmt(key, t['sd'])} | {fmt(key, t['min'])} – "
+                     f"{fmt(key, t['max'])} | {fmt(key, v['mean']) + ' ± ' + fmt(key, v['sd']) if v else ''} |")
+    lines += ["", "| run | test accuracy (95% CI) | test F1 macro (95% CI) | test ROC-AUC | epochs |", "|---|---|---|---|---|"]
+    for r in s["runs"]:
+        ci = r["test_ci"]
+        cell = lambda k: fmt(k, r["test"][k]) + (f" ({fmt(k, ci[k][0])} – {fmt(k, ci[k][1])})" if k in ci else "")  # noqa: E731
+        lines.append(f"| seed {r['seed']}" + (f", fold {r['fold']}" if r["fold"] is not None else "") + " | "
+                     f"{cell('accuracy')} | {cell('f1_macro')} | {fmt('roc_auc', r['test']['roc_auc'])} | {r['epochs_run']} |")
+    if "out_of_fold" in s:
+        lines += ["", "Pooled out-of-fold predictions (each pool image scored once, by the fold that held it out "
+                  "as validation; validation also chose θ*, so these lean optimistic):", "",
+                  "| seed | images | accuracy (95% CI) | F1 macro | ROC-AUC |", "|---|---|---|---|---|"]
+        for seed, m in s["out_of_fold"].items():
+            ci = m["ci"].get("accuracy")
+            lines.append(f"| {seed} | {m['n']} | {fmt('accuracy', m['accuracy'])}"
+                         f"{f' ({fmt(None, ci[0])} – {fmt(None, ci[1])})' if ci else ''} | "
+                         f"{fmt('f1_macro', m['f1_macro'])} | {fmt('roc_auc', m['roc_auc'])} |")
+    lines += ["", "![folds](plots/folds.png)", ""]
+    return "\n".join(lines)

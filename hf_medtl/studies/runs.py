@@ -1,0 +1,56 @@
+"""What every study shares: a variant of a recipe run as a normal finetune run in its own folder (skipped when
+that folder already holds a finished run), and the study's own outputs staged and committed with
+``summary.json`` last, so that a study that failed half-way never looks complete."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from hf_medtl import outputs
+
+logger = logging.getLogger("hf_medtl")
+SUMMARY = "summary.json"
+HEADLINE = ("accuracy", "precision_macro", "recall_macro", "specificity_macro", "f1_macro", "roc_auc", "mcc", "ece")
+
+
+def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], output_dir: Path) -> dict:
+    """The recipe with ``argv`` and ``extra`` overrides, run into ``output_dir``; a finished run there is
+    read back instead of rerun (resume)."""
+    from hf_medtl.finetune import run
+    from hf_medtl.recipe import load_recipe, require_model
+
+    output_dir = Path(output_dir)
+    if outputs.holds_complete_run(output_dir):
+        logger.info(f"{output_dir}: finished earlier (metrics.json there); not rerun")
+        return json.loads((output_dir / outputs.MARKER).read_text())
+    recipe = load_recipe(recipe_path, [*argv, *extra, "--output_dir", str(output_dir)])
+    require_model(recipe, recipe_path)
+    logger.info(f"{output_dir}: running ({' '.join(extra) or 'the recipe as it is'})")
+    return run(recipe)
+
+
+def begin(output_dir: str | Path) -> Path:
+    """A fresh staging folder inside the (writable) study folder."""
+    outputs.ensure_writable(output_dir)
+    return outputs.staging_dir(Path(output_dir))
+
+
+def finish(staging: Path, output_dir: str | Path, summary: dict, report_md: str) -> None:
+    """report.md beside the staged plots, then summary.json; all moved into place, summary.json last."""
+    (staging / "report.md").write_text(report_md)
+    (staging / SUMMARY).write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    outputs.commit(staging, Path(output_dir), marker=SUMMARY)
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"

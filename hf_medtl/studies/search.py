@@ -1,0 +1,161 @@
+"""`hf-medtl study search RECIPE --trials N`: hyperparameter sensitivity through ``Trainer.hyperparameter_search``
+with the Optuna backend, over the recipe's ``search_space``. Each trial trains with the adaptive schedule and
+is scored on the validation split at θ* (the test split is never predicted); the study writes the trials
+table, the best recipe as a re-runnable JSON, and Optuna's importance and slice plots. Trials are kept in an
+Optuna journal beside the outputs: a rerun continues the study instead of repeating finished trials."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from hf_medtl.errors import HfMedtlError
+from hf_medtl.studies.runs import begin, finish, pyplot
+
+logger = logging.getLogger("hf_medtl")
+DEFAULT_SPACE = {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "threshold": {"choices": [0.8, 0.9, 0.95]},
+                 "patience": {"low": 1, "high": 3}, "factor": {"choices": [0.3, 0.5, 0.7]}}
+JOURNAL, STUDY = "optuna_journal.log", "hf_medtl_search"
+
+
+def check_space(space: dict) -> dict[str, str]:
+    """key -> its recipe group; a data key (the data is built once), an unknown key or a malformed range is
+    refused with one line."""
+    from hf_medtl.recipe import _check_key, _fields
+
+    fields, groups = _fields(), {}
+    for key, spec in space.items():
+        _check_key(key, fields, "search_space")
+        groups[key] = fields[key][0]
+        if groups[key] not in ("model", "schedule", "training"):
+            raise HfMedtlError(f"search_space: '{key}' is a {groups[key]} key; only model, schedule and training keys "
+                               "can be searched (the data is split and built once)")
+        ok = isinstance(spec, dict) and (("choices" in spec and isinstance(spec["choices"], list) and spec["choices"])
+                                         or ({"low", "high"} <= set(spec) and spec["low"] < spec["high"]))
+        if not ok:
+            raise HfMedtlError(f"search_space: '{key}' must be {{\"low\": a, \"high\": b[, \"log\": true]}} with a < b, "
+                               f"or {{\"choices\": [...]}}; got {json.dumps(spec)}")
+    return groups
+
+
+def hp_space(space: dict):
+    def suggest(trial) -> dict:
+        out = {}
+        for key, spec in space.items():
+            if "choices" in spec:
+                out[key] = trial.suggest_categorical(key, spec["choices"])
+            elif all(isinstance(spec[b], int) and not isinstance(spec[b], bool) for b in ("low", "high")):
+                out[key] = trial.suggest_int(key, spec["low"], spec["high"], log=spec.get("log", False))
+            else:
+                out[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False))
+        return out
+
+    return suggest
+
+
+class _ScoreAtBest(TrainerCallback):
+    """After the schedule has restored θ*, clear the last epoch's objective so that the search scores θ* on
+    validation (run_hp_search_optuna evaluates when no objective is set)."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.objective = None
+
+
+def run_search(recipe_path: str | Path, argv: list[str], n_trials: int = 10) -> dict:
+    import optuna
+
+    from hf_medtl import data, models, train
+    from hf_medtl.recipe import load_recipe, require_model
+    from hf_medtl.schedule import AdaptiveSchedule
+
+    recipe = load_recipe(recipe_path, argv)
+    require_model(recipe, recipe_path)
+    space = recipe.study.search_space or DEFAULT_SPACE
+    groups = check_space(space)
+    out = Path(recipe.training.output_dir)
+    staging = begin(out)
+    splits = data.load_splits(recipe.data, recipe.training.seed, out, write_dir=staging)
+    splits.write_manifest(staging / data.MANIFEST)
+    model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size)
+    datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data)
+    trainer, callback = train.build_trainer(model, processor, datasets, recipe)
+    suggest = hp_space(space)
+
+    def model_init(trial):
+        params = suggest(trial) if trial is not None else {}
+        picked = lambda g: {k: v for k, v in params.items() if groups[k] == g}  # noqa: E731
+        s = dataclasses.replace(recipe.schedule, **picked("schedule"))
+        callback.schedule = AdaptiveSchedule(s.threshold, s.patience, s.stop_patience, s.factor) if s.adaptive_lr else None
+        callback.history, callback.best_state, callback.best_epoch = [], None, None
+        return models.load_backbone(dataclasses.replace(recipe.model, **picked("model")), splits.classes,
+                                    recipe.data.image_size)[0]
+
+    trainer.model_init = model_init
+    trainer.add_callback(_ScoreAtBest(trainer))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL)))
+    study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction="maximize")
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if done < n_trials:
+        logger.info(f"search: {done} trial(s) finished earlier; running {n_trials - done} more")
+        trainer.hyperparameter_search(hp_space=suggest, compute_objective=lambda m: m["eval_accuracy"],
+                                      n_trials=n_trials - done, direction="maximize", backend="optuna",
+                                      study_name=STUDY, storage=storage, load_if_exists=True,
+                                      sampler=optuna.samplers.TPESampler(seed=recipe.training.seed + done))
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    best = study.best_trial
+    best_recipe = {**{k: v for k, v in recipe.resolved.items() if k != "search_space"}, **best.params,
+                   "output_dir": str(out / "best")}
+    (staging / "best_recipe.json").write_text(json.dumps(best_recipe, indent=2, default=str) + "\n")
+    table = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
+    table.to_csv(staging / "trials.csv", index=False)
+    plots = _plots(study, staging / "plots")
+    summary = {"recipe": str(recipe_path), "output_dir": str(out), "objective": "validation accuracy at θ*",
+               "space": space, "trials": len(study.trials), "best_trial": best.number, "best_value": best.value,
+               "best_params": best.params, "plots": plots}
+    finish(staging, out, summary, markdown(summary, table))
+    return summary
+
+
+def _plots(study, plot_dir: Path) -> dict:
+    """Optuna's matplotlib importance and slice plots; a plot Optuna cannot draw yet is named with the reason."""
+    import optuna.visualization.matplotlib as ovm
+
+    plt = pyplot()
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, draw in (("importance", ovm.plot_param_importances), ("slice", ovm.plot_slice)):
+        try:
+            ax = draw(study)
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(max(6.0, fig.get_size_inches()[0]), 4.0)
+            fig.tight_layout()
+            fig.savefig(plot_dir / f"{name}.png", dpi=100)
+            plt.close(fig)
+            out[name] = f"plots/{name}.png"
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:
+            out[name] = f"not drawn: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return out
+
+
+def markdown(s: dict, table) -> str:
+    lines = [f"# Hyperparameter search: {s['recipe']}", "",
+             f"{s['trials']} trial(s); objective: {s['objective']} (the test split is not used). Best: trial "
+             f"{s['best_trial']}, {s['best_value']:.4f}, with {json.dumps(s['best_params'])}; re-run it with "
+             "`hf-medtl finetune best_recipe.json`.", "", table.to_markdown(index=False) if _has_tabulate() else
+             "```\n" + table.to_string(index=False) + "\n```", ""]
+    lines += [f"![{k}]({v})" if v.startswith("plots/") else f"{k} plot {v}" for k, v in s["plots"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
