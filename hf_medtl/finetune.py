@@ -71,6 +71,8 @@ def run(recipe) -> dict:
         "train_accuracy": next((h["train_accuracy"] for h in history if h["epoch"] == schedule_callback.best_epoch), None),
         "train_accuracy_mode": recipe.schedule.train_accuracy,
         "train_runtime_s": train_output.metrics["train_runtime"],
+        "trainable_parameters": phases(history),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
         "split_counts": splits.counts(),
         "classes": splits.classes,
     }
@@ -92,6 +94,15 @@ def run(recipe) -> dict:
         if args.push_to_hub:
             logger.info(f"pushed to https://huggingface.co/{hub.push(output_dir, args)}")
     return {**summary, **results}
+
+
+def phases(history: list[dict]) -> list[dict]:
+    """The trainable-parameter count of each phase of the run: [{from_epoch, trainable_params}, ...]."""
+    out = []
+    for h in history:
+        if "trainable_params" in h and (not out or out[-1]["trainable_params"] != h["trainable_params"]):
+            out.append({"from_epoch": h["epoch"], "trainable_params": h["trainable_params"]})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

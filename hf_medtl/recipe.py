@@ -162,6 +162,7 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     try:
         parts = {g: GROUPS[g](**groups[g]) for g in GROUPS if g != "training"}
         _validate(parts["data"], parts["schedule"], groups["training"])
+        _validate_model(parts["model"])
         training = MedTrainingArguments(**groups["training"])
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0]
@@ -210,6 +211,28 @@ def _validate(data: DataArguments, schedule: ScheduleArguments, training: dict) 
     from hf_medtl.schedule import AdaptiveSchedule
 
     AdaptiveSchedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)
+
+
+def _validate_model(m: ModelArguments) -> None:
+    """The model keys' value checks (strategy, heads, loss)."""
+    if m.finetune_strategy == "gradual" and not m.unfreeze_at_epochs:
+        raise ValueError("finetune_strategy 'gradual' needs 'unfreeze_at_epochs', e.g. [3, 5]")
+    if m.unfreeze_at_epochs and m.finetune_strategy != "gradual":
+        raise ValueError(f"'unfreeze_at_epochs' applies to finetune_strategy 'gradual', not '{m.finetune_strategy}'")
+    if any(e < 1 for e in m.unfreeze_at_epochs):
+        raise ValueError(f"'unfreeze_at_epochs' are 1-based epochs, got {m.unfreeze_at_epochs}")
+    if m.trainable_stages is not None and (m.trainable_stages < 0 or m.finetune_strategy not in ("partial", "gradual")):
+        raise ValueError(f"'trainable_stages' must be >= 0 and applies to finetune_strategy 'partial' or 'gradual', "
+                         f"got {m.trainable_stages} with '{m.finetune_strategy}'")
+    checks = {"backbone_lr_multiplier": (m.backbone_lr_multiplier, 0.0, None), "bottleneck_dim": (m.bottleneck_dim, 1, None),
+              "l1_feature_reg": (m.l1_feature_reg, 0.0, None), "l2_feature_reg": (m.l2_feature_reg, 0.0, None),
+              "focal_gamma": (m.focal_gamma, 0.0, None), "head_dropout": (m.head_dropout, 0.0, 0.999999),
+              "layer_decay": (m.layer_decay, 1e-12, 1.0)}
+    for key, (v, low, high) in checks.items():
+        if v is not None and (v < low or (high is not None and v > high)):
+            raise ValueError(f"'{key}' must lie in [{low:g}, {high if high is not None else 'inf'}], got {v}")
+    if isinstance(m.class_weights, list) and any(w < 0 for w in m.class_weights):
+        raise ValueError(f"'class_weights' must not be negative, got {m.class_weights}")
 
 
 def require_model(recipe: Recipe, path: str | Path) -> None:
