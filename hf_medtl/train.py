@@ -122,8 +122,9 @@ def optimizer_groups(recipe, model, args):
     from hf_medtl.models import param_groups
 
     m = recipe.model
-    if m.finetune_strategy != "gradual" and m.backbone_lr_multiplier == 1.0 and m.layer_decay is None:
-        return None
+    if m.finetune_strategy == "linear_probe" or (m.finetune_strategy != "gradual" and m.backbone_lr_multiplier == 1.0
+                                                  and m.layer_decay is None):
+        return None  # (a linear probe trains the head alone: one LR)
     cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     decay = set(Trainer.get_decay_parameter_names(None, model))
     groups = param_groups(model, args.learning_rate, args.weight_decay, decay, m.backbone_lr_multiplier, m.layer_decay)
