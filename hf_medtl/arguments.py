@@ -24,8 +24,41 @@ class ModelArguments:
                 "holding an HF-format checkpoint (e.g. one written by `hf-medtl convert`)."})
     pretrained: bool = field(default=True, metadata={
         "help": "false: same architecture, random weights (the no-transfer baseline to measure the gain against)."})
-    finetune_strategy: Literal["full", "linear_probe"] = field(default="full", metadata={
-        "help": "full: update every weight (seed 000). linear_probe: freeze the backbone, train the new head."})
+    finetune_strategy: Literal["full", "linear_probe", "partial", "gradual"] = field(default="full", metadata={
+        "help": "full: update every weight (seed 000). linear_probe: freeze the backbone, train the new head. "
+                "partial: the head and the backbone's last trainable_stages stages train (seed 002's 'last few "
+                "layers'). gradual: start like partial and unfreeze one more stage at each epoch of "
+                "unfreeze_at_epochs. Stages: timm's group_matcher, or an HF model's encoder stages/layers."})
+    trainable_stages: Optional[int] = field(default=None, metadata={
+        "help": "partial: how many of the backbone's last stages train (default 1). gradual: how many train from "
+                "epoch 1 (default 0, the head only)."})
+    unfreeze_at_epochs: list[int] = field(default_factory=list, metadata={
+        "help": "gradual: the (1-based) epochs at whose start one more stage unfreezes, e.g. [3, 5]."})
+    backbone_lr_multiplier: float = field(default=1.0, metadata={
+        "help": "Discriminative LRs: the backbone trains at learning_rate x this (the head at learning_rate)."})
+    layer_decay: Optional[float] = field(default=None, metadata={
+        "help": "Layer-wise LR decay (timm's param_groups_layer_decay): backbone stage i of S trains at "
+                "learning_rate x backbone_lr_multiplier x layer_decay^(S-i); e.g. 0.75. null: none."})
+    head: Literal["linear", "bottleneck"] = field(default="linear", metadata={
+        "help": "linear: the backbone family's own head, re-initialised. bottleneck: seed 001's compression head "
+                "z -> h = W'z (bottleneck_dim units) -> softmax(V'h + b), penalised by l1/l2_feature_reg."})
+    bottleneck_dim: int = field(default=256, metadata={"help": "Width k of the bottleneck layer h."})
+    l1_feature_reg: float = field(default=0.0, metadata={
+        "help": "lambda1: adds lambda1 x ||h||_1 (batch mean) to the loss; h is the bottleneck (or the pooled "
+                "features with a linear hf_medtl head)."})
+    l2_feature_reg: float = field(default=0.0, metadata={"help": "lambda2: adds lambda2 x ||h||_2^2 (batch mean) to the loss."})
+    head_dropout: float = field(default=0.0, metadata={
+        "help": "Dropout before the classifier (seed 003); above 0 the model uses hf_medtl's head class."})
+    head_init: Literal["default", "xavier_uniform", "kaiming_normal", "he", "lecun_normal", "orthogonal",
+                       "trunc_normal"] = field(default="default", metadata={
+        "help": "Initialisation of the head's weights (biases zero): default keeps the backbone family's; he is "
+                "kaiming_normal (fan_in, ReLU gain); trunc_normal has std 0.02."})
+    loss: Literal["cross_entropy", "focal"] = field(default="cross_entropy", metadata={
+        "help": "cross_entropy (sigmoid + BCE for multi-label), or focal: (1 - p_t)^focal_gamma x CE (Lin et al.)."})
+    focal_gamma: float = field(default=2.0, metadata={"help": "gamma of the focal loss."})
+    class_weights: Union[Literal["balanced"], list[float], None] = field(default=None, metadata={
+        "help": "Weights of the classes in the loss: 'balanced' (n / (K x n_class) on the training split, as "
+                "scikit-learn's) or one number per class in class order. null: unweighted."})
     allow_pickle_weights: bool = field(default=False, metadata={
         "help": "Also load pickle weights (pytorch_model.bin), which can run code when unpickled; safetensors only by default."})
     trust_remote_code: bool = field(default=False, metadata={
@@ -89,6 +122,15 @@ class DataArguments:
         "help": "Random resized crop: smallest area fraction kept (1.0 disables the crop)."})
     rotation_degrees: float = field(default=10.0, metadata={"help": "Random rotation range, +/- degrees (0 disables)."})
     hflip_prob: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip (0 disables)."})
+    sampler: Literal["random", "balanced"] = field(default="random", metadata={
+        "help": "random: the Trainer's shuffling. balanced: draw training images with probability inversely "
+                "proportional to their class frequency (with replacement, seeded per epoch), one epoch = n images."})
+    cache_features: bool = field(default=True, metadata={
+        "help": "When the backbone is frozen for the whole run (linear_probe, or a bottleneck head with "
+                "linear_probe) and augment is false, compute its features once per split, store them (keyed by "
+                "model, image size and data) and train the head on them; the saved model is still backbone + head."})
+    feature_cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "Where cached features are kept; default $HF_HOME/hf_medtl/features."})
 
 
 @dataclass
@@ -190,6 +232,28 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
     AdaptiveSchedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)
 
 
+def validate_model(m: ModelArguments) -> None:
+    """The model keys' value checks (strategy, heads, loss)."""
+    if m.finetune_strategy == "gradual" and not m.unfreeze_at_epochs:
+        raise ValueError("finetune_strategy 'gradual' needs 'unfreeze_at_epochs', e.g. [3, 5]")
+    if m.unfreeze_at_epochs and m.finetune_strategy != "gradual":
+        raise ValueError(f"'unfreeze_at_epochs' applies to finetune_strategy 'gradual', not '{m.finetune_strategy}'")
+    if any(e < 1 for e in m.unfreeze_at_epochs):
+        raise ValueError(f"'unfreeze_at_epochs' are 1-based epochs, got {m.unfreeze_at_epochs}")
+    if m.trainable_stages is not None and (m.trainable_stages < 0 or m.finetune_strategy not in ("partial", "gradual")):
+        raise ValueError(f"'trainable_stages' must be >= 0 and applies to finetune_strategy 'partial' or 'gradual', "
+                         f"got {m.trainable_stages} with '{m.finetune_strategy}'")
+    checks = {"backbone_lr_multiplier": (m.backbone_lr_multiplier, 0.0, None), "bottleneck_dim": (m.bottleneck_dim, 1, None),
+              "l1_feature_reg": (m.l1_feature_reg, 0.0, None), "l2_feature_reg": (m.l2_feature_reg, 0.0, None),
+              "focal_gamma": (m.focal_gamma, 0.0, None), "head_dropout": (m.head_dropout, 0.0, 0.999999),
+              "layer_decay": (m.layer_decay, 1e-12, 1.0)}
+    for key, (v, low, high) in checks.items():
+        if v is not None and (v < low or (high is not None and v > high)):
+            raise ValueError(f"'{key}' must lie in [{low:g}, {high if high is not None else 'inf'}], got {v}")
+    if isinstance(m.class_weights, list) and any(w < 0 for w in m.class_weights):
+        raise ValueError(f"'class_weights' must not be negative, got {m.class_weights}")
+
+
 def reference_markdown() -> str:
     """The README's recipe reference, from the dataclasses' own help text."""
     lines = []
@@ -199,6 +263,6 @@ def reference_markdown() -> str:
                  "**TrainingArguments** (any field of `transformers.TrainingArguments`; these defaults differ from transformers')")
         lines += ["", title, "", "| key | default | meaning |", "|---|---|---|"]
         for f in own:
-            default = getattr(f.default, "value", f.default)
+            default = f.default_factory() if f.default is dataclasses.MISSING else getattr(f.default, "value", f.default)
             lines.append(f"| `{f.name}` | `{json.dumps(default)}` | {f.metadata['help']} |")
     return "\n".join(lines) + "\n"

@@ -35,6 +35,37 @@ def scale_lr(optimizer, lr_scheduler, factor: float) -> None:
         scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
 
 
+def head_lr(optimizer) -> float:
+    """The LR of the head's group (discriminative LRs give the backbone's groups their own multiples)."""
+    groups = optimizer.param_groups
+    return next((g["lr"] for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0]["lr"])
+
+
+class StrategyCallback(TrainerCallback):
+    """Sets which parameters train at the start of every epoch, as the fine-tuning strategy says (gradual
+    unfreezing at the listed epochs; a resumed run starts with the stages its epoch has). Logs each change."""
+
+    def __init__(self, model_args):
+        self.model_args = model_args
+        self._trainable: Optional[int] = None
+
+    def _apply(self, state, model) -> None:
+        from hf_medtl.models import apply_strategy
+
+        epoch = int(round(state.epoch or 0)) + 1
+        n = apply_strategy(model, self.model_args, epoch)
+        if n != self._trainable:
+            total = sum(p.numel() for p in model.parameters())
+            logger.info(f"epoch {epoch}: {n:,} of {total:,} parameters train ({self.model_args.finetune_strategy})")
+        self._trainable = n
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._apply(state, model)
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        self._apply(state, model)
+
+
 class AdaptiveLRCallback(TrainerCallback):
     """Applies the adaptive schedule at the end of every epoch (after that epoch's validation pass).
 
@@ -49,6 +80,7 @@ class AdaptiveLRCallback(TrainerCallback):
             raise ValueError(f"train_accuracy must be 'running' or 'full', got {train_accuracy!r}")
         self.schedule, self.mode, self.evaluate_train = schedule, train_accuracy, evaluate_train
         self.log: Optional[Callable[[dict], None]] = None  # Trainer.log, so trackers see the decisions
+        self.loss_terms: Optional[Callable[[], dict]] = None  # the loss's per-epoch terms (feature penalties)
         self.history: list[dict] = []
         self.best_state: Optional[dict] = None
         self.best_epoch: Optional[int] = None
@@ -58,15 +90,25 @@ class AdaptiveLRCallback(TrainerCallback):
     # -- measuring -------------------------------------------------------------------------------------------
     def _count(self, module, args, kwargs, output):
         labels = kwargs.get("labels")
-        if not module.training or labels is None:
-            return
+        if module.training and labels is not None:
+            self.count(output.logits, labels)
+
+    def count(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one training batch to the epoch's running loss and accuracy (from the forward hook, or from the
+        loss function when the Trainer keeps labels out of the forward). Multi-label (0/1 rows): BCE averaged
+        over labels, and accuracy as the mean per-label accuracy at probability 0.5."""
         with torch.no_grad():
             # Our own sum, not output.loss: the Trainer may have the model divide by a cross-process count.
-            logits = output.logits.detach()
-            loss_sum = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-            correct = (logits.argmax(-1) == labels).sum()
+            logits = logits.detach().float()
+            if labels.shape == logits.shape and labels.ndim == 2:
+                target = labels.float()
+                loss_sum = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1).sum()
+                correct = ((logits > 0) == (target > 0.5)).double().mean(1).sum()
+            else:
+                loss_sum = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+                correct = (logits.argmax(-1) == labels).sum()
             batch = torch.stack([loss_sum.double(), correct.double(),
-                                 torch.tensor(float(labels.numel()), dtype=torch.float64, device=labels.device)])
+                                 torch.tensor(float(labels.shape[0]), dtype=torch.float64, device=labels.device)])
             self._sums = batch if self._sums is None else self._sums + batch
 
     def _train_loss_accuracy(self, device) -> tuple[float, float]:
@@ -93,7 +135,10 @@ class AdaptiveLRCallback(TrainerCallback):
         train_loss, train_acc = self._train_loss_accuracy(args.device)
         record = {"epoch": len(self.history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                   "train_accuracy_mode": self.mode, "val_loss": metrics["eval_loss"],
-                  "val_accuracy": metrics.get("eval_accuracy"), "lr": optimizer.param_groups[0]["lr"]}
+                  "val_accuracy": metrics.get("eval_accuracy"), "lr": head_lr(optimizer),
+                  "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+        if self.loss_terms is not None:
+            record.update(self.loss_terms())
         if self.schedule is not None:
             decision = self.schedule.step(train_acc, metrics["eval_loss"])
             record.update(dataclasses.asdict(decision))
@@ -151,14 +196,17 @@ def epoch_row(r: dict) -> str:
     decision = ", ".join(t for k, t in (("save_best", "θ* saved"), ("reduced", f"LR reduced to x{r.get('lr_scale', 1):g}"),
                                          ("stop", "stop")) if r.get(k)) or "-"
     val_acc = r.get("val_accuracy")
+    penalties = (f" | L1 {r['train_l1_feature_reg']:.4f} L2 {r['train_l2_feature_reg']:.4f}"
+                 if r.get("train_l1_feature_reg") or r.get("train_l2_feature_reg") else "")
     return (f"{r['epoch']:5d} | {r['train_loss']:10.4f} | {r['train_accuracy']:9.4f} | {r['val_loss']:8.4f} | "
             f"{val_acc if val_acc is not None else float('nan'):7.4f} | {r['lr']:.3e} | {r.get('monitor', '-'):14s} | "
-            f"{decision}")
+            f"{decision}{penalties}")
 
 
 def tracker_values(r: dict) -> dict:
     """The schedule's per-epoch state as scalars for report_to (tensorboard, trackio)."""
-    keys = ("train_accuracy", "lr_scale", "wait", "reductions", "save_best", "reduced")
+    keys = ("train_accuracy", "lr_scale", "wait", "reductions", "save_best", "reduced", "trainable_params",
+            "train_l1_feature_reg", "train_l2_feature_reg")
     out = {f"schedule/{k}": float(r[k]) for k in keys if k in r}
     if "monitor" in r:
         out["schedule/monitoring_val_loss"] = float(r["monitor"] == "val_loss")

@@ -25,7 +25,7 @@ def run(recipe) -> dict:
     """Run one recipe end to end; return the test metrics. Every process runs this; the main one writes."""
     from transformers import set_seed
 
-    from hf_medtl import data, evaluation, hub, models, outputs, report, train
+    from hf_medtl import data, evaluation, features, hub, models, outputs, report, train
 
     args = recipe.training
     set_seed(args.seed)
@@ -51,14 +51,23 @@ def run(recipe) -> dict:
     model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size)
     datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data)
 
-    # 3. Train with the adaptive schedule; the model ends holding θ*.
-    trainer, schedule_callback = train.build_trainer(model, processor, datasets, recipe)
+    # 3. Train with the adaptive schedule; the model ends holding θ*. A backbone frozen throughout on images
+    #    that are not augmented: its features are computed once (or reused) and the head trains on them.
+    cached = features.applies(recipe)
+    if cached:
+        train_sets = features.cached_datasets(model, processor, datasets, splits, recipe, main_process)
+        trainer, schedule_callback = train.build_trainer(features.HeadOnly(model), processor, train_sets, recipe)
+    else:
+        trainer, schedule_callback = train.build_trainer(model, processor, datasets, recipe)
     checkpoint = outputs.resolve_checkpoint(args.resume_from_checkpoint, output_dir)
     if checkpoint:
         schedule_callback.load_checkpoint(checkpoint)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
 
-    # 4. Evaluate θ* on validation and test.
+    # 4. Evaluate θ* on validation and test: the whole model (backbone + trained head) on the images.
+    if cached:
+        trainer = train.inference_trainer(model, args.per_device_eval_batch_size)
+        trainer.processing_class = processor
     results, predictions = {}, {}
     for split in ("validation", "test"):
         predictions[split] = train.predict(trainer, datasets[split])
@@ -71,6 +80,9 @@ def run(recipe) -> dict:
         "train_accuracy": next((h["train_accuracy"] for h in history if h["epoch"] == schedule_callback.best_epoch), None),
         "train_accuracy_mode": recipe.schedule.train_accuracy,
         "train_runtime_s": train_output.metrics["train_runtime"],
+        "cached_features": cached,
+        "trainable_parameters": phases(history),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
         "split_counts": splits.counts(),
         "classes": splits.classes,
     }
@@ -93,6 +105,15 @@ def run(recipe) -> dict:
         if args.push_to_hub:
             logger.info(f"pushed to https://huggingface.co/{hub.push(output_dir, args)}")
     return {**summary, **results}
+
+
+def phases(history: list[dict]) -> list[dict]:
+    """The trainable-parameter count of each phase of the run: [{from_epoch, trainable_params}, ...]."""
+    out = []
+    for h in history:
+        if "trainable_params" in h and (not out or out[-1]["trainable_params"] != h["trainable_params"]):
+            out.append({"from_epoch": h["epoch"], "trainable_params": h["trainable_params"]})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from hf_medtl.arguments import (GROUPS, DataArguments, EvaluationArguments, MedTrainingArguments,  # noqa: F401
-                                ModelArguments, ScheduleArguments, StudyArguments, validate)
+                                ModelArguments, ScheduleArguments, StudyArguments, validate,
+                                validate_model)
 from hf_medtl.errors import HfMedtlError
 
 class RecipeError(HfMedtlError):
@@ -163,6 +164,7 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     try:
         parts = {g: GROUPS[g](**groups[g]) for g in GROUPS if g != "training"}
         validate(parts["data"], parts["schedule"], groups["training"])
+        validate_model(parts["model"])
         training = MedTrainingArguments(**groups["training"])
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0]

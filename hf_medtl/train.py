@@ -11,9 +11,11 @@ import torch
 from transformers import Trainer, TrainingArguments, default_data_collator
 from transformers.trainer_callback import PrinterCallback
 
-from hf_medtl.callbacks import AdaptiveLRCallback
+from hf_medtl.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.schedule import AdaptiveSchedule
+from hf_medtl.models import keep_frozen_in_eval_mode
+from hf_medtl.losses import ClassificationLoss, resolve_class_weights
 
 logger = logging.getLogger("hf_medtl")
 
@@ -23,12 +25,19 @@ def _logits(predictions):
 
 
 def accuracy(eval_pred) -> dict:
-    return {"accuracy": float((_logits(eval_pred.predictions).argmax(-1) == eval_pred.label_ids).mean())}
+    """Accuracy; for multi-label (0/1 label rows) the mean per-label accuracy at probability 0.5."""
+    logits, labels = _logits(eval_pred.predictions), eval_pred.label_ids
+    if labels.ndim == 2:
+        return {"accuracy": float(((logits > 0) == (labels > 0.5)).mean())}
+    return {"accuracy": float((logits.argmax(-1) == labels).mean())}
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities from logits (softmax in float64): the one place they are computed."""
+def probabilities(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
+    """Class probabilities from logits (softmax in float64; a sigmoid per label for multi-label): the one
+    place they are computed."""
     logits = np.asarray(logits, dtype=np.float64)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
@@ -46,12 +55,89 @@ def _machine_defaults(args, n_train: int):
     return changes
 
 
+def train_labels(dataset) -> list:
+    """The label column, read from the Arrow table (the lazy image transform is not run)."""
+    return dataset.data.column("label").to_pylist()
+
+
+class BalancedSampler(torch.utils.data.Sampler):
+    """n draws per epoch, with replacement, each class equally likely (weights 1 / class count); seeded by
+    seed + epoch so that every process draws the same sequence (accelerate shards its batches) and a resumed
+    run draws what an uninterrupted one would."""
+
+    def __init__(self, labels: list[int], seed: int):
+        counts = np.bincount(labels)
+        self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.multinomial(self.weights, len(self.weights), replacement=True, generator=g).tolist())
+
+
+class MedTrainer(Trainer):
+    """The Trainer with one extension point filled: the training sampler ('balanced' draws classes evenly)."""
+
+    def __init__(self, *args, sampler: str = "random", **kwargs):
+        self.sampler = sampler
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.sampler != "balanced":
+            return super()._get_train_sampler(train_dataset)
+        labels = train_labels(dataset)
+        if labels and isinstance(labels[0], list):
+            raise HfMedtlError("sampler 'balanced' needs one class per image; for multi-label use class_weights")
+        return BalancedSampler(labels, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+
+def loss_function(recipe, model, train_dataset) -> ClassificationLoss | None:
+    """hf_medtl's loss when the recipe asks for more than the model's own cross-entropy; None otherwise."""
+    m, config = recipe.model, model.config
+    multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+    l1, l2 = m.l1_feature_reg, m.l2_feature_reg
+    if m.class_weights is None and m.loss == "cross_entropy" and not (l1 or l2) and not multi_label:
+        return None
+    if (l1 or l2) and not hasattr(config, "l1_feature_reg"):
+        raise HfMedtlError("l1_feature_reg / l2_feature_reg penalise hf_medtl's head: set head 'bottleneck' (or "
+                           "head_dropout > 0 for a linear hf_medtl head)")
+    classes = [config.id2label[i] for i in range(config.num_labels)]
+    weights = resolve_class_weights(m.class_weights, train_labels(train_dataset), classes)
+    if weights is not None:
+        logger.info("class weights: " + ", ".join(f"{c} {w:.3g}" for c, w in zip(classes, weights)))
+    return ClassificationLoss(weights, m.loss, m.focal_gamma, l1, l2, recipe.training.label_smoothing_factor,
+                              multi_label)
+
+
+def optimizer_groups(recipe, model, args):
+    """(optimizer class, kwargs with param groups) for discriminative LRs and gradual unfreezing (every
+    parameter in a group from the start); None: the Trainer's own two groups."""
+    from hf_medtl.models import param_groups
+
+    m = recipe.model
+    if m.finetune_strategy == "linear_probe" or (m.finetune_strategy != "gradual" and m.backbone_lr_multiplier == 1.0
+                                                  and m.layer_decay is None):
+        return None  # (a linear probe trains the head alone: one LR)
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    groups = param_groups(model, args.learning_rate, args.weight_decay, decay, m.backbone_lr_multiplier, m.layer_decay)
+    return cls, {**kwargs, "params": groups}
+
+
 def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, AdaptiveLRCallback]:
     args, sched = recipe.training, recipe.schedule
     if str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "epoch":
         raise HfMedtlError(f"eval_strategy '{args.eval_strategy}': the adaptive schedule decides once per epoch; "
                            "use eval_strategy 'epoch'")
-    if sched.train_accuracy == "running" and args.label_smoothing_factor > 0:
+    loss = loss_function(recipe, model, datasets["train"])
+    if sched.train_accuracy == "running" and args.label_smoothing_factor > 0 and loss is None:
         raise HfMedtlError("label_smoothing_factor > 0 keeps labels from the model's forward, so the running "
                            "training accuracy cannot be counted; set train_accuracy 'full'")
     schedule = (AdaptiveSchedule(sched.threshold, sched.patience, sched.stop_patience, sched.factor)
@@ -59,13 +145,28 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
     callback = AdaptiveLRCallback(schedule, sched.train_accuracy)
     # The run pushes once, when its outputs are complete (hf_medtl.hub), not from inside the Trainer; and the
     # Trainer never holds the token, so that training_args.bin and checkpoints cannot leak it.
-    trainer_args = dataclasses.replace(args, push_to_hub=False, hub_token=None,
-                                       **_machine_defaults(args, len(datasets["train"])))
-    trainer = Trainer(model=model, args=trainer_args, train_dataset=datasets["train"],
-                      eval_dataset=datasets["validation"], processing_class=processor,
-                      data_collator=default_data_collator, compute_metrics=accuracy, callbacks=[callback])
+    m = recipe.model
+    changes = _machine_defaults(args, len(datasets["train"]))
+    callbacks = [callback]
+    if m.finetune_strategy == "gradual":
+        callbacks.append(StrategyCallback(m))
+        if args.world_size > 1:  # DDP registers only parameters that train when it wraps the model
+            for p in model.parameters():
+                p.requires_grad_(True)
+            changes["ddp_find_unused_parameters"] = True
+    if m.finetune_strategy != "full":
+        keep_frozen_in_eval_mode(model)
+    trainer_args = dataclasses.replace(args, push_to_hub=False, hub_token=None, **changes)
+    trainer = MedTrainer(model=model, args=trainer_args, train_dataset=datasets["train"],
+                         eval_dataset=datasets["validation"], processing_class=processor,
+                         data_collator=default_data_collator, compute_metrics=accuracy, callbacks=callbacks,
+                         compute_loss_func=loss, optimizer_cls_and_kwargs=optimizer_groups(recipe, model, args),
+                         sampler=recipe.data.sampler)
     trainer.remove_callback(PrinterCallback)  # its raw dicts would interleave with the callback's epoch rows
     callback.log = trainer.log
+    if loss is not None:
+        loss.observer = callback.count
+        callback.loss_terms = lambda: loss.epoch_terms(sum_over_processes)
     if sched.train_accuracy == "full":
         def evaluate_train():
             m = trainer.predict(datasets["train_eval"], metric_key_prefix="train").metrics
@@ -88,5 +189,6 @@ def predict(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
     if len(dataset) == 0:
         raise HfMedtlError("nothing to predict: the dataset is empty")
     out = trainer.predict(dataset, metric_key_prefix="predict")
-    return probabilities(_logits(out.predictions)), out.label_ids
+    multi_label = getattr(trainer.model.config, "problem_type", None) == "multi_label_classification"
+    return probabilities(_logits(out.predictions), multi_label), out.label_ids
 

@@ -1,4 +1,5 @@
-"""The model stage: a pretrained backbone (HF or timm through TimmWrapper, Hub id or local dir) with a new head."""
+"""Backbones: a pretrained classifier (HF or timm through TimmWrapper, Hub id or local dir) loaded with a new
+head for our classes, its serving image processor, and loading a saved model back."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from hf_medtl.errors import HfMedtlError
+from hf_medtl.models.heads import ModelError, init_head, register_auto_classes, with_medtl_head
+from hf_medtl.models.strategies import apply_strategy
 
 logger = logging.getLogger("hf_medtl")
 
@@ -21,10 +23,6 @@ def _quiet_transformers():
         yield
     finally:
         hf_logging.set_verbosity(before)
-
-
-class ModelError(HfMedtlError):
-    pass
 
 
 def _offline() -> bool:
@@ -44,14 +42,17 @@ def _not_found(name: str, reason: str) -> ModelError:
                       "an offline backbone with `hf-medtl convert efficientnet_lite0 DIR`")
 
 
-def load_backbone(model_args, classes: list[str], image_size: int | None = None):
+def load_backbone(model_args, classes: list[str], image_size: int | None = None, multi_label: bool = False):
     """(model, serving image processor) for ``classes``: pretrained weights, the classification head
-    re-initialised, and the processor the run evaluates with and saves (see serving_processor)."""
+    re-initialised (hf_medtl's bottleneck / dropout head when the recipe asks for one, initialised by
+    ``head_init``), the parameters the strategy trains in epoch 1, and the processor the run evaluates with and
+    saves (see serving_processor). ``multi_label``: one sigmoid output per class (problem_type in config.json)."""
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     name, trust = model_args.model_name_or_path, model_args.trust_remote_code
     id2label = dict(enumerate(classes))
-    labels = dict(num_labels=len(classes), id2label=id2label, label2id={c: i for i, c in id2label.items()})
+    labels = dict(num_labels=len(classes), id2label=id2label, label2id={c: i for i, c in id2label.items()},
+                  problem_type="multi_label_classification" if multi_label else "single_label_classification")
     try:
         processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust)
         if not hasattr(processor, "image_mean") and not hasattr(processor, "data_config"):
@@ -70,27 +71,15 @@ def load_backbone(model_args, classes: list[str], image_size: int | None = None)
         raise _not_found(name, str(e).splitlines()[0]) from None
     if hasattr(model.config, "label_names"):  # TimmWrapper saves these over id2label; the base's are stale
         model.config.label_names = list(classes)
-    if model_args.finetune_strategy == "linear_probe":
-        freeze_backbone(model)
-    return model, serving_processor(model, processor, image_size)
-
-
-def classifier_head(model):
-    """The module that maps pooled features to class logits."""
-    if hasattr(model, "timm_model"):
-        return model.timm_model.get_classifier()
-    head = getattr(model, "classifier", None) or getattr(model, "head", None)
-    if head is None:
-        raise ModelError(f"{type(model).__name__}: no 'classifier' or 'head' module; use finetune_strategy 'full'")
-    return head
-
-
-def freeze_backbone(model) -> None:
-    """Train only the head: every other parameter stops receiving gradients."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in classifier_head(model).parameters():
-        p.requires_grad_(True)
+    processor = serving_processor(model, processor, image_size)
+    if model_args.head == "bottleneck" or model_args.head_dropout > 0:
+        register_auto_classes()
+        model = with_medtl_head(model, model_args)
+    init_head(model, model_args.head_init)
+    n = apply_strategy(model, model_args)
+    logger.info(f"finetune_strategy '{model_args.finetune_strategy}': {n:,} of "
+                f"{sum(p.numel() for p in model.parameters()):,} parameters train from epoch 1")
+    return model, processor
 
 
 def serving_processor(model, processor, image_size: int | None = None):
@@ -135,6 +124,7 @@ def load_saved_model(model_dir: str | Path, allow_pickle_weights: bool = False, 
     loading policy: safetensors only unless pickle weights are allowed, remote code off unless trusted."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    register_auto_classes()  # hf_medtl's own heads load without remote code
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir}: not a saved model (no config.json); pass the output_dir of a finetune run")

@@ -1,0 +1,102 @@
+"""A backbone with hf_medtl's own classification head, as a transformers model class.
+
+Seed 001's bottleneck compression head: pooled features z -> h = W^T z (k units) -> dropout -> V^T h + b, trained
+with cross-entropy + l1 * ||h||_1 + l2 * ||h||_2^2 (batch means); or a linear head with dropout before it.
+
+Self-contained on purpose (torch and transformers only): ``save_pretrained`` copies this file beside the weights
+with an ``auto_map`` in config.json, so that ``AutoModelForImageClassification`` and ``pipeline()`` load the
+model with ``trust_remote_code=True`` where hf_medtl is not installed; ``import hf_medtl`` registers the classes
+with the Auto* factories, which loads it without remote code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import ImageClassifierOutput
+
+MODEL_TYPE = "hf_medtl_classifier"
+
+
+class MedtlClassifierConfig(PretrainedConfig):
+    model_type = MODEL_TYPE
+    sub_configs = {"backbone_config": AutoConfig}
+    keys_to_ignore_at_inference = ["features"]
+
+    def __init__(self, backbone_config=None, head: str = "linear", bottleneck_dim: int = 256,
+                 head_dropout: float = 0.0, l1_feature_reg: float = 0.0, l2_feature_reg: float = 0.0, **kwargs):
+        if isinstance(backbone_config, dict):
+            backbone_config = AutoConfig.for_model(**backbone_config)
+        self.backbone_config = backbone_config
+        self.head, self.bottleneck_dim, self.head_dropout = head, bottleneck_dim, head_dropout
+        self.l1_feature_reg, self.l2_feature_reg = l1_feature_reg, l2_feature_reg
+        super().__init__(**kwargs)
+
+
+@dataclass
+class MedtlClassifierOutput(ImageClassifierOutput):
+    """logits, plus the head's representation h (the bottleneck, or the pooled features) that the feature
+    regularisation penalises."""
+
+    features: Optional[torch.FloatTensor] = None
+
+
+def strip_classifier(model) -> int:
+    """Replace a classification model's last Linear by Identity, so that its logits are the pooled features;
+    return their width."""
+    if hasattr(model, "timm_model"):
+        model.timm_model.reset_classifier(0)
+        return model.timm_model.num_features
+    parent, name = model, "classifier" if hasattr(model, "classifier") else "head"
+    head = getattr(model, name)
+    if isinstance(head, nn.Sequential):  # e.g. ResNet's Flatten + Linear
+        parent, name = head, str(len(head) - 1)
+        head = head[-1]
+    if not isinstance(head, nn.Linear):
+        raise ValueError(f"{type(model).__name__}: its classifier is {type(head).__name__}, not a Linear layer")
+    setattr(parent, name, nn.Identity())
+    return head.in_features
+
+
+def feature_penalty(h: torch.Tensor, l1: float, l2: float, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """(l1 * ||h_i||_1, l2 * ||h_i||_2^2), summed or averaged over the batch."""
+    h = h.float().flatten(1)
+    a, b = l1 * h.abs().sum(1), l2 * h.pow(2).sum(1)
+    return (a.sum(), b.sum()) if reduction == "sum" else (a.mean(), b.mean())
+
+
+class MedtlForImageClassification(PreTrainedModel):
+    config_class = MedtlClassifierConfig
+    main_input_name = "pixel_values"
+    base_model_prefix = "medtl"
+    input_modalities = ("image",)
+
+    def __init__(self, config: MedtlClassifierConfig):
+        super().__init__(config)
+        self.backbone = AutoModelForImageClassification.from_config(config.backbone_config)
+        width = strip_classifier(self.backbone)
+        self.bottleneck = nn.Linear(width, config.bottleneck_dim, bias=False) if config.head == "bottleneck" else None
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.classifier = nn.Linear(config.bottleneck_dim if self.bottleneck is not None else width, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear) and (module is self.classifier or module is self.bottleneck):
+            module.reset_parameters()
+
+    def forward(self, pixel_values=None, labels=None, output_hidden_states=None, return_dict=None, **kwargs):
+        z = self.backbone(pixel_values=pixel_values).logits
+        h = self.bottleneck(z) if self.bottleneck is not None else z
+        logits = self.classifier(self.dropout(h))
+        loss = None
+        if labels is not None:
+            if self.config.problem_type == "multi_label_classification":
+                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits.float(), labels)
+            a, b = feature_penalty(h, self.config.l1_feature_reg, self.config.l2_feature_reg)
+            loss = loss + a + b
+        return MedtlClassifierOutput(loss=loss, logits=logits, features=h)
