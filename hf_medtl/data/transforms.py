@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchvision import transforms as T
-from torchvision.transforms import InterpolationMode
-
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
@@ -45,6 +42,9 @@ def eval_transform(processor):
 def build_transforms(prep: Preprocessing, augment: bool = True, crop_scale_min: float = 0.8,
                      rotation_degrees: float = 10.0, hflip_prob: float = 0.5):
     """(train, eval) transforms. Eval resizes the whole image, never crops: a lesion may sit at the border."""
+    from torchvision import transforms as T  # here, so that the data check runs without importing torch
+    from torchvision.transforms import InterpolationMode
+
     evaluation = eval_transform(prep.processor)
     if not augment:
         return evaluation, evaluation
