@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from hf_medtl.arguments import (GROUPS, DataArguments, EvaluationArguments, MedTrainingArguments,  # noqa: F401
-                                ModelArguments, ScheduleArguments, StudyArguments, validate,
-                                validate_model)
+                                ModelArguments, ScheduleArguments, StudyArguments)
+from hf_medtl.validation import validate, validate_model
 from hf_medtl.errors import HfMedtlError
 
 class RecipeError(HfMedtlError):
