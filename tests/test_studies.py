@@ -174,7 +174,13 @@ def test_robustness_study_cli(cv_run, tmp_path, capsys):
     assert main([*args[:-2], "--severities", "0,9"]) == 2 and "severities 0..5" in errors(capsys)[0]
 
 
-def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, capsys):
+def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, capsys, monkeypatch):
+    from hf_medtl import train
+
+    def no_test(*a, **k):
+        raise AssertionError("the search predicted a split: only the Trainer's validation pass may run")
+
+    monkeypatch.setattr(train, "predict", no_test)
     images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
     space = {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}, "threshold": {"choices": [0.5, 0.9]},
              "patience": {"low": 1, "high": 2}}
@@ -183,7 +189,7 @@ def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, cap
     out = tmp_path / "search"
     s = json.loads((out / "summary.json").read_text())
     trials = list(csv.DictReader(open(out / "trials.csv")))
-    assert s["trials"] == len(trials) == 2 and "test" not in json.dumps(s).replace("the test split", "")
+    assert s["trials"] == len(trials) == 2 and s["objective"] == "validation accuracy at θ*"
     best = json.loads((out / "best_recipe.json").read_text())
     assert best["learning_rate"] == s["best_params"]["learning_rate"] and best["threshold"] in (0.5, 0.9)
     assert s["best_value"] == max(float(t["value"]) for t in trials)
@@ -191,6 +197,7 @@ def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, cap
     assert main(["study", "search", str(recipe), "--trials", "2", "--num_train_epochs", "1"]) == 0  # resumed
     assert json.loads((out / "summary.json").read_text())["trials"] == 2
     capsys.readouterr()
+    monkeypatch.undo()
     assert main(["finetune", str(out / "best_recipe.json"), "--n_bootstrap", "20"]) == 0
     assert json.loads((out / "best" / "recipe.json").read_text())["patience"] == s["best_params"]["patience"]
     bad = tiny_recipe(tmp_path, tiny_vit, images, search_space={"image_size": {"low": 16, "high": 32}})
