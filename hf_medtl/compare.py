@@ -57,16 +57,15 @@ def markdown(rows: list[dict]) -> str:
 
 
 def _test_predictions(run_dir: Path):
-    """(paths, labels, probabilities) of the run's test images, sorted by path; None without the file."""
+    """(sorted (path, label) keys, classes, label ids, probabilities) of the run's test images; None without them."""
+    from hf_medtl.report import read_predictions
+
     path = Path(run_dir) / "predictions_test.csv"
     if not path.is_file():
         return None
-    with open(path, newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: r["path"])
-    classes = [k[2:] for k in rows[0] if k.startswith("p_")] if rows else []
-    labels = np.array([classes.index(r["label"]) for r in rows])
-    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
-    return [(r["path"], r["label"]) for r in rows], classes, labels, probs
+    paths, labels, probs, classes = read_predictions(path)
+    order = np.argsort(paths, kind="stable")
+    return [(paths[i], classes[labels[i]]) for i in order], classes, labels[order], probs[order]
 
 
 def paired(run_dirs: list[Path], n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
