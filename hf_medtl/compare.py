@@ -92,10 +92,15 @@ def paired_markdown(rows: list[dict]) -> str:
              "accuracy, DeLong for a binary ROC-AUC, paired bootstrap otherwise; Holm-corrected across the table):", "",
              "| A | B | metric | A | B | A − B (95% CI) | test | p | p (Holm) | differs at 0.05 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    from hf_medtl.report import fmt
+
     for r in rows:
-        ci = f" ({100 * r['ci'][0]:+.2f} to {100 * r['ci'][1]:+.2f})" if "ci" in r else ""
-        lines.append(f"| {r['run_a']} | {r['run_b']} | {r['metric']} | {_pct(r['a'])} | {_pct(r['b'])} | "
-                     f"{100 * r['difference']:+.2f}{ci} | {r['test']} | {r.get('p_value', float('nan')):.4f} | "
+        scale, unit = (1, "") if r["metric"] in ("mcc", "ece") else (100, " pp")
+        d = lambda v: f"{scale * v:+.{3 if scale == 1 else 2}f}"  # noqa: E731
+        ci = f" ({d(r['ci'][0])} to {d(r['ci'][1])})" if "ci" in r else ""
+        lines.append(f"| {r['run_a']} | {r['run_b']} | {r['metric']} | {fmt(r['metric'], r['a'])} | "
+                     f"{fmt(r['metric'], r['b'])} | {d(r['difference'])}{unit}{ci} | {r['test']} | "
+                     f"{r.get('p_value', float('nan')):.4f} | "
                      f"{r['p_holm']:.4f} | {'yes' if r['significant'] else 'no'} |")
     return "\n".join(lines) + "\n"
 

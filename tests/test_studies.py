@@ -107,6 +107,8 @@ def test_cv_summary_matches_fold_files_and_resumes(cv_run):
     assert main(["cv", str(recipe), "--folds", "3", *FAST]) == 0  # resumed: no fold reruns
     assert [(out / f"fold-{k}" / "metrics.json").stat().st_mtime_ns for k in range(3)] == stamps
     assert json.loads((out / "summary.json").read_text())["test"] == summary["test"]
+    assert main(["cv", str(recipe), "--folds", "3", *FAST, "--learning_rate", "0.01"]) == 2  # not a silent mix
+    assert not (out / ".staging" / "summary.json").exists()
 
 
 def test_cv_seeds_repeat_on_one_test_split(tmp_path, tiny_vit, capsys):
