@@ -57,16 +57,15 @@ def markdown(rows: list[dict]) -> str:
 
 
 def _test_predictions(run_dir: Path):
-    """(paths, labels, probabilities) of the run's test images, sorted by path; None without the file."""
+    """(sorted (path, label) keys, classes, label ids, probabilities) of the run's test images; None without them."""
+    from hf_medtl.report import read_predictions
+
     path = Path(run_dir) / "predictions_test.csv"
     if not path.is_file():
         return None
-    with open(path, newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: r["path"])
-    classes = [k[2:] for k in rows[0] if k.startswith("p_")] if rows else []
-    labels = np.array([classes.index(r["label"]) for r in rows])
-    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
-    return [(r["path"], r["label"]) for r in rows], classes, labels, probs
+    paths, labels, probs, classes = read_predictions(path)
+    order = np.argsort(paths, kind="stable")
+    return [(paths[i], classes[labels[i]]) for i in order], classes, labels[order], probs[order]
 
 
 def paired(run_dirs: list[Path], n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
@@ -93,10 +92,15 @@ def paired_markdown(rows: list[dict]) -> str:
              "accuracy, DeLong for a binary ROC-AUC, paired bootstrap otherwise; Holm-corrected across the table):", "",
              "| A | B | metric | A | B | A − B (95% CI) | test | p | p (Holm) | differs at 0.05 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    from hf_medtl.report import fmt
+
     for r in rows:
-        ci = f" ({100 * r['ci'][0]:+.2f} to {100 * r['ci'][1]:+.2f})" if "ci" in r else ""
-        lines.append(f"| {r['run_a']} | {r['run_b']} | {r['metric']} | {_pct(r['a'])} | {_pct(r['b'])} | "
-                     f"{100 * r['difference']:+.2f}{ci} | {r['test']} | {r.get('p_value', float('nan')):.4f} | "
+        scale, unit = (1, "") if r["metric"] in ("mcc", "ece") else (100, " pp")
+        d = lambda v: f"{scale * v:+.{3 if scale == 1 else 2}f}"  # noqa: E731
+        ci = f" ({d(r['ci'][0])} to {d(r['ci'][1])})" if "ci" in r else ""
+        lines.append(f"| {r['run_a']} | {r['run_b']} | {r['metric']} | {fmt(r['metric'], r['a'])} | "
+                     f"{fmt(r['metric'], r['b'])} | {d(r['difference'])}{unit}{ci} | {r['test']} | "
+                     f"{r.get('p_value', float('nan')):.4f} | "
                      f"{r['p_holm']:.4f} | {'yes' if r['significant'] else 'no'} |")
     return "\n".join(lines) + "\n"
 

@@ -169,6 +169,17 @@ def write_predictions(path: Path, names: list[str], labels: np.ndarray, probs: n
             w.writerow([name, classes[int(label)], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
 
 
+def read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """What write_predictions wrote: (paths, label ids, class probabilities, classes)."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    classes = [k[2:] for k in (rows[0] if rows else {}) if k.startswith("p_")]
+    return ([r["path"] for r in rows], np.array([classes.index(r["label"]) for r in rows], dtype=int),
+            np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]).reshape(len(rows), len(classes)), classes)
+
+
 def write_report(output_dir: Path, title: str, sections: dict, predictions: dict, summary: dict | None = None,
                  history: list[dict] | None = None) -> None:
     """sections: split -> metric dict; predictions: split -> (probs, labels)."""

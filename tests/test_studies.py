@@ -107,6 +107,8 @@ def test_cv_summary_matches_fold_files_and_resumes(cv_run):
     assert main(["cv", str(recipe), "--folds", "3", *FAST]) == 0  # resumed: no fold reruns
     assert [(out / f"fold-{k}" / "metrics.json").stat().st_mtime_ns for k in range(3)] == stamps
     assert json.loads((out / "summary.json").read_text())["test"] == summary["test"]
+    assert main(["cv", str(recipe), "--folds", "3", *FAST, "--learning_rate", "0.01"]) == 2  # not a silent mix
+    assert not (out / ".staging" / "summary.json").exists()
 
 
 def test_cv_seeds_repeat_on_one_test_split(tmp_path, tiny_vit, capsys):
@@ -174,7 +176,13 @@ def test_robustness_study_cli(cv_run, tmp_path, capsys):
     assert main([*args[:-2], "--severities", "0,9"]) == 2 and "severities 0..5" in errors(capsys)[0]
 
 
-def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, capsys):
+def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, capsys, monkeypatch):
+    from hf_medtl import train
+
+    def no_test(*a, **k):
+        raise AssertionError("the search predicted a split: only the Trainer's validation pass may run")
+
+    monkeypatch.setattr(train, "predict", no_test)
     images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
     space = {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}, "threshold": {"choices": [0.5, 0.9]},
              "patience": {"low": 1, "high": 2}}
@@ -185,6 +193,7 @@ def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, cap
     trials = list(csv.DictReader(open(out / "trials.csv")))
     scored = {k: v for k, v in s.items() if k not in ("recipe", "output_dir")}  # paths hold pytest's "test_..."
     assert s["trials"] == len(trials) == 2 and "test" not in json.dumps(scored).replace("the test split", "")
+    assert s["objective"] == "validation accuracy at θ*"
     best = json.loads((out / "best_recipe.json").read_text())
     assert best["learning_rate"] == s["best_params"]["learning_rate"] and best["threshold"] in (0.5, 0.9)
     assert s["best_value"] == max(float(t["value"]) for t in trials)
@@ -192,6 +201,7 @@ def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, cap
     assert main(["study", "search", str(recipe), "--trials", "2", "--num_train_epochs", "1"]) == 0  # resumed
     assert json.loads((out / "summary.json").read_text())["trials"] == 2
     capsys.readouterr()
+    monkeypatch.undo()
     assert main(["finetune", str(out / "best_recipe.json"), "--n_bootstrap", "20"]) == 0
     assert json.loads((out / "best" / "recipe.json").read_text())["patience"] == s["best_params"]["patience"]
     bad = tiny_recipe(tmp_path, tiny_vit, images, search_space={"image_size": {"low": 16, "high": 32}})

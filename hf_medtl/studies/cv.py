@@ -4,7 +4,6 @@ shared test split. Writes the mean ± sd and range of every headline metric, the
 out-of-fold predictions scored once per seed, and a fold-by-fold plot."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -57,21 +56,13 @@ def _spread(metrics: list[dict]) -> dict:
     return out
 
 
-def _read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    classes = [k[2:] for k in rows[0] if k.startswith("p_")]
-    return ([r["path"] for r in rows], np.array([classes.index(r["label"]) for r in rows]),
-            np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]), classes)
-
-
 def _out_of_fold(runs: list[dict], base, staging: Path) -> dict:
     """Per seed: every fold's validation predictions (each pool image exactly once), scored once."""
     from hf_medtl import evaluation, report
 
     out = {}
     for seed in sorted({r["seed"] for r in runs}):
-        parts = [_read_predictions(Path(r["dir"]) / "predictions_validation.csv") for r in runs if r["seed"] == seed]
+        parts = [report.read_predictions(Path(r["dir"]) / "predictions_validation.csv") for r in runs if r["seed"] == seed]
         paths = [p for part in parts for p in part[0]]
         assert len(set(paths)) == len(paths), "a pool image is in two folds' validation splits"
         labels, probs, classes = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), parts[0][3]

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from hf_medtl import outputs
+from hf_medtl.errors import HfMedtlError
 
 logger = logging.getLogger("hf_medtl")
 SUMMARY = "summary.json"
@@ -21,11 +22,18 @@ def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], outp
     from hf_medtl.recipe import load_recipe, require_model
 
     output_dir = Path(output_dir)
-    if outputs.holds_complete_run(output_dir):
-        logger.info(f"{output_dir}: finished earlier (metrics.json there); not rerun")
-        return json.loads((output_dir / outputs.MARKER).read_text())
     recipe = load_recipe(recipe_path, [*argv, *extra, "--output_dir", str(output_dir)])
     require_model(recipe, recipe_path)
+    if outputs.holds_complete_run(output_dir):
+        before = json.loads((output_dir / "recipe.json").read_text())
+        now = json.loads(json.dumps(recipe.resolved, default=str))
+        changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
+        if changed:
+            raise HfMedtlError(f"{output_dir} holds a finished run of another recipe ({changed[0]}: "
+                               f"{json.dumps(before.get(changed[0]))} there, {json.dumps(now.get(changed[0]))} now); "
+                               "remove it or choose another output_dir")
+        logger.info(f"{output_dir}: finished earlier (metrics.json there); not rerun")
+        return json.loads((output_dir / outputs.MARKER).read_text())
     logger.info(f"{output_dir}: running ({' '.join(extra) or 'the recipe as it is'})")
     return run(recipe)
 
