@@ -256,7 +256,7 @@ def reference_markdown() -> str:
                  "**TrainingArguments** (any field of `transformers.TrainingArguments`; these defaults differ from transformers')")
         lines += ["", title, "", "| key | default | meaning |", "|---|---|---|"]
         for f in own:
-            default = getattr(f.default, "value", f.default)
+            default = f.default_factory() if f.default is dataclasses.MISSING else getattr(f.default, "value", f.default)
             lines.append(f"| `{f.name}` | `{json.dumps(default)}` | {f.metadata['help']} |")
     return "\n".join(lines) + "\n"
 
