@@ -104,3 +104,19 @@ def test_multilabel_run_end_to_end_with_a_pipeline_prediction(tmp_path, tiny_tim
     assert sum(p["score"] for p in preds) != pytest.approx(1.0)  # independent probabilities, not a softmax
     assert all(0 <= p["score"] <= 1 for p in preds)
 
+
+
+def test_multilabel_bottleneck_on_cached_features(tmp_path, tiny_timm):
+    """Seed 001's setting in small: frozen backbone, bottleneck head with L1+L2, class weights, multi-label."""
+    csv_file = make_multilabel(tmp_path / "cxr", n=40)
+    recipe = tiny_recipe(tmp_path, tiny_timm, tmp_path, data_dir=None, multilabel_csv=str(csv_file), image_size=24,
+                         num_train_epochs=2, val_ratio=0.2, test_ratio=0.2, class_weights="balanced", augment=False,
+                         finetune_strategy="linear_probe", head="bottleneck", bottleneck_dim=8, l1_feature_reg=1e-4,
+                         l2_feature_reg=1e-3, feature_cache_dir=str(tmp_path / "cache"))
+    metrics = run(load_recipe(recipe))
+    assert metrics["cached_features"] and len(metrics["test"]["per_label"]["f1"]) == 3
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert all(h["train_l2_feature_reg"] > 0 for h in history)
+    from hf_medtl.cli import main as cli
+
+    assert cli(["evaluate", str(tmp_path / "run"), str(csv_file)]) == 2  # one clear line, not a wrong score
