@@ -99,7 +99,8 @@ def run(recipe) -> dict:
     if main_process:
         write_resolved(recipe, staging)
         (staging / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-        title, files = f"{output_dir.name}: {recipe.model.model_name_or_path}", [splits.relpath(s) for s in splits.files("test")]
+        title = f"{output_dir.name}: {recipe.model.model_name_or_path}"
+        files = [splits.relpath(s) for s in splits.files("test")]
         probs, labels = predictions["test"]
         if multi_label:
             multilabel_eval.write_outputs(staging, title, results, summary, files, labels, probs, splits.classes,
