@@ -15,12 +15,13 @@ from pathlib import Path
 
 from common import run_variants
 
+from hf_medtl.console import setup_logging
 from hf_medtl.recipe import load_recipe
 
 VARIANTS = {
     "full": [],
     "partial": ["--finetune_strategy", "partial", "--trainable_stages", "3"],
-    "gradual": ["--finetune_strategy", "gradual", "--trainable_stages", "1", "--unfreeze_at_epochs", "[2, 3]"],
+    "gradual": ["--finetune_strategy", "gradual", "--trainable_stages", "1", "--unfreeze_at_epochs", "[2]"],
     "linear_probe": ["--finetune_strategy", "linear_probe"],
     "bottleneck_cached": ["--finetune_strategy", "linear_probe", "--head", "bottleneck", "--bottleneck_dim", "256",
                           "--l1_feature_reg", "1e-5", "--l2_feature_reg", "1e-4", "--augment", "false"],
@@ -53,6 +54,7 @@ def table(rows: dict) -> str:
 
 
 def main(argv):
+    setup_logging()
     recipe_path, rest = argv[0], argv[1:]
     if "--per_class" in rest:
         i = rest.index("--per_class")

@@ -77,6 +77,11 @@ class DataArguments:
     npz_file: Optional[str] = field(default=None, metadata={
         "help": "A MedMNIST .npz ({train,val,test}_images/_labels); its own splits are kept, a missing test split "
                 "is carved out of train by test_ratio."})
+    multilabel_csv: Optional[str] = field(default=None, metadata={
+        "help": "Multi-label data (several findings per image, or none): a CSV with 'path' and one 0/1 column per "
+                "finding (optional 'group'), or ChestX-ray14's Data_Entry_2017.csv ('Image Index' in images/ beside "
+                "it, 'Finding Labels' split on '|', 'No Finding' = none, 'Patient ID' as the leakage group). "
+                "Trains sigmoid outputs with BCE; split stratified per label."})
     class_names: Optional[list[str]] = field(default=None, metadata={
         "help": "Names of the integer labels of an npz_file, in label order (default: '0', '1', ...)."})
     file_pattern: str = field(default="**/*", metadata={

@@ -102,7 +102,8 @@ class AdaptiveLRCallback(TrainerCallback):
             logits = logits.detach().float()
             if labels.shape == logits.shape and labels.ndim == 2:
                 target = labels.float()
-                loss_sum = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1).sum()
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+                loss_sum = bce.mean(1).sum()
                 correct = ((logits > 0) == (target > 0.5)).double().mean(1).sum()
             else:
                 loss_sum = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")

@@ -74,6 +74,9 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
     ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    if getattr(model.config, "problem_type", None) == "multi_label_classification":
+        raise DataError(f"{model_dir}: a multi-label model; `hf-medtl evaluate` scores single-label models only "
+                        "(its run's report.md has the per-label scores)")
     max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
     samples = _readable(load_samples(data, split, classes, allow_outside=allow_paths_outside_root), data,
                         on_bad_image, max_pixels)

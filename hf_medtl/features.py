@@ -136,7 +136,7 @@ def cached_datasets(model, processor, datasets: dict, splits, recipe, main_proce
             os.replace(tmp, path)
             logger.info(f"{split}: backbone features of {len(table)} images computed once, stored in {path}")
         out[split] = table
-    for split in out:
-        out[split] = out[split].with_format("torch")
+    for split in out:  # 'labels': the collator stacks them as they are (class ids, or 0/1 rows)
+        out[split] = out[split].rename_column("label", "labels").with_format("torch")
     out["train_eval"] = out["train"]
     return out

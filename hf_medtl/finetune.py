@@ -25,7 +25,7 @@ def run(recipe) -> dict:
     """Run one recipe end to end; return the test metrics. Every process runs this; the main one writes."""
     from transformers import set_seed
 
-    from hf_medtl import data, evaluation, features, hub, models, outputs, report, train
+    from hf_medtl import data, evaluation, features, hub, models, multilabel_eval, outputs, report, train
 
     args = recipe.training
     set_seed(args.seed)
@@ -48,7 +48,8 @@ def run(recipe) -> dict:
         logger.info(data.summary_line(splits))
 
     # 2. Backbone: pretrained weights, a new head for our classes, the processor it serves with.
-    model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size)
+    multi_label = getattr(splits, "multi_label", False)
+    model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size, multi_label)
     datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data)
 
     # 3. Train with the adaptive schedule; the model ends holding θ*. A backbone frozen throughout on images
@@ -71,7 +72,12 @@ def run(recipe) -> dict:
     results, predictions = {}, {}
     for split in ("validation", "test"):
         predictions[split] = train.predict(trainer, datasets[split])
-        results[split] = evaluation.score(*predictions[split], splits.classes, recipe.evaluation, args.seed)
+    for split in ("validation", "test"):
+        if multi_label:  # thresholds chosen on validation, applied to both
+            thresholds = multilabel_eval.youden_thresholds(predictions["validation"][1], predictions["validation"][0])
+            results[split] = multilabel_eval.score_multilabel(*predictions[split], splits.classes, thresholds)
+        else:
+            results[split] = evaluation.score(*predictions[split], splits.classes, recipe.evaluation, args.seed)
     history = schedule_callback.history
     summary = {
         "epochs_run": len(history),
@@ -93,13 +99,18 @@ def run(recipe) -> dict:
     if main_process:
         write_resolved(recipe, staging)
         (staging / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-        (staging / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))
-        report.write_report(staging, f"{output_dir.name}: {recipe.model.model_name_or_path}", results, predictions,
-                            summary, history)
-        for split in ("validation", "test"):  # validation: a cv fold's out-of-fold predictions
-            probs, labels = predictions[split]
-            report.write_predictions(staging / f"predictions_{split}.csv",
-                                     [splits.relpath(s) for s in splits.files(split)], labels, probs, splits.classes)
+        title = f"{output_dir.name}: {recipe.model.model_name_or_path}"
+        if multi_label:
+            probs, labels = predictions["test"]
+            multilabel_eval.write_outputs(staging, title, results, summary, [splits.relpath(s) for s in splits.files("test")],
+                                          labels, probs, splits.classes, recipe.model.model_name_or_path)
+        else:
+            (staging / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))
+            report.write_report(staging, title, results, predictions, summary, history)
+            for split in ("validation", "test"):  # validation: a cv fold's out-of-fold predictions
+                probs, labels = predictions[split]
+                report.write_predictions(staging / f"predictions_{split}.csv",
+                                         [splits.relpath(s) for s in splits.files(split)], labels, probs, splits.classes)
         (staging / outputs.MARKER).write_text(json.dumps({**summary, **results}, indent=2) + "\n")
         outputs.commit(staging, output_dir)
         if args.push_to_hub:

@@ -57,7 +57,8 @@ def _machine_defaults(args, n_train: int):
 
 def train_labels(dataset) -> list:
     """The label column, read from the Arrow table (the lazy image transform is not run)."""
-    return dataset.data.column("label").to_pylist()
+    table = dataset.data
+    return table.column("label" if "label" in table.column_names else "labels").to_pylist()
 
 
 class BalancedSampler(torch.utils.data.Sampler):

@@ -23,7 +23,10 @@ def to_datasets(splits, prep: Preprocessing, data_args) -> dict:
     train_tf, eval_tf = build_transforms(prep, data_args.augment, data_args.crop_scale_min,
                                          data_args.rotation_degrees, data_args.hflip_prob)
     train, pixels = splits.files("train"), data_args.max_image_pixels
-    return {"train": image_dataset(train, splits.classes, train_tf, pixels),
-            "train_eval": image_dataset(train, splits.classes, eval_tf, pixels),
-            "validation": image_dataset(splits.files("validation"), splits.classes, eval_tf, pixels),
-            "test": image_dataset(splits.files("test"), splits.classes, eval_tf, pixels)}
+    make = image_dataset
+    if getattr(splits, "multi_label", False):
+        from hf_medtl.data.multilabel import multilabel_dataset as make
+    return {"train": make(train, splits.classes, train_tf, pixels),
+            "train_eval": make(train, splits.classes, eval_tf, pixels),
+            "validation": make(splits.files("validation"), splits.classes, eval_tf, pixels),
+            "test": make(splits.files("test"), splits.classes, eval_tf, pixels)}

@@ -30,6 +30,7 @@ def load_splits(a, seed: int, report_dir: Optional[Path] = None, write: bool = T
     n = len(source.samples)
     splits = Splits(source.root, source.samples, ["train"] * n, source.classes, source.ignored, [""] * n, [""] * n,
                     [None] * n)
+    splits.multi_label = source.multi_label
     splits.report.update(files=n, ignored_non_image_files=[str(p) for p in source.ignored],
                          split_settings={**{k: getattr(a, k) for k in SPLIT_SETTINGS}, "seed": seed})
     out = (write_dir or report_dir) if write else None
@@ -98,7 +99,7 @@ def _group(splits: Splits, a) -> list[int]:
         # Copies with different labels: a labelling error, or a false near-duplicate match; either way, look.
         "spanning_labels": [{"images": [rel(samples[i]) for i in m], "labels": sorted({samples[i].label for i in m})}
                             for m in spanning]}
-    if spanning:
+    if spanning and not getattr(splits, "multi_label", False):  # one patient's images differ in findings
         logger.warning(f"{len(spanning)} leakage group(s) hold images of different labels (listed under "
                        "leakage_groups.spanning_labels in data_report.json): check those labels")
     return roots
@@ -134,7 +135,12 @@ def _assign(splits: Splits, roots: list[int], source, seed: int, report_dir: Opt
     if not reused and source.ratios:
         labels = [splits.samples[i].label for i in free]
         sizes = {r: len(m) for r, m in groups.members(roots).items()}
-        if any(sizes[roots[i]] > 1 for i in free):
+        if source.multi_label:
+            from hf_medtl.data.multilabel import label_set, multilabel_assign
+
+            assign = multilabel_assign([label_set(splits.samples[i]) for i in free], [roots[i] for i in free],
+                                       source.ratios, seed)
+        elif any(sizes[roots[i]] > 1 for i in free):
             assign = grouped_stratified_assign(labels, [roots[i] for i in free], source.ratios, seed)
         else:
             assign = stratified_assign(labels, source.ratios, seed)
@@ -149,7 +155,9 @@ def _assign(splits: Splits, roots: list[int], source, seed: int, report_dir: Opt
 def _check_usable(splits: Splits) -> Optional[str]:
     """Why the split cannot be trained and scored (one line), or None. A split that ends up empty, or a
     training split without every class, is refused here, before any model is built."""
-    have = {split: {s.label for s in splits.files(split)} for split in SPLITS}
+    labels = ((lambda s: [x for x in s.label.split("|") if x]) if getattr(splits, "multi_label", False)
+              else (lambda s: [s.label]))
+    have = {split: {x for s in splits.files(split) for x in labels(s)} for split in SPLITS}
     counts = splits.counts()
     hint = ("duplicate or patient grouping may have put whole classes in one split (see duplicates and "
             "leakage_groups)")

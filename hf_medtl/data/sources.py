@@ -123,6 +123,7 @@ class Source:
     ratios: dict[str, float]  # for the free samples
     ignored: list[Path]
     classes: list[str]
+    multi_label: bool = False  # labels are '|'-joined finding sets (hf_medtl.data.multilabel)
 
 
 def scan_source(a) -> Source:
@@ -130,6 +131,10 @@ def scan_source(a) -> Source:
     from hf_medtl.data.medmnist import read_medmnist_npz
 
     outside = a.allow_paths_outside_root
+    if getattr(a, "multilabel_csv", None):
+        from hf_medtl.data.multilabel import scan_multilabel
+
+        return scan_multilabel(a)
     if a.npz_file:
         parts = read_medmnist_npz(a.npz_file, a.class_names)
         samples = [s for items in parts.values() for s in items]

@@ -91,7 +91,8 @@ def with_medtl_head(model, model_args):
     strip_classifier(model)
     missing, unexpected = wrapped.backbone.load_state_dict(model.state_dict(), strict=False)
     if missing or unexpected:
-        raise ModelError(f"{type(model).__name__}: its weights do not fit hf_medtl's head ({(missing + unexpected)[:3]})")
+        raise ModelError(f"{type(model).__name__}: its weights do not fit hf_medtl's head "
+                         f"({(missing + unexpected)[:3]})")
     what = f"bottleneck head ({model_args.bottleneck_dim} units)" if model_args.head == "bottleneck" else "linear head"
     logger.info(f"hf_medtl {what} with dropout {model_args.head_dropout} on {type(model).__name__}")
     return wrapped

@@ -61,7 +61,7 @@ def strip_classifier(model) -> int:
     return head.in_features
 
 
-def feature_penalty(h: torch.Tensor, l1: float, l2: float, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+def feature_penalty(h: torch.Tensor, l1: float, l2: float, reduction: str = "mean"):
     """(l1 * ||h_i||_1, l2 * ||h_i||_2^2), summed or averaged over the batch."""
     h = h.float().flatten(1)
     a, b = l1 * h.abs().sum(1), l2 * h.pow(2).sum(1)

@@ -91,7 +91,7 @@ def stages_training(model_args, n_stages: int, epoch: int) -> int:
 
 def set_trainable(model, stages: list[list[str]], k: int) -> int:
     """Head plus the last ``k`` stages train, everything else is frozen; the number of trainable parameters."""
-    train = head_parameter_names(model) | {n for s in stages[len(stages) - k:] for n in s} if k else head_parameter_names(model)
+    train = head_parameter_names(model) | {n for s in (stages[len(stages) - k:] if k else []) for n in s}
     for name, p in model.named_parameters():
         p.requires_grad_(name in train)
     return trainable_parameters(model)
