@@ -21,7 +21,7 @@ from hf_medtl.recipe import load_recipe
 VARIANTS = {
     "full": [],
     "partial": ["--finetune_strategy", "partial", "--trainable_stages", "3"],
-    "gradual": ["--finetune_strategy", "gradual", "--trainable_stages", "1", "--unfreeze_at_epochs", "[2]"],
+    "gradual": ["--finetune_strategy", "gradual", "--trainable_stages", "1", "--unfreeze_at_epochs", "[2, 3]"],
     "linear_probe": ["--finetune_strategy", "linear_probe"],
     "bottleneck_cached": ["--finetune_strategy", "linear_probe", "--head", "bottleneck", "--bottleneck_dim", "256",
                           "--l1_feature_reg", "1e-5", "--l2_feature_reg", "1e-4", "--augment", "false"],
