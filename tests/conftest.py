@@ -136,30 +136,3 @@ def hf_medtl_log(caplog):
     caplog.set_level(logging.INFO, logger="hf_medtl")
     yield caplog
     logger.removeHandler(caplog.handler)
-
-
-def _save_hf_cnn(path, config_cls, model_cls, **config):
-    from transformers import ConvNextImageProcessor
-
-    model_cls(config_cls(num_labels=5, **config)).save_pretrained(path)
-    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0, image_mean=[0.5] * 3,
-                           image_std=[0.5] * 3).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_resnet(tmp_path_factory):
-    """An HF ResNet (2 stages) for 32-px images, saved as a Hub checkpoint is."""
-    from transformers import ResNetConfig, ResNetForImageClassification
-
-    return _save_hf_cnn(tmp_path_factory.mktemp("tiny_resnet"), ResNetConfig, ResNetForImageClassification,
-                        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
-
-
-@pytest.fixture(scope="session")
-def tiny_convnext(tmp_path_factory):
-    """An HF ConvNeXt (2 stages) for 32-px images."""
-    from transformers import ConvNextConfig, ConvNextForImageClassification
-
-    return _save_hf_cnn(tmp_path_factory.mktemp("tiny_convnext"), ConvNextConfig, ConvNextForImageClassification,
-                        num_stages=2, hidden_sizes=[8, 16], depths=[1, 1])
