@@ -74,10 +74,10 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
     ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
-    if getattr(model.config, "problem_type", None) == "multi_label_classification":
-        raise DataError(f"{model_dir}: a multi-label model; `hf-medtl evaluate` scores single-label models only "
-                        "(its run's report.md has the per-label scores)")
     max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+    if getattr(model.config, "problem_type", None) == "multi_label_classification":
+        return _evaluate_multilabel(model, processor, classes, model_dir, data, output_dir, batch_size,
+                                    allow_paths_outside_root, on_bad_image, max_pixels)
     samples = _readable(load_samples(data, split, classes, allow_outside=allow_paths_outside_root), data,
                         on_bad_image, max_pixels)
     _, eval_tf = build_transforms(preprocessing_from_processor(processor), augment=False)
@@ -88,4 +88,39 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     summary = {"model": str(model_dir), "data": str(data), "images": len(samples)}
     report.write_report(output_dir, f"{model_dir.name} on {data_name}", {data_name: metrics}, {data_name: (probs, labels)},
                         summary)
+    return {"output_dir": str(output_dir), **metrics}
+
+
+def _evaluate_multilabel(model, processor, classes, model_dir: Path, data, output_dir: Path, batch_size: int,
+                         allow_outside: bool, on_bad_image: str, max_pixels: int) -> dict:
+    """A multi-label model on a multi-label CSV (one 0/1 column per finding, or ChestX-ray14's form): per-label
+    and macro ROC-AUC, F1 at 0.5 and at the thresholds its run chose on validation (0.5 when unknown)."""
+    import json
+
+    from hf_medtl import multilabel_eval, train
+    from hf_medtl.data import build_transforms, preprocessing_from_processor
+    from hf_medtl.data.multilabel import multilabel_dataset, read_multilabel_csv
+
+    if Path(data).suffix != ".csv":
+        raise DataError(f"{data}: a multi-label model is scored on a multi-label CSV (path + one 0/1 column per "
+                        "finding, or ChestX-ray14's Data_Entry form)")
+    samples, found = read_multilabel_csv(data, allow_outside)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{data}: finding(s) {unknown} are not among the model's labels {classes}")
+    samples = _readable(samples, data, on_bad_image, max_pixels)
+    try:
+        run = json.loads((Path(model_dir) / "metrics.json").read_text())
+        thresholds = run["validation"]["youden"]["thresholds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        thresholds = [0.5] * len(classes)
+    _, eval_tf = build_transforms(preprocessing_from_processor(processor), augment=False)
+    probs, labels = train.predict(train.inference_trainer(model, batch_size),
+                                  multilabel_dataset(samples, classes, eval_tf, max_pixels))
+    metrics = multilabel_eval.score_multilabel(probs, labels, classes, thresholds)
+    name = Path(data).stem
+    multilabel_eval.write_outputs(output_dir, f"{Path(model_dir).name} on {name}", {"test": metrics},
+                                  {"model": str(model_dir), "data": str(data), "images": len(samples)},
+                                  [str(s.path) for s in samples], labels, probs, classes, str(model_dir))
+    (output_dir / "README.md").unlink(missing_ok=True)  # a model card belongs to the model, not to an evaluation
     return {"output_dir": str(output_dir), **metrics}

@@ -12,7 +12,7 @@ from hf_medtl.data.multilabel import multilabel_assign, read_multilabel_csv
 from hf_medtl.data.sources import DataError
 from hf_medtl.finetune import run
 from hf_medtl.recipe import load_recipe
-from tests.test_finetune import tiny_recipe
+from tests.conftest import tiny_recipe
 
 FINDINGS = ("Effusion", "Mass", "Nodule")
 
@@ -119,4 +119,12 @@ def test_multilabel_bottleneck_on_cached_features(tmp_path, tiny_timm):
     assert all(h["train_l2_feature_reg"] > 0 for h in history)
     from hf_medtl.cli import main as cli
 
-    assert cli(["evaluate", str(tmp_path / "run"), str(csv_file)]) == 2  # one clear line, not a wrong score
+    # hf-medtl evaluate scores a multi-label model per label, with the thresholds its run chose on validation.
+    assert cli(["evaluate", str(tmp_path / "run"), str(csv_file), "--output_dir", str(tmp_path / "ev")]) == 0
+    scored = json.loads((tmp_path / "ev" / "report.json").read_text())["metrics"]["test"]
+    assert scored["n"] == 40 and scored["label_names"] == metrics["test"]["label_names"]
+    assert scored["youden"]["thresholds"] == metrics["validation"]["youden"]["thresholds"]
+    assert all(a is None or 0 <= a <= 1 for a in scored["per_label"]["roc_auc"])
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "predictions_test.csv")))
+    assert len(rows) == 40 and {f"prob_{c}" for c in scored["label_names"]} <= set(rows[0])
+    assert cli(["evaluate", str(tmp_path / "run"), str(tmp_path / "cxr")]) == 2  # a folder: one clear line
