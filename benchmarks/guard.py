@@ -23,12 +23,13 @@ from hf_medtl.arguments import DataArguments
 from hf_medtl.data import check, load_splits
 from hf_medtl.data.groups import UnionFind, multi
 
-DATA = Path(__file__).resolve().parents[1].parent.parent / "shared" / "datasets"
+REPO = Path(__file__).resolve().parents[1]
+DATA = [REPO.parent / "shared" / "datasets", REPO.parent.parent / "shared" / "datasets"]  # a checkout, a worktree
 KINDS = ("re-encoded", "resized", "shifted", "brightness")
 
 
 def shared(name: str) -> Path:
-    for root in (DATA, Path("/work/shared/datasets")):
+    for root in DATA:
         if (root / name).exists():
             return root / name
     raise SystemExit(f"shared dataset {name} not found")
@@ -97,7 +98,7 @@ def hash_only_groups(infos, near_distance, uf=None, *args):
         uf.union(i, j)
         near.union(i, j)
         pairs[(i, j)] = None
-    return {"exact": multi(exact.groups()), "near": [(m, None) for m in multi(near.groups())], "pairs": pairs,
+    return {"exact": multi(exact.groups()), "near": [(m, None, None) for m in multi(near.groups())], "pairs": pairs,
             "rule": "hash only", "candidates": len(pairs), "rejected": 0}
 
 

@@ -34,7 +34,7 @@ def main(argv):
                    "epochs_run": m["epochs_run"], "wall_s": wall} for name, (m, wall) in results.items()}
     # Duplicate groups as found by the data check (the leak-free run's report lists them all).
     report = json.loads((Path(f"{base}_leak_free") / "data_report.json").read_text())
-    groups = report["duplicates"]["exact"] + report["duplicates"]["near"]
+    groups = report["duplicates"]["exact"] + [g["images"] for g in report["duplicates"]["near"]]
     naive_dir = Path(f"{base}_naive")
     leaked = leaked_test_images(naive_dir, groups)
     preds = list(csv.DictReader(open(naive_dir / "predictions_test.csv")))

@@ -97,7 +97,8 @@ def test_only_confirmed_copies_are_removed_and_the_console_says_why(tmp_path, ca
     assert d["near_rule"]["applied"] == "resolution-aware default" and d["near_rule"]["pixel_distance"] == {
         "below 64 px": 0.08, "64 px and above": 0.12}
     assert d["near_groups"] == 1 and short(d["near"][0]["images"]) == ["train_images/4", "val_images/1"]
-    assert 0 < d["near"][0]["pixel_distance"] <= 0.08 and d["near_candidates_rejected"] >= 3
+    assert 0 < d["near"][0]["pixel_distance"] <= d["near"][0]["threshold"] == 0.08
+    assert d["near_candidates_rejected"] >= 3
 
 
 def test_a_group_spanning_labels_is_reported_with_its_distance(tmp_path, hf_medtl_log):

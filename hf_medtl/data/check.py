@@ -85,8 +85,8 @@ def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: O
     """Union exact duplicates (same pixel hash) and confirmed near duplicates into ``uf``. Near candidates
     (perceptual hash within near_distance bits, or coarse nearest neighbours) are grouped only when their
     pixel distance (hf_medtl.data.near) is within the threshold of their resolution rule; ``near_distance``
-    None: exact copies only. Returns the groups, each near group with its largest confirming distance, the
-    confirmed pairs with their distances, and the rule that applied."""
+    None: exact copies only. Returns the groups, each near group with its largest confirming distance and the
+    threshold that applied to it, the confirmed pairs with their distances, and the rule."""
     uf = uf or UnionFind(len(infos))
     first_of = {}
     exact = UnionFind(len(infos))
@@ -104,8 +104,8 @@ def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: O
     cand = set(near_pairs([infos[i].phash for i in reps], near_distance)) | set(near.neighbour_pairs(prepared))
     cand = np.array(sorted(cand), dtype=np.int64).reshape(-1, 2)
     dist = near.pixel_distances(prepared, cand)
-    limit, out["rule"] = near.thresholds([info.size for info in infos], pixel_distance, small_image_size)
-    limit = limit[reps]
+    per_image, out["rule"] = near.thresholds([info.size for info in infos], pixel_distance, small_image_size)
+    limit = per_image[reps]
     ok = dist <= np.minimum(limit[cand[:, 0]], limit[cand[:, 1]])
     out.update(candidates=len(cand), rejected=int((~ok).sum()))
     linked = UnionFind(len(infos))
@@ -121,5 +121,5 @@ def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: O
     worst: dict = {}
     for (i, j), d in out["pairs"].items():
         worst[roots[i]] = max(worst.get(roots[i], 0.0), d)
-    out["near"] = [(m, worst[roots[m[0]]]) for m in multi(roots) if roots[m[0]] in worst]
+    out["near"] = [(m, worst[roots[m[0]]], float(per_image[m].min())) for m in multi(roots) if roots[m[0]] in worst]
     return out

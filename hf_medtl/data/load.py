@@ -88,11 +88,12 @@ def _group(splits: Splits, a) -> list[int]:
     splits.report["duplicates"] = {
         "exact_groups": len(dup["exact"]), "images_in_exact_groups": sum(map(len, dup["exact"])),
         "near_distance": a.near_duplicate_distance if a.dedupe else None, "near_groups": len(dup["near"]),
-        "images_in_near_groups": sum(len(m) for m, _ in dup["near"]),
+        "images_in_near_groups": sum(len(m) for m, *_ in dup["near"]),
         # Every near candidate (hash within near_distance, or a coarse nearest neighbour) checked on the pixels.
         "near_rule": dup["rule"], "near_candidates": dup["candidates"], "near_candidates_rejected": dup["rejected"],
         "exact": [[rel(samples[i]) for i in g] for g in dup["exact"]],
-        "near": [{"images": [rel(samples[i]) for i in g], "pixel_distance": d} for g, d in dup["near"]]}
+        "near": [{"images": [rel(samples[i]) for i in g], "pixel_distance": d, "threshold": t}
+                 for g, d, t in dup["near"]]}
     sha, first = splits.shas, {}
     rep = [i if h is None else first.setdefault(h, i) for i, h in enumerate(splits.shas)]  # exact copy -> first
 

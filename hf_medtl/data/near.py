@@ -8,7 +8,7 @@
    absolute difference of their central 24x24 pixels, the smallest over shifts of up to ``MAX_SHIFT``
    thumbnail pixels (whole, then half and quarter pixels, bilinear). The distance is in standard deviations:
    0 for identical pictures; at most 0.06 for the planted JPEG re-encodings, resizes, brightness changes and
-   2-px shifts of real 28-px images (0.09 at 64-224 px); 0.10 and more for distinct but similar-looking 28-px
+   2-px shifts of real 28-px images (0.105 at 64-224 px); 0.10 and more for distinct but similar-looking 28-px
    chest X-rays. A candidate is grouped only when its distance is within the threshold of its resolution rule.
 """
 from __future__ import annotations
@@ -23,11 +23,11 @@ BLUR = 1.0  # Gaussian sigma (thumbnail px): sub-pixel misalignment and JPEG noi
 MAX_SHIFT = 3  # thumbnail px: a 2-px shift of a 28-px image is 2.3 thumbnail px
 STD_FLOOR = 4.0  # grey levels: a near-flat picture is not blown up into noise by standardising
 NEIGHBOURS = 8  # coarse nearest neighbours of each image that become candidates
-SUBPIXEL_STEPS = (0.5, 0.25)
+SUBPIXEL_STEPS = (0.5, 0.25)  # after the best whole shift: a 2-px shift of a 224-px image is 0.29 thumbnail px
 _COARSE_SHIFTS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
 
 # Pixel distance (standard deviations) that confirms a candidate, by resolution. Calibrated on the shared
-# datasets (benchmarks/leakage.py --calibrate; README "Duplicate leakage"): planted copies of real images
+# datasets (`python benchmarks/leakage.py guard`; README "Duplicate leakage"): planted copies of real images
 # stay below them; distinct MedMNIST images lie above the small-image one.
 SMALL_IMAGE_SIZE = 64  # px, shorter side: below it, 64 hash bits say little and the strict rule applies
 PIXEL_DISTANCE = {"small": 0.08, "large": 0.12}
@@ -58,7 +58,8 @@ def pixel_distances(prepared: np.ndarray, pairs: np.ndarray, chunk: int = 256) -
         p = pairs[start:start + chunk]
         a = _standardise(prepared[p[:, 0], m:n - m, m:n - m].reshape(len(p), -1))[:, None]
         b = prepared[p[:, 1]]
-        crops = np.stack([b[:, m + dy:m + dy + w, m + dx:m + dx + w].reshape(len(p), -1) for dy in offs for dx in offs], 1)
+        crops = np.stack([b[:, m + dy:m + dy + w, m + dx:m + dx + w].reshape(len(p), -1)
+                          for dy in offs for dx in offs], 1)  # (pairs, k * k shifts, w * w)
         dist = np.abs(a - _standardise(crops[:, inner])).mean(2)
         best = dist.min(1)
         pos = np.stack(np.divmod(inner[dist.argmin(1)], k), 1).astype(np.float32)  # best whole shift (crop index)
