@@ -1,10 +1,15 @@
-"""What duplicate leakage does to a test score: the same recipe split naively (duplicates may straddle
-train/test) and leak-free (exact and near duplicates grouped into one split, the default).
+"""What duplicate leakage does to a test score, and how well the leakage guard finds copies.
 
     python benchmarks/leakage.py recipes/brain_lite0.json [--key value ...]
+    python benchmarks/leakage.py guard [--per-size 200] [--out outputs/leakage_guard.json]
 
-Prints and writes <output_dir>_leakage.json: test accuracy of both runs, and for the naive run the number of
-test images with a copy in its training split and the accuracy on those versus the rest.
+The first runs the same recipe split naively (duplicates may straddle train/test) and leak-free (exact and
+near duplicates grouped into one split, the default); it prints and writes <output_dir>_leakage.json: test
+accuracy of both runs, and for the naive run the number of test images with a copy in its training split and
+the accuracy on those versus the rest.
+
+``guard`` measures the near-duplicate rule itself (guard.py beside this file) before (perceptual hash within
+4 bits, no pixel check: commit 2ba22f3) and after (every candidate confirmed on the pixels, the default).
 """
 import csv
 import json
@@ -29,7 +34,7 @@ def main(argv):
                    "epochs_run": m["epochs_run"], "wall_s": wall} for name, (m, wall) in results.items()}
     # Duplicate groups as found by the data check (the leak-free run's report lists them all).
     report = json.loads((Path(f"{base}_leak_free") / "data_report.json").read_text())
-    groups = report["duplicates"]["exact"] + report["duplicates"]["near"]
+    groups = report["duplicates"]["exact"] + [g["images"] for g in report["duplicates"]["near"]]
     naive_dir = Path(f"{base}_naive")
     leaked = leaked_test_images(naive_dir, groups)
     preds = list(csv.DictReader(open(naive_dir / "predictions_test.csv")))
@@ -44,4 +49,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["guard"]:
+        from guard import main as guard_main
+
+        guard_main(sys.argv[2:])
+    else:
+        main(sys.argv[1:])

@@ -102,7 +102,16 @@ class DataArguments:
     dedupe: bool = field(default=True, metadata={
         "help": "Keep each group of exact/near duplicate images inside one split (needs data_check)."})
     near_duplicate_distance: Optional[int] = field(default=4, metadata={
-        "help": "Max Hamming distance of 64-bit perceptual hashes for near-duplicate candidates; null: exact copies only."})
+        "help": "Max Hamming distance of 64-bit perceptual hashes for near-duplicate candidates (each confirmed on "
+                "the pixels, see near_duplicate_pixel_distance); null: exact copies only."})
+    near_duplicate_pixel_distance: Optional[float] = field(default=None, metadata={
+        "help": "Largest pixel distance that confirms a near-duplicate candidate: mean absolute difference of the "
+                "blurred, standardised 32x32 grey thumbnails at their best alignment (+/-3 px), in standard "
+                "deviations. null: resolution-aware default, 0.08 when either image's shorter side is below "
+                "small_image_size, else 0.12 (calibrated on the shared datasets; README 'Duplicate leakage')."})
+    small_image_size: int = field(default=64, metadata={
+        "help": "Shorter side (px) below which an image counts as small for near duplicates: 64 hash bits say little "
+                "about it, so the stricter pixel default applies (data_report.json says which rule applied)."})
     group_regex: Optional[str] = field(default=None, metadata={
         "help": "Regex searched in each file name; its first group (or the match) is a patient id kept in one "
                 "split, e.g. 'SOB_[BM]_[A-Z]+-(\\d+-\\d+)' for BreaKHis."})

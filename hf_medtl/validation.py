@@ -25,12 +25,16 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
         raise ValueError(f"'val_ratio' + 'test_ratio' must be below 1, got {data.val_ratio + data.test_ratio}")
     if data.near_duplicate_distance is not None and not 0 <= data.near_duplicate_distance <= 32:
         raise ValueError(f"'near_duplicate_distance' must lie in 0..32 or be null, got {data.near_duplicate_distance}")
+    if data.near_duplicate_pixel_distance is not None and not 0 <= data.near_duplicate_pixel_distance <= 2:
+        raise ValueError("'near_duplicate_pixel_distance' must lie in 0..2 (standard deviations) or be null, got "
+                         f"{data.near_duplicate_pixel_distance}")
     if data.group_regex:
         try:
             re.compile(data.group_regex)
         except re.error as e:
             raise ValueError(f"'group_regex' is not a valid regular expression ({e})") from None
     minimum = {"image_size": (data.image_size, 16), "max_image_pixels": (data.max_image_pixels, 1),
+               "small_image_size": (data.small_image_size, 1),
                "per_device_train_batch_size": (training.get("per_device_train_batch_size"), 1),
                "per_device_eval_batch_size": (training.get("per_device_eval_batch_size"), 1)}
     for key, (v, low) in minimum.items():

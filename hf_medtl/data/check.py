@@ -1,5 +1,6 @@
 """The data check: every image decoded once (bad files listed with the reason), a pixel hash for exact
-duplicates and a perceptual hash for near duplicates, grouped so that no group straddles two splits."""
+duplicates, and for near duplicates a perceptual hash and a 32x32 grey thumbnail (hf_medtl.data.near: every
+candidate pair is confirmed on the thumbnails' pixels), grouped so that no group straddles two splits."""
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +12,11 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from hf_medtl.data import near
 from hf_medtl.data.decode import DecodeError, decode
 from hf_medtl.data.groups import UnionFind, multi
 
-_N = 32
+_N = near.THUMB
 _DCT = np.sqrt(2 / _N) * np.cos(np.pi * (2 * np.arange(_N)[None, :] + 1) * np.arange(_N)[:, None] / (2 * _N))
 
 
@@ -23,14 +25,20 @@ class ImageInfo:
     reason: Optional[str] = None  # why the file is unusable; None when it decoded
     sha: Optional[str] = None  # of the decoded RGB pixels: re-encodings of identical pixels match
     phash: Optional[int] = None  # 64-bit DCT perceptual hash: resizes and mild re-compressions stay close
+    size: Optional[tuple[int, int]] = None  # decoded width, height
+    thumb: Optional[np.ndarray] = None  # 32x32 uint8 grey (the hash's input, 1 KB): the pixel check needs no 2nd decode
 
     @property
     def ok(self) -> bool:
         return self.reason is None
 
 
-def perceptual_hash(img: Image.Image) -> int:
-    gray = np.asarray(img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS), dtype=np.float64)
+def thumbnail(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def perceptual_hash(img: Image.Image, thumb: Optional[np.ndarray] = None) -> int:
+    gray = (thumbnail(img) if thumb is None else thumb).astype(np.float64)
     low = (_DCT @ gray @ _DCT.T)[:8, :8].ravel()
     bits = low > np.median(low[1:])
     return int(np.packbits(bits).view(">u8")[0])
@@ -43,7 +51,8 @@ def inspect(source, max_pixels: Optional[int] = None) -> ImageInfo:
         return ImageInfo(reason=str(e))
     arr = np.asarray(img)
     sha = hashlib.sha1(arr.tobytes() + repr(arr.shape).encode()).hexdigest()
-    return ImageInfo(sha=sha, phash=perceptual_hash(img))
+    thumb = thumbnail(img)
+    return ImageInfo(sha=sha, phash=perceptual_hash(img, thumb), size=img.size, thumb=thumb)
 
 
 def inspect_all(sources: list, max_pixels: Optional[int] = None) -> list[ImageInfo]:
@@ -71,8 +80,13 @@ def near_pairs(hashes: list[Optional[int]], max_distance: int, chunk: int = 1024
                 yield int(idx[start + a]), int(idx[b])
 
 
-def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: Optional[UnionFind] = None) -> dict:
-    """Union exact (same pixel hash) and near (perceptual hash within near_distance) duplicates into ``uf``."""
+def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: Optional[UnionFind] = None,
+                     pixel_distance: Optional[float] = None, small_image_size: int = near.SMALL_IMAGE_SIZE) -> dict:
+    """Union exact duplicates (same pixel hash) and confirmed near duplicates into ``uf``. Near candidates
+    (perceptual hash within near_distance bits, or coarse nearest neighbours) are grouped only when their
+    pixel distance (hf_medtl.data.near) is within the threshold of their resolution rule; ``near_distance``
+    None: exact copies only. Returns the groups, each near group with its largest confirming distance and the
+    threshold that applied to it, the confirmed pairs with their distances, and the rule."""
     uf = uf or UnionFind(len(infos))
     first_of = {}
     exact = UnionFind(len(infos))
@@ -82,9 +96,30 @@ def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: O
             if j != i:
                 uf.union(i, j)
                 exact.union(i, j)
-    near = UnionFind(len(infos))
-    if near_distance is not None:
-        for i, j in near_pairs([info.phash for info in infos], near_distance):
-            uf.union(i, j)
-            near.union(i, j)
-    return {"exact": multi(exact.groups()), "near": multi(near.groups())}
+    out = {"exact": multi(exact.groups()), "near": [], "pairs": {}, "rule": None, "candidates": 0, "rejected": 0}
+    reps = [i for i in first_of.values() if infos[i].thumb is not None]  # one image per exact group
+    if near_distance is None or len(reps) < 2:
+        return out
+    prepared = near.prepare(np.stack([infos[i].thumb for i in reps]))
+    cand = set(near_pairs([infos[i].phash for i in reps], near_distance)) | set(near.neighbour_pairs(prepared))
+    cand = np.array(sorted(cand), dtype=np.int64).reshape(-1, 2)
+    dist = near.pixel_distances(prepared, cand)
+    per_image, out["rule"] = near.thresholds([info.size for info in infos], pixel_distance, small_image_size)
+    limit = per_image[reps]
+    ok = dist <= np.minimum(limit[cand[:, 0]], limit[cand[:, 1]])
+    out.update(candidates=len(cand), rejected=int((~ok).sum()))
+    linked = UnionFind(len(infos))
+    for (a, b), d in zip(cand[ok], dist[ok]):
+        i, j = reps[a], reps[b]
+        out["pairs"][(i, j)] = round(float(d), 4)
+        uf.union(i, j)
+        linked.union(i, j)
+    for i, info in enumerate(infos):  # exact copies join their representative's near group
+        if info.sha is not None and first_of[info.sha] != i:
+            linked.union(i, first_of[info.sha])
+    roots = linked.groups()
+    worst: dict = {}
+    for (i, j), d in out["pairs"].items():
+        worst[roots[i]] = max(worst.get(roots[i], 0.0), d)
+    out["near"] = [(m, worst[roots[m[0]]], float(per_image[m].min())) for m in multi(roots) if roots[m[0]] in worst]
+    return out

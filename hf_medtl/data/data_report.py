@@ -23,7 +23,31 @@ def summary_line(splits) -> str:
     if r["ignored_non_image_files"]:
         parts.append(f"{len(r['ignored_non_image_files'])} non-image files ignored")
     parts.append(f"{d['exact_groups']} exact and {d['near_groups']} near duplicate groups kept within one split")
+    if d.get("near_candidates"):
+        parts.append(f"{d['near_candidates_rejected']} of {d['near_candidates']} near-duplicate candidates rejected "
+                     "on the pixels")
     if r["cross_split_duplicates"]["found"]:
         c = r["cross_split_duplicates"]
-        parts.append(f"{c['found']} train copies of held-out images {'removed' if c['action'] == 'remove' else 'kept'}")
+        why = ", ".join(f"{n} {reason}" for reason, n in _crossing_reasons(splits).items() if n)
+        parts.append(f"{c['found']} train copies of held-out images {'removed' if c['action'] == 'remove' else 'kept'} "
+                     f"({why})")
     return "data: " + "; ".join(parts)
+
+
+def _crossing_reasons(splits) -> dict:
+    """Why each train image that straddles a fixed split does: the same pixels as a held-out image of its group,
+    or a near duplicate confirmed on the pixels (or, with patient groups, the same patient)."""
+    crossing = set(splits.report["cross_split_duplicates"]["images"])
+    patients = splits.report["leakage_groups"]["group_regex"] or any(s.group is not None for s in splits.samples)
+    members: dict = {}
+    for i, g in enumerate(splits.groups):
+        members.setdefault(g, []).append(i)
+    reasons = {"pixel-identical": 0, "near duplicates or same patient" if patients else "near duplicates": 0}
+    near = list(reasons)[1]
+    for i, s in enumerate(splits.samples):
+        if splits.relpath(s) not in crossing:
+            continue
+        same = any(j != i and splits.shas[j] == splits.shas[i] and splits.relpath(splits.samples[j]) not in crossing
+                   for j in members[splits.groups[i]])
+        reasons["pixel-identical" if same and splits.shas[i] is not None else near] += 1
+    return reasons

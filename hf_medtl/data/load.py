@@ -15,9 +15,9 @@ from hf_medtl.data.split import SPLITS, grouped_stratified_assign, stratified_as
 logger = logging.getLogger("hf_medtl")
 
 PROTECTION = {"test": 2, "validation": 1, "train": 0}  # a duplicate keeps the copy in the most protected split
-SPLIT_SETTINGS = ("val_ratio", "test_ratio", "dedupe", "near_duplicate_distance", "group_regex",
-                  "cross_split_duplicates", "on_bad_image", "data_check", "cv_folds", "cv_fold", "cv_seed",
-                  "imbalance_ratio", "minority_classes")
+SPLIT_SETTINGS = ("val_ratio", "test_ratio", "dedupe", "near_duplicate_distance", "near_duplicate_pixel_distance",
+                  "small_image_size", "group_regex", "cross_split_duplicates", "on_bad_image", "data_check", "cv_folds",
+                  "cv_fold", "cv_seed", "imbalance_ratio", "minority_classes")
 
 
 def load_splits(a, seed: int, report_dir: Optional[Path] = None, write: bool = True,
@@ -68,8 +68,9 @@ def _group(splits: Splits, a) -> list[int]:
     """Step 2: leakage groups from exact/near duplicates, a CSV group column and a filename regex."""
     samples, n = splits.samples, len(splits.samples)
     uf = groups.UnionFind(n)
-    dup = (check.duplicate_groups(splits.infos, a.near_duplicate_distance, uf) if a.dedupe and a.data_check
-           else {"exact": [], "near": []})
+    dup = (check.duplicate_groups(splits.infos, a.near_duplicate_distance, uf, a.near_duplicate_pixel_distance,
+                                  a.small_image_size) if a.dedupe and a.data_check
+           else {"exact": [], "near": [], "pairs": {}, "rule": None, "candidates": 0, "rejected": 0})
     by_key: dict[str, int] = {}
     pattern = re.compile(a.group_regex) if a.group_regex else None
     for i, s in enumerate(samples):
@@ -89,15 +90,32 @@ def _group(splits: Splits, a) -> list[int]:
     splits.report["duplicates"] = {
         "exact_groups": len(dup["exact"]), "images_in_exact_groups": sum(map(len, dup["exact"])),
         "near_distance": a.near_duplicate_distance if a.dedupe else None, "near_groups": len(dup["near"]),
-        "images_in_near_groups": sum(map(len, dup["near"])),
+        "images_in_near_groups": sum(len(m) for m, *_ in dup["near"]),
+        # Every near candidate (hash within near_distance, or a coarse nearest neighbour) checked on the pixels.
+        "near_rule": dup["rule"], "near_candidates": dup["candidates"], "near_candidates_rejected": dup["rejected"],
         "exact": [[rel(samples[i]) for i in g] for g in dup["exact"]],
-        "near": [[rel(samples[i]) for i in g] for g in dup["near"]]}
+        "near": [{"images": [rel(samples[i]) for i in g], "pixel_distance": d, "threshold": t}
+                 for g, d, t in dup["near"]]}
+    sha, first = splits.shas, {}
+    rep = [i if h is None else first.setdefault(h, i) for i, h in enumerate(splits.shas)]  # exact copy -> first
+
+    def pair_distance(i: int, j: int):  # what confirmed two images as copies: 0 (same pixels), a distance, or none
+        if sha[i] is not None and sha[i] == sha[j]:
+            return 0.0
+        i, j = sorted((rep[i], rep[j]))
+        return dup["pairs"].get((i, j))
+
     spanning = [m for m in members.values() if len({samples[i].label for i in m}) > 1]
     splits.report["leakage_groups"] = {
         "groups_of_2_or_more": sum(len(m) > 1 for m in members.values()),
         "images_in_them": sum(len(m) for m in members.values() if len(m) > 1), "group_regex": a.group_regex,
         # Copies with different labels: a labelling error, or a false near-duplicate match; either way, look.
-        "spanning_labels": [{"images": [rel(samples[i]) for i in m], "labels": sorted({samples[i].label for i in m})}
+        # Each lists the pairs of differently labelled images that were matched directly, with their distance.
+        "spanning_labels": [{"images": [rel(samples[i]) for i in m], "labels": sorted({samples[i].label for i in m}),
+                             "pairs": [{"images": [rel(samples[i]), rel(samples[j])], "pixel_distance": d}
+                                       for x, i in enumerate(m) for j in m[x + 1:]
+                                       if samples[i].label != samples[j].label
+                                       and (d := pair_distance(i, j)) is not None]}
                             for m in spanning]}
     if spanning and not getattr(splits, "multi_label", False):  # one patient's images differ in findings
         logger.warning(f"{len(spanning)} leakage group(s) hold images of different labels (listed under "
