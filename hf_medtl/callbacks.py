@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from hf_medtl.console import EPOCH_HEADER, epoch_row
 from hf_medtl.outputs import BEST_FILE, STATE_FILE, atomic_write_text
 from hf_medtl.schedule import AdaptiveSchedule
 
@@ -187,21 +188,6 @@ class AdaptiveLRCallback(TrainerCallback):
             self._hook = None
         if self.best_state is not None:  # θ*: what the run ends with and saves
             model.load_state_dict(self.best_state)
-
-
-EPOCH_HEADER = "epoch | train loss | train acc | val loss | val acc |    lr     | monitoring     | decision"
-
-
-def epoch_row(r: dict) -> str:
-    """One aligned line per epoch, as Keras' LR-adjust callback prints: the numbers and what was decided."""
-    decision = ", ".join(t for k, t in (("save_best", "θ* saved"), ("reduced", f"LR reduced to x{r.get('lr_scale', 1):g}"),
-                                         ("stop", "stop")) if r.get(k)) or "-"
-    val_acc = r.get("val_accuracy")
-    penalties = (f" | L1 {r['train_l1_feature_reg']:.4f} L2 {r['train_l2_feature_reg']:.4f}"
-                 if r.get("train_l1_feature_reg") or r.get("train_l2_feature_reg") else "")
-    return (f"{r['epoch']:5d} | {r['train_loss']:10.4f} | {r['train_accuracy']:9.4f} | {r['val_loss']:8.4f} | "
-            f"{val_acc if val_acc is not None else float('nan'):7.4f} | {r['lr']:.3e} | {r.get('monitor', '-'):14s} | "
-            f"{decision}{penalties}")
 
 
 def tracker_values(r: dict) -> dict:

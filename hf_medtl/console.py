@@ -61,3 +61,18 @@ def run_command(fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing that looks complete was left behind", file=sys.stderr)
         return 130
+
+
+EPOCH_HEADER = "epoch | train loss | train acc | val loss | val acc |    lr     | monitoring     | decision"
+
+
+def epoch_row(r: dict) -> str:
+    """One aligned line per epoch, as Keras' LR-adjust callback prints: the numbers and what was decided."""
+    decision = ", ".join(t for k, t in (("save_best", "θ* saved"), ("reduced", f"LR reduced to x{r.get('lr_scale', 1):g}"),
+                                         ("stop", "stop")) if r.get(k)) or "-"
+    val_acc = r.get("val_accuracy")
+    penalties = (f" | L1 {r['train_l1_feature_reg']:.4f} L2 {r['train_l2_feature_reg']:.4f}"
+                 if r.get("train_l1_feature_reg") or r.get("train_l2_feature_reg") else "")
+    return (f"{r['epoch']:5d} | {r['train_loss']:10.4f} | {r['train_accuracy']:9.4f} | {r['val_loss']:8.4f} | "
+            f"{val_acc if val_acc is not None else float('nan'):7.4f} | {r['lr']:.3e} | {r.get('monitor', '-'):14s} | "
+            f"{decision}{penalties}")
