@@ -28,6 +28,8 @@ def run(recipe) -> dict:
     from hf_medtl import data, evaluation, hub, models, outputs, report, train
 
     args = recipe.training
+    if args.push_to_hub:  # credentials and repo rights checked before any data is read or weight trained
+        hub.preflight(args)
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
     main_process = args.process_index == 0
@@ -81,7 +83,7 @@ def run(recipe) -> dict:
     if main_process:
         write_resolved(recipe, staging)
         (staging / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-        (staging / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))
+        (staging / "README.md").write_text(str(hub.render_model_card(recipe, {**summary, **results}, splits.report)))
         report.write_report(staging, f"{output_dir.name}: {recipe.model.model_name_or_path}", results, predictions,
                             summary, history)
         probs, labels = predictions["test"]

@@ -26,9 +26,14 @@ def accuracy(eval_pred) -> dict:
     return {"accuracy": float((_logits(eval_pred.predictions).argmax(-1) == eval_pred.label_ids).mean())}
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities from logits (softmax in float64): the one place they are computed."""
+def probabilities(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
+    """Class probabilities from logits (softmax in float64; with ``multi_label``, an independent sigmoid per
+    label): the one place they are computed."""
     logits = np.asarray(logits, dtype=np.float64)
+    if multi_label:
+        from scipy.special import expit
+
+        return expit(logits)
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
