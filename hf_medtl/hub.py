@@ -147,6 +147,20 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         best_epoch=metrics["best_epoch"], curves="plots/training_curves.png" if metrics["epochs_run"] else None)
 
 
+def write_model_card(run_dir: str | Path) -> Path:
+    """Render README.md of a finished run again from its own recipe.json, metrics.json and data_report.json
+    (e.g. after a template change); the card a run writes itself is the same function's output."""
+    from hf_medtl.outputs import atomic_write_text
+    from hf_medtl.recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    recipe = load_recipe(run_dir / "recipe.json", ["--output_dir", str(run_dir)])
+    report = run_dir / "data_report.json"
+    card = render_model_card(recipe, json.loads((run_dir / "metrics.json").read_text()),
+                             json.loads(report.read_text()) if report.is_file() else None)
+    return atomic_write_text(run_dir / "README.md", str(card))
+
+
 def _repo_id(training_args, output_dir) -> str:
     return training_args.hub_model_id or Path(output_dir).resolve().name
 

@@ -218,7 +218,7 @@ def require_model(recipe: Recipe, path: str | Path) -> None:
         raise RecipeError(f"{path}: 'model_name_or_path' is required: a Hub id or a local checkpoint directory")
 
 
-GENERIC_NAMES = {"training", "train", "testing", "test", "images", "data", "labels", "label", "metadata"}
+GENERIC_NAMES = {"training", "train", "testing", "test", "labels", "label", "metadata"}
 
 
 def dataset_name(resolved: dict) -> str:

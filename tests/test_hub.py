@@ -128,13 +128,17 @@ def test_push_sends_exactly_the_final_files_privately_with_a_hub_card(fake_hub, 
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert results["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-4)
     assert results["f1"] == pytest.approx(metrics["f1_macro"], abs=1e-4) and card.data.eval_results[0].dataset_split == "test"
-    assert card.data.pipeline_tag == "image-classification" and card.data.datasets == [tmp_path.name]  # images/ says nothing
+    assert card.data.pipeline_tag == "image-classification" and card.data.datasets == ["images"]
     assert card.data.base_model is None  # a local checkpoint with no Hub origin: no false claim
     text = card.content
     assert text.count("# tiny-medtl") == 1 and str(tmp_path) not in text and ".staging" not in text
     assert "pipeline(\"image-classification\", model=\"alice/tiny-medtl\")" in text
     assert "![training curves](plots/training_curves.png)" in text and "Not a medical device" in text
     assert "each kept within one split" in text  # the leakage check that ran
+    from hf_medtl.hub import write_model_card
+
+    before = (out / "README.md").read_text()
+    assert write_model_card(out).read_text() == before  # the run's own files render the same card again
 
 
 def _fake_metrics(classes):
