@@ -9,3 +9,10 @@ def load_model(model_dir, allow_pickle_weights: bool = False, trust_remote_code:
     from hf_medtl.models import load_saved_model
 
     return load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+
+
+# `hf_medtl.predict(model_dir, inputs, ...)`: the function, not the module of the same name (import its other
+# names with `from hf_medtl.predict import ...`). Light: hf_medtl.predict imports torch only when called.
+from hf_medtl.predict import predict  # noqa: E402
+
+__all__ = ["load_model", "predict"]

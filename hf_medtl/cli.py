@@ -42,10 +42,54 @@ def _evaluate(ns, rest):
 
     m = evaluate_model(ns.model_dir, ns.data, ns.output_dir, ns.split, ns.batch_size, ns.n_bootstrap, ns.seed,
                        ns.ci_method, ns.on_bad_image, ns.allow_pickle_weights, ns.trust_remote_code,
-                       ns.allow_paths_outside_root)
+                       ns.allow_paths_outside_root, cam=ns.cam)
     ci = " (95% CI {:.4f}-{:.4f})".format(*m["ci"]["accuracy"]) if "ci" in m else ""
     print(f"{m['n']} images: accuracy {m['accuracy']:.4f}{ci}, F1 macro {m['f1_macro']:.4f}; report in {m['output_dir']}")
+    if ns.cam:
+        print(f"Grad-CAM overlays of the most confident errors: {len(m['cam_overlays'])} in {m['output_dir']}/cam")
     return 0
+
+
+def _predict(ns, rest):
+    from hf_medtl.predict import format_predictions, predict
+
+    preds = predict(ns.model_dir, ns.inputs, ns.tta, ns.batch_size, ns.cam, ns.allow_pickle_weights,
+                    ns.trust_remote_code)
+    text = format_predictions(preds, ns.format, ns.top_k, ns.tta)
+    if ns.output:
+        from hf_medtl.outputs import atomic_write_text
+
+        atomic_write_text(ns.output, text)
+        print(f"wrote {len(preds)} predictions to {ns.output}")
+    else:
+        print(text, end="")
+    if ns.cam:
+        print(f"Grad-CAM overlays in {ns.cam}", file=sys.stderr)
+    bad = sum(p.error is not None for p in preds)
+    return 0 if bad < len(preds) else 2  # every file unreadable: nothing was predicted
+
+
+def _export(ns, rest):
+    from hf_medtl.export import ATOL, export_onnx
+
+    r = export_onnx(ns.model_dir, ns.onnx, ns.check, opset=ns.opset, allow_pickle_weights=ns.allow_pickle_weights,
+                    trust_remote_code=ns.trust_remote_code)
+    print(f"wrote {r['path']}; onnxruntime matches PyTorch on {r['images_checked']} image(s): largest probability "
+          f"difference {r['max_abs_diff']:.1e} (limit {ATOL:g})")
+    return 0
+
+
+def _app(ns, rest):
+    from hf_medtl.app import launch
+
+    launch(ns.model_dir, ns.host, ns.port, allow_pickle_weights=ns.allow_pickle_weights,
+           trust_remote_code=ns.trust_remote_code)
+    return 0
+
+
+def _model_flags(p) -> None:
+    p.add_argument("--allow_pickle_weights", action="store_true", help="also load pytorch_model.bin (pickle)")
+    p.add_argument("--trust_remote_code", action="store_true", help="run code shipped with the checkpoint")
 
 
 def _compare(ns, rest):
@@ -136,7 +180,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust_remote_code", action="store_true", help="run code shipped with the checkpoint")
     p.add_argument("--allow_paths_outside_root", action="store_true",
                    help="read CSV paths that lie outside the CSV's folder")
+    p.add_argument("--cam", type=_non_negative, default=0, metavar="N",
+                   help="write Grad-CAM overlays of the N most confident errors of each class to OUTPUT_DIR/cam")
     p.set_defaults(func=_evaluate, passthrough=False)
+    p = sub.add_parser("predict", help="class probabilities of a saved model for images, folders, DICOM files",
+                       description="Predict INPUTs (image files, DICOM files, folders searched recursively) with a "
+                                   "saved model; an unreadable file gets one line and the rest are still predicted.")
+    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or DICOM files, or folders")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table: top-k labels (Markdown); csv / json: every label's probability")
+    p.add_argument("--top_k", type=_positive, default=3, help="labels per image in the table (default 3)")
+    p.add_argument("--tta", action="store_true",
+                   help="average the probabilities over the identity, a horizontal flip and rotations of +/-10 degrees")
+    p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay PNG per image into DIR")
+    p.add_argument("--batch_size", type=_positive, default=32)
+    p.add_argument("--output", help="write the predictions to this file instead of printing them")
+    _model_flags(p)
+    p.set_defaults(func=_predict, passthrough=False)
+    p = sub.add_parser("export", help="write a saved model as ONNX and check it against PyTorch")
+    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
+    p.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
+    p.add_argument("--check", nargs="+", required=True, metavar="INPUT",
+                   help="real images or folders to compare onnxruntime with PyTorch on (up to 64 images)")
+    p.add_argument("--opset", type=_positive, default=18)
+    _model_flags(p)
+    p.set_defaults(func=_export, passthrough=False)
+    p = sub.add_parser("app", help='a local browser app: drop an image or DICOM, see probabilities and Grad-CAM '
+                                   '(pip install -e ".[app]")')
+    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    p.add_argument("--port", type=_positive, help="port (default: Gradio's, 7860 or the next free one)")
+    _model_flags(p)
+    p.set_defaults(func=_app, passthrough=False)
     p = sub.add_parser("compare", help="tabulate finished runs as seed 000's Table 2 (Markdown + CSV)")
     p.add_argument("run_dirs", nargs="+", help="output_dirs of finished runs")
     p.add_argument("--output_dir", default=".", help="where to write comparison.md, comparison.csv and paired.json")

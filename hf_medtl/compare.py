@@ -12,18 +12,10 @@ import numpy as np
 
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.outputs import atomic_write_text
+from hf_medtl.recipe import dataset_name
 
-GENERIC_FOLDERS = {"training", "train", "testing", "test"}  # Kaggle-style split folders say nothing
 COLUMNS = ("dataset", "model", "train_acc", "val_acc", "test_acc", "test_acc_ci", "precision", "recall", "f1",
            "f1_ci", "epochs", "lr_reductions")
-
-
-def _dataset_name(recipe: dict) -> str:
-    source = recipe.get("data_dir") or recipe.get("train_dir") or recipe.get("csv_file") or recipe.get("npz_file") or "?"
-    path = Path(source.split("::")[0])
-    while path.name.lower() in GENERIC_FOLDERS and path.parent != path:
-        path = path.parent
-    return path.stem
 
 
 def row(run_dir: str | Path) -> dict:
@@ -34,7 +26,7 @@ def row(run_dir: str | Path) -> dict:
     except FileNotFoundError as e:
         raise HfMedtlError(f"{run_dir}: no {Path(e.filename).name}; not a finished hf_medtl run") from None
     test, val = metrics["test"], metrics["validation"]
-    return {"dataset": _dataset_name(recipe), "model": Path(recipe["model_name_or_path"]).name,
+    return {"dataset": dataset_name(recipe), "model": Path(recipe["model_name_or_path"]).name,
             "train_acc": metrics.get("train_accuracy"), "val_acc": val["accuracy"], "test_acc": test["accuracy"],
             "test_acc_ci": test["ci"]["accuracy"], "precision": test["precision_macro"],
             "recall": test["recall_macro"], "f1": test["f1_macro"], "f1_ci": test["ci"]["f1_macro"],

@@ -63,7 +63,7 @@ def _readable(samples, data, on_bad_image: str, max_pixels: int):
 def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Path | None = None, split: str = "test",
                    batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0, ci_method: str = "bca",
                    on_bad_image: str = "error", allow_pickle_weights: bool = False, trust_remote_code: bool = False,
-                   allow_paths_outside_root: bool = False, max_image_pixels: int | None = None) -> dict:
+                   allow_paths_outside_root: bool = False, max_image_pixels: int | None = None, cam: int = 0) -> dict:
     from hf_medtl import report, train
     from hf_medtl.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
     from hf_medtl.data import build_transforms, image_dataset, preprocessing_from_processor
@@ -88,7 +88,12 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     summary = {"model": str(model_dir), "data": str(data), "images": len(samples)}
     report.write_report(output_dir, f"{model_dir.name} on {data_name}", {data_name: metrics}, {data_name: (probs, labels)},
                         summary)
-    return {"output_dir": str(output_dir), **metrics}
+    overlays = []
+    if cam:  # what a reviewer looks at first: the N most confident errors of each class
+        from hf_medtl.explain import error_overlays
+
+        overlays = error_overlays(model, processor, samples, probs, labels, classes, cam, output_dir / "cam", max_pixels)
+    return {"output_dir": str(output_dir), **metrics, "cam_overlays": [str(p) for p in overlays]}
 
 
 def _evaluate_multilabel(model, processor, classes, model_dir: Path, data, output_dir: Path, batch_size: int,

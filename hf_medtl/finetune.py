@@ -28,6 +28,8 @@ def run(recipe) -> dict:
     from hf_medtl import data, evaluation, features, hub, models, multilabel_eval, outputs, report, train
 
     args = recipe.training
+    if args.push_to_hub:  # credentials and repo rights checked before any data is read or weight trained
+        hub.preflight(args)
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
     main_process = args.process_index == 0
@@ -105,7 +107,7 @@ def run(recipe) -> dict:
             multilabel_eval.write_outputs(staging, title, results, summary, [splits.relpath(s) for s in splits.files("test")],
                                           labels, probs, splits.classes, recipe.model.model_name_or_path)
         else:
-            (staging / "README.md").write_text(hub.render_model_card(recipe, {**summary, **results}))
+            (staging / "README.md").write_text(str(hub.render_model_card(recipe, {**summary, **results}, splits.report)))
             report.write_report(staging, title, results, predictions, summary, history)
             for split in ("validation", "test"):  # validation: a cv fold's out-of-fold predictions
                 probs, labels = predictions[split]

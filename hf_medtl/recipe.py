@@ -181,6 +181,21 @@ def require_model(recipe: Recipe, path: str | Path) -> None:
         raise RecipeError(f"{path}: 'model_name_or_path' is required: a Hub id or a local checkpoint directory")
 
 
+GENERIC_NAMES = {"training", "train", "testing", "test", "labels", "label", "metadata"}
+
+
+def dataset_name(resolved: dict) -> str:
+    """A dataset's display name from its recipe source (data_dir, train_dir, csv_file or npz_file): the first
+    folder or file name that says something (Kaggle's Training/, a labels.csv say nothing). Never a path."""
+    source = next((resolved.get(k) for k in ("data_dir", "train_dir", "csv_file", "npz_file") if resolved.get(k)), None)
+    if not source:
+        return "unknown"
+    path = Path(str(source).split("::")[0]).expanduser().resolve()
+    while path.stem.lower() in GENERIC_NAMES and path.parent != path:
+        path = path.parent
+    return path.stem or "unknown"
+
+
 def write_resolved(recipe: Recipe, output_dir: str | Path) -> Path:
     out = Path(output_dir) / "recipe.json"
     out.write_text(json.dumps(recipe.resolved, indent=2, default=str) + "\n")

@@ -136,3 +136,20 @@ def hf_medtl_log(caplog):
     caplog.set_level(logging.INFO, logger="hf_medtl")
     yield caplog
     logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_timm):
+    """A finished finetune run (tiny timm EfficientNet, 3 generated classes, 12 epochs at lr 5e-3: at 1e-2 BatchNorm's
+    running statistics lag and eval-mode predictions fail on some seeds) that has learnt the task:
+    a saved model to predict with, explain, export and serve."""
+    from hf_medtl.finetune import run
+    from hf_medtl.recipe import load_recipe
+
+    root = tmp_path_factory.mktemp("trained_run")
+    images = make_image_folder(root / "images")
+    recipe = write_recipe(root / "r.json", model_name_or_path=str(tiny_timm), data_dir=str(images), image_size=24,
+                          num_train_epochs=12, adaptive_lr=False, augment=False, learning_rate=5e-3,
+                          per_device_train_batch_size=8, seed=1, output_dir=str(root / "run"))
+    run(load_recipe(recipe))
+    return root / "run"
