@@ -6,7 +6,7 @@ the paper's published figures.
 
 Every `recipes/{brain,covid_ct,breakhis}_{resnet,densenet,convnext,vit,vit_lowlr}.json` (or the --only subset)
 runs when its data source exists and its backbone is a local folder or is in the local Hub cache; the others
-are skipped with one line each. --also adds recipes outside the 15 (their paper columns stay empty). Any
+are skipped with one line each (their row keeps the paper's figures, ours empty). --also adds recipes outside the 15 (their paper columns stay empty). Any
 --key value overrides every recipe that runs. A finished run in <output_dir>/<recipe> is read, not rerun.
 Writes <output_dir>/table2.md and table2.json.
 """
@@ -114,6 +114,10 @@ def main(argv: list[str]) -> int:
             why = missing(recipe)
             if why:
                 print(f"skip {name}: {why}", flush=True)
+                dataset, model = label(name, recipe.model.model_name_or_path)
+                if (dataset, model) in PAPER:  # the paper's figures stay in the table, ours empty
+                    rows.append({"recipe": name, "dataset": dataset, "model": model, "ours": [None] * 6,
+                                 "test_ci": [], "paper": PAPER[(dataset, model)], "epochs": "–", "skipped": why})
                 continue
             metrics = run_variant(path, rest, [], out / name)
             rows.append(row(name, recipe, metrics))
