@@ -39,4 +39,5 @@ def test_table2_runs_what_is_present_beside_the_paper(tmp_path, tiny_vit, capsys
     assert rows[1]["paper"] is None and rows[1]["epochs"] == 1 and rows[1]["ours"][2] is not None
     assert "(paper / ours)" in (tmp_path / "t2" / "table2.md").read_text()
     assert table2.label("brain_vit_lowlr", "google/vit-base-patch16-224") == ("Brain Tumor", "ViT*")
+    assert table2.label("brain_vit", "other/tiny_vit", "google/vit-base-patch16-224") == ("Brain Tumor", "tiny_vit")
     assert table2.PAPER[("Brain Tumor", "DenseNet")][2] == 99.47
