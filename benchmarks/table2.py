@@ -6,7 +6,7 @@ the paper's published figures.
 
 Every `recipes/{brain,covid_ct,breakhis}_{resnet,densenet,convnext,vit,vit_lowlr}.json` (or the --only subset)
 runs when its data source exists and its backbone is a local folder or is in the local Hub cache; the others
-are skipped with one line each. --also adds recipes outside the 15 (their paper columns stay empty). Any
+are skipped with one line each (their row keeps the paper's figures, ours empty). --also adds recipes outside the 15 (their paper columns stay empty). Any
 --key value overrides every recipe that runs. A finished run in <output_dir>/<recipe> is read, not rerun.
 Writes <output_dir>/table2.md and table2.json.
 """
@@ -37,11 +37,13 @@ PAPER = {
 PAPER_RECIPES = [f"{d}_{m}" for d in DATASETS for m in MODELS]
 
 
-def label(name: str, model_path: str) -> tuple[str, str]:
-    """(dataset, model) as Table 2 names them; a recipe outside the 15 keeps its backbone's folder name."""
+def label(name: str, model_path: str, recipe_model: str | None = None) -> tuple[str, str]:
+    """(dataset, model) as Table 2 names them. The paper's model name only when the run uses the recipe's own
+    backbone (``recipe_model``); an overridden backbone, or a recipe outside the 15, keeps its folder name."""
     for key, dataset in DATASETS.items():
         if name.startswith(key + "_"):
-            return dataset, MODELS.get(name[len(key) + 1:], Path(model_path).name)
+            own = recipe_model is None or model_path == recipe_model
+            return dataset, MODELS[name[len(key) + 1:]] if own and name[len(key) + 1:] in MODELS else Path(model_path).name
     return name, Path(model_path).name
 
 
@@ -62,8 +64,8 @@ def missing(recipe) -> str | None:
     return None
 
 
-def row(name: str, recipe, metrics: dict) -> dict:
-    dataset, model = label(name, recipe.model.model_name_or_path)
+def row(name: str, recipe, metrics: dict, recipe_model: str | None) -> dict:
+    dataset, model = label(name, recipe.model.model_name_or_path, recipe_model)
     t = metrics["test"]
     ours = (metrics.get("train_accuracy"), metrics["validation"]["accuracy"], t["accuracy"], t["precision_macro"],
             t["recall_macro"], t["f1_macro"])
@@ -111,12 +113,17 @@ def main(argv: list[str]) -> int:
         for path in chosen:
             name = path.stem
             recipe = load_recipe(path, rest)
+            recipe_model = json.loads(path.read_text()).get("model_name_or_path")
             why = missing(recipe)
             if why:
                 print(f"skip {name}: {why}", flush=True)
+                dataset, model = label(name, recipe.model.model_name_or_path, recipe_model)
+                if (dataset, model) in PAPER:  # the paper's figures stay in the table, ours empty
+                    rows.append({"recipe": name, "dataset": dataset, "model": model, "ours": [None] * 6,
+                                 "test_ci": [], "paper": PAPER[(dataset, model)], "epochs": "–", "skipped": why})
                 continue
             metrics = run_variant(path, rest, [], out / name)
-            rows.append(row(name, recipe, metrics))
+            rows.append(row(name, recipe, metrics, recipe_model))
             print(f"ran {name}: test accuracy {metrics['test']['accuracy']:.4f}", flush=True)
         table = markdown(rows)
         atomic_write_text(out / "table2.json", json.dumps(rows, indent=2) + "\n")

@@ -79,6 +79,10 @@ def paired(run_dirs: list[Path], n_bootstrap: int = 1000, seed: int = 0) -> list
     return rows
 
 
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.4f}"  # a bootstrap p of 0 means below 1 / resamples
+
+
 def paired_markdown(rows: list[dict]) -> str:
     lines = ["Paired differences on the shared test set (A − B; 95% CI by paired bootstrap; p: McNemar exact for "
              "accuracy, DeLong for a binary ROC-AUC, paired bootstrap otherwise; Holm-corrected across the table):", "",
@@ -92,8 +96,7 @@ def paired_markdown(rows: list[dict]) -> str:
         ci = f" ({d(r['ci'][0])} to {d(r['ci'][1])})" if "ci" in r else ""
         lines.append(f"| {r['run_a']} | {r['run_b']} | {r['metric']} | {fmt(r['metric'], r['a'])} | "
                      f"{fmt(r['metric'], r['b'])} | {d(r['difference'])}{unit}{ci} | {r['test']} | "
-                     f"{r.get('p_value', float('nan')):.4f} | "
-                     f"{r['p_holm']:.4f} | {'yes' if r['significant'] else 'no'} |")
+                     f"{_p(r.get('p_value', float('nan')))} | {_p(r['p_holm'])} | {'yes' if r['significant'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,8 @@ def test_table2_skips_absent_data_and_weights(tmp_path, capsys):
     brain = [line for line in lines if line.startswith("skip brain_")]
     assert all("local Hub cache" in line for line in brain) and len(brain) == 5
     assert all("no data at data_dir" in line for line in lines if not line.startswith("skip brain_"))
-    assert json.loads((tmp_path / "t2" / "table2.json").read_text()) == []
+    rows = json.loads((tmp_path / "t2" / "table2.json").read_text())
+    assert len(rows) == 15 and all(r["ours"] == [None] * 6 and r["paper"] for r in rows)
 
 
 def test_table2_runs_what_is_present_beside_the_paper(tmp_path, tiny_vit, capsys):
@@ -34,7 +35,9 @@ def test_table2_runs_what_is_present_beside_the_paper(tmp_path, tiny_vit, capsys
     out = capsys.readouterr().out
     assert "skip brain_vit" in out and "ran tiny" in out
     rows = json.loads((tmp_path / "t2" / "table2.json").read_text())
-    assert [r["recipe"] for r in rows] == ["tiny"] and rows[0]["paper"] is None and rows[0]["epochs"] == 1
+    assert [r["recipe"] for r in rows] == ["brain_vit", "tiny"] and rows[0]["ours"] == [None] * 6
+    assert rows[1]["paper"] is None and rows[1]["epochs"] == 1 and rows[1]["ours"][2] is not None
     assert "(paper / ours)" in (tmp_path / "t2" / "table2.md").read_text()
     assert table2.label("brain_vit_lowlr", "google/vit-base-patch16-224") == ("Brain Tumor", "ViT*")
+    assert table2.label("brain_vit", "other/tiny_vit", "google/vit-base-patch16-224") == ("Brain Tumor", "tiny_vit")
     assert table2.PAPER[("Brain Tumor", "DenseNet")][2] == 99.47

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import warnings
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -131,10 +132,14 @@ def _plots(study, plot_dir: Path) -> dict:
     out = {}
     for name, draw in (("importance", ovm.plot_param_importances), ("slice", ovm.plot_slice)):
         try:
-            ax = draw(study)
+            with warnings.catch_warnings():  # Optuna's "experimental" notes and few-trial layout warnings
+                warnings.simplefilter("ignore")
+                ax = draw(study)
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
             fig.set_size_inches(max(6.0, fig.get_size_inches()[0]), 4.0)
-            fig.tight_layout()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig.tight_layout()
             fig.savefig(plot_dir / f"{name}.png", dpi=100)
             plt.close(fig)
             out[name] = f"plots/{name}.png"
