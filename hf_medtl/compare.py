@@ -26,10 +26,11 @@ def row(run_dir: str | Path) -> dict:
     except FileNotFoundError as e:
         raise HfMedtlError(f"{run_dir}: no {Path(e.filename).name}; not a finished hf_medtl run") from None
     test, val = metrics["test"], metrics["validation"]
+    ci = test.get("ci", {})  # none with n_bootstrap 0, nor for multi-label runs (no precision / recall either)
     return {"dataset": dataset_name(recipe), "model": Path(recipe["model_name_or_path"]).name,
             "train_acc": metrics.get("train_accuracy"), "val_acc": val["accuracy"], "test_acc": test["accuracy"],
-            "test_acc_ci": test["ci"]["accuracy"], "precision": test["precision_macro"],
-            "recall": test["recall_macro"], "f1": test["f1_macro"], "f1_ci": test["ci"]["f1_macro"],
+            "test_acc_ci": ci.get("accuracy", [None, None]), "precision": test.get("precision_macro"),
+            "recall": test.get("recall_macro"), "f1": test["f1_macro"], "f1_ci": ci.get("f1_macro", [None, None]),
             "epochs": metrics["epochs_run"], "lr_reductions": metrics["lr_reductions"], "run": str(run_dir)}
 
 
@@ -55,6 +56,9 @@ def _test_predictions(run_dir: Path):
     path = Path(run_dir) / "predictions_test.csv"
     if not path.is_file():
         return None
+    with open(path) as f:
+        if "label" not in f.readline().strip().split(","):  # a multi-label run: the paired tests are single-label
+            return None
     paths, labels, probs, classes = read_predictions(path)
     order = np.argsort(paths, kind="stable")
     return [(paths[i], classes[labels[i]]) for i in order], classes, labels[order], probs[order]
@@ -113,8 +117,8 @@ def compare(run_dirs: list[str | Path], output_dir: str | Path = ".", n_bootstra
     w = csv.DictWriter(buf, fieldnames=[*COLUMNS, "run"])
     w.writeheader()
     for r in rows:
-        w.writerow({**r, "test_acc_ci": "-".join(f"{v:.4f}" for v in r["test_acc_ci"]),
-                    "f1_ci": "-".join(f"{v:.4f}" for v in r["f1_ci"])})
+        w.writerow({**r, "test_acc_ci": "-".join(f"{v:.4f}" for v in r["test_acc_ci"] if v is not None),
+                    "f1_ci": "-".join(f"{v:.4f}" for v in r["f1_ci"] if v is not None)})
     atomic_write_text(output_dir / "comparison.csv", buf.getvalue())
     atomic_write_text(output_dir / "paired.json", json.dumps(pairs, indent=2) + "\n")
     return table

@@ -185,9 +185,10 @@ GENERIC_NAMES = {"training", "train", "testing", "test", "labels", "label", "met
 
 
 def dataset_name(resolved: dict) -> str:
-    """A dataset's display name from its recipe source (data_dir, train_dir, csv_file or npz_file): the first
+    """A dataset's display name from its recipe source (data_dir, train_dir, csv_file, npz_file, multilabel_csv): the first
     folder or file name that says something (Kaggle's Training/, a labels.csv say nothing). Never a path."""
-    source = next((resolved.get(k) for k in ("data_dir", "train_dir", "csv_file", "npz_file") if resolved.get(k)), None)
+    keys = ("data_dir", "train_dir", "csv_file", "npz_file", "multilabel_csv")
+    source = next((resolved.get(k) for k in keys if resolved.get(k)), None)
     if not source:
         return "unknown"
     path = Path(str(source).split("::")[0]).expanduser().resolve()

@@ -128,3 +128,5 @@ def test_multilabel_bottleneck_on_cached_features(tmp_path, tiny_timm):
     rows = list(csv.DictReader(open(tmp_path / "ev" / "predictions_test.csv")))
     assert len(rows) == 40 and {f"prob_{c}" for c in scored["label_names"]} <= set(rows[0])
     assert cli(["evaluate", str(tmp_path / "run"), str(tmp_path / "cxr")]) == 2  # a folder: one clear line
+    assert cli(["compare", str(tmp_path / "run"), "--output_dir", str(tmp_path / "cmp")]) == 0
+    assert "| run | cxr |" in (tmp_path / "cmp" / "comparison.md").read_text()
