@@ -17,7 +17,7 @@ from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_medtl.models import MedtlForImageClassification, classifier_head
-from hf_medtl.models.modeling_medtl import MedtlClassifierOutput, feature_penalty
+from hf_medtl.models.modeling_medtl import MedtlClassifierOutput, feature_penalty, head_loss
 
 logger = logging.getLogger("hf_medtl")
 SPLITS = ("train", "validation", "test")
@@ -49,10 +49,7 @@ class HeadOnly(nn.Module):
         logits = self.classifier(self.dropout(h) if self.medtl else h)
         loss = None
         if labels is not None:
-            if self.config.problem_type == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-            else:
-                loss = nn.functional.cross_entropy(logits.float(), labels)
+            loss = head_loss(logits, labels, self.config.problem_type)
             if self.medtl:
                 a, b = feature_penalty(h, self.config.l1_feature_reg, self.config.l2_feature_reg)
                 loss = loss + a + b

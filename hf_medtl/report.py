@@ -76,6 +76,17 @@ def markdown(title: str, sections: dict[str, dict], summary: dict | None = None,
     return "\n".join(lines)
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write (110 dpi) and close a matplotlib figure: every plot the toolkit writes goes through here."""
+    import matplotlib.pyplot as plt
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_all(plot_dir: Path, curves_by_split: dict, sections: dict, history: list[dict] | None) -> list[Path]:
     import matplotlib
 
@@ -86,10 +97,7 @@ def plot_all(plot_dir: Path, curves_by_split: dict, sections: dict, history: lis
     written = []
 
     def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(plot_dir / name, dpi=110)
-        plt.close(fig)
-        written.append(plot_dir / name)
+        written.append(save_figure(fig, plot_dir / name))
 
     if history:
         epochs = [h["epoch"] for h in history]

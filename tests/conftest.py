@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_medtl_test_home_"))
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import json  # noqa: E402
+import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -153,3 +154,38 @@ def trained_run(tmp_path_factory, tiny_timm):
                           per_device_train_batch_size=8, seed=1, output_dir=str(root / "run"))
     run(load_recipe(recipe))
     return root / "run"
+
+
+EPOCH_ROW = re.compile(r"\[hf_medtl rank (\d)\] +(\d+ \|[^\n]*)")  # ranks' lines may interleave
+
+
+def run_cmd(cmd, timeout=600, **extra_env):
+    """Run a command from the repository root with this checkout importable; it must succeed."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), **extra_env}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two_ranks(recipe):
+    """`accelerate launch` a recipe on two real CPU ranks (gloo) -> (the process, each rank's epoch rows).
+    (`accelerate launch --cpu --num_processes 2` silently runs one process; --multi_gpu with use_cpu gives two.)"""
+    import shutil
+    import sys
+
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
+    proc = run_cmd([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+                    "hf_medtl/finetune.py", str(recipe)], HF_MEDTL_LOG_ALL_RANKS="1")
+    found = EPOCH_ROW.findall(proc.stderr)
+    return proc, {r: [line for rank, line in found if rank == r] for r in ("0", "1")}

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from hf_medtl.cli import main
-from tests.conftest import errors, make_image_folder, write_recipe
+from tests.conftest import make_image_folder, write_recipe
 
 SECRET = "SECRET-CONTENT-7f3a"
 

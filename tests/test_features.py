@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from hf_medtl.finetune import run
 from hf_medtl.recipe import load_recipe
-from tests.test_finetune import tiny_recipe
+from tests.conftest import tiny_recipe
 
 
 @pytest.mark.parametrize("head", ["linear", "bottleneck"])

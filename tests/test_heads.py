@@ -14,7 +14,7 @@ from hf_medtl.finetune import run
 from hf_medtl.losses import ClassificationLoss
 from hf_medtl.models import MedtlForImageClassification, load_backbone
 from hf_medtl.recipe import ModelArguments, load_recipe
-from tests.test_finetune import tiny_recipe
+from tests.conftest import tiny_recipe
 
 
 def bottleneck_model(path, **extra):

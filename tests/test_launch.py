@@ -3,30 +3,11 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO
-from tests.conftest import tiny_recipe
-
-EPOCH_ROW = re.compile(r"\[hf_medtl rank (\d)\] +(\d+ \|[^\n]*)")  # ranks' lines may interleave
-
-
-def run_cmd(cmd, timeout=600, **extra_env):
-    env = {**os.environ, "PYTHONPATH": str(REPO), **extra_env}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.conftest import launch_two_ranks, run_cmd, tiny_recipe
 
 @pytest.mark.parametrize("launcher", ["python -m", "hf-medtl", "accelerate launch"])
 def test_single_process_launchers(tmp_path, image_folder, tiny_vit, launcher):
@@ -50,12 +31,7 @@ def test_two_process_cpu_launch_decides_identically_and_writes_once(tmp_path, im
     # `accelerate launch --cpu --num_processes 2` silently runs one process; --multi_gpu with use_cpu gives two ranks.
     recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=4, use_cpu=True, threshold=0.5,
                          patience=1, per_device_train_batch_size=4)
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    proc = run_cmd([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-                    "hf_medtl/finetune.py", str(recipe)], HF_MEDTL_LOG_ALL_RANKS="1")
-    found = EPOCH_ROW.findall(proc.stderr)
-    by_rank = {r: [line for rank, line in found if rank == r] for r in ("0", "1")}
+    proc, by_rank = launch_two_ranks(recipe)
     assert by_rank["0"] and by_rank["0"] == by_rank["1"], proc.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == len(by_rank["0"])

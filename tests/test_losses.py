@@ -1,10 +1,7 @@
 """Class imbalance: class weights, focal loss and the balanced sampler change what they should, in one process and
 in a real 2-process CPU launch."""
 import json
-import os
 import re
-import shutil
-import sys
 from collections import Counter
 
 import pytest
@@ -14,9 +11,7 @@ from hf_medtl.finetune import run
 from hf_medtl.losses import ClassificationLoss, balanced_class_weights, resolve_class_weights
 from hf_medtl.recipe import load_recipe
 from hf_medtl.train import BalancedSampler
-from tests.conftest import make_image_folder
-from tests.test_finetune import tiny_recipe
-from tests.test_launch import free_port, run_cmd
+from tests.conftest import launch_two_ranks, make_image_folder, tiny_recipe
 
 
 def out(logits):
@@ -82,16 +77,10 @@ def test_imbalance_options_end_to_end(tmp_path, tiny_timm, hf_medtl_log):
 @pytest.mark.slow
 def test_imbalance_options_in_two_processes(tmp_path, tiny_vit):
     """Balanced sampler + class weights + focal loss in a real 2-process CPU launch: both ranks decide alike."""
-    from tests.test_launch import EPOCH_ROW
 
     images = make_image_folder(tmp_path / "imbalanced", per_class=(24, 6, 6))
     recipe = tiny_recipe(tmp_path, tiny_vit, images, num_train_epochs=2, use_cpu=True, per_device_train_batch_size=4,
                          class_weights="balanced", sampler="balanced", loss="focal", n_bootstrap=0)
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    proc = run_cmd([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-                    "hf_medtl/finetune.py", str(recipe)], HF_MEDTL_LOG_ALL_RANKS="1")
-    found = EPOCH_ROW.findall(proc.stderr)
-    by_rank = {r: [line for rank, line in found if rank == r] for r in ("0", "1")}
+    proc, by_rank = launch_two_ranks(recipe)
     assert len(by_rank["0"]) == 2 and by_rank["0"] == by_rank["1"], proc.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs_run"] == 2

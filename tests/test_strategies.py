@@ -9,8 +9,7 @@ from hf_medtl.callbacks import scale_lr
 from hf_medtl.finetune import run
 from hf_medtl.models import backbone_stages, load_backbone, param_groups
 from hf_medtl.recipe import ModelArguments, RecipeError, load_recipe
-from tests.conftest import write_recipe
-from tests.test_finetune import tiny_recipe
+from tests.conftest import launch_two_ranks, tiny_recipe, write_recipe
 
 BACKBONES = ["tiny_resnet", "tiny_convnext", "tiny_vit", "tiny_timm"]
 
@@ -131,20 +130,9 @@ def test_partial_trains_only_the_last_stage_end_to_end(tmp_path, image_folder, t
 @pytest.mark.slow
 def test_gradual_with_layer_decay_in_two_processes(tmp_path, image_folder, tiny_vit):
     """DDP wraps every parameter (gradual starts frozen only after the wrap): both ranks unfreeze and decide alike."""
-    import os
-    import shutil
-    import sys
-
-    from tests.test_launch import EPOCH_ROW, free_port, run_cmd
-
     recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=2, use_cpu=True, per_device_train_batch_size=4,
                          finetune_strategy="gradual", unfreeze_at_epochs=[2], layer_decay=0.5, n_bootstrap=0)
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    proc = run_cmd([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-                    "hf_medtl/finetune.py", str(recipe)], HF_MEDTL_LOG_ALL_RANKS="1")
-    found = EPOCH_ROW.findall(proc.stderr)
-    by_rank = {r: [line for rank, line in found if rank == r] for r in ("0", "1")}
+    proc, by_rank = launch_two_ranks(recipe)
     assert len(by_rank["0"]) == 2 and by_rank["0"] == by_rank["1"], proc.stderr[-3000:]
     phases = json.loads((tmp_path / "run" / "metrics.json").read_text())["trainable_parameters"]
     assert [p["from_epoch"] for p in phases] == [1, 2]

@@ -5,13 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from hf_medtl.cli import main
 from hf_medtl.data import load_splits
 from hf_medtl.recipe import load_recipe
 from tests.conftest import make_image, make_image_folder, write_recipe
-from tests.test_finetune import errors, tiny_recipe
+from tests.conftest import errors, tiny_recipe
 
 FAST = ["--num_train_epochs", "1", "--n_bootstrap", "20"]
 

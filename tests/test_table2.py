@@ -3,7 +3,7 @@ import importlib.util
 import json
 
 from tests.conftest import REPO, make_image_folder
-from tests.test_finetune import tiny_recipe
+from tests.conftest import tiny_recipe
 
 
 def _harness():

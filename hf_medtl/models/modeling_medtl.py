@@ -68,6 +68,13 @@ def feature_penalty(h: torch.Tensor, l1: float, l2: float, reduction: str = "mea
     return (a.sum(), b.sum()) if reduction == "sum" else (a.mean(), b.mean())
 
 
+def head_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: Optional[str]) -> torch.Tensor:
+    """The classification loss of the head's logits: BCE per label for multi-label, else cross-entropy."""
+    if problem_type == "multi_label_classification":
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    return nn.functional.cross_entropy(logits.float(), labels)
+
+
 class MedtlForImageClassification(PreTrainedModel):
     config_class = MedtlClassifierConfig
     main_input_name = "pixel_values"
@@ -93,10 +100,6 @@ class MedtlForImageClassification(PreTrainedModel):
         logits = self.classifier(self.dropout(h))
         loss = None
         if labels is not None:
-            if self.config.problem_type == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-            else:
-                loss = nn.functional.cross_entropy(logits.float(), labels)
             a, b = feature_penalty(h, self.config.l1_feature_reg, self.config.l2_feature_reg)
-            loss = loss + a + b
+            loss = head_loss(logits, labels, self.config.problem_type) + a + b
         return MedtlClassifierOutput(loss=loss, logits=logits, features=h)

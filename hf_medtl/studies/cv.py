@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_medtl.report import fmt
+from hf_medtl.report import fmt, save_figure
 from hf_medtl.studies.runs import HEADLINE, begin, finish, pyplot, run_variant
 
 
@@ -91,10 +91,7 @@ def _plot(runs: list[dict], path: Path) -> None:
         ax.set_xticks(x, [_label(r) for r in runs], rotation=45 if len(runs) > 6 else 0, fontsize=8)
         ax.set_title(key)
         ax.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(s: dict) -> str:

@@ -13,7 +13,7 @@ from scipy import stats
 
 from hf_medtl.data.folds import IMBALANCE_LEVELS
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.report import fmt
+from hf_medtl.report import fmt, save_figure
 from hf_medtl.studies.runs import begin, finish, pyplot, run_variant
 
 
@@ -96,10 +96,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(s: dict) -> str:

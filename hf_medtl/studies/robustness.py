@@ -12,7 +12,7 @@ import numpy as np
 
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.outputs import atomic_write_text
-from hf_medtl.report import fmt
+from hf_medtl.report import fmt, save_figure
 from hf_medtl.studies.perturbations import LEVELS, SEVERITIES, perturb
 from hf_medtl.studies.runs import begin, finish, pyplot
 
@@ -82,10 +82,7 @@ def _plot(rows: list[dict], names: list[str], path: Path) -> None:
         ax.set_xlabel("severity (0: clean)")
         ax.set_title(f"{key} under perturbation (95% CI)")
         ax.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(s: dict) -> str:
