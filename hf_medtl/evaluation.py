@@ -67,7 +67,7 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     from hf_medtl import report, train
     from hf_medtl.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
     from hf_medtl.data import build_transforms, image_dataset, preprocessing_from_processor
-    from hf_medtl.models import load_saved_model
+    from hf_medtl.models import is_multi_label, load_saved_model
     from hf_medtl.outputs import ensure_writable
 
     model_dir, data_name = Path(model_dir), Path(data).stem
@@ -75,7 +75,7 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
     max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
-    if getattr(model.config, "problem_type", None) == "multi_label_classification":
+    if is_multi_label(model):
         return _evaluate_multilabel(model, processor, classes, model_dir, data, output_dir, batch_size,
                                     allow_paths_outside_root, on_bad_image, max_pixels)
     samples = _readable(load_samples(data, split, classes, allow_outside=allow_paths_outside_root), data,

@@ -105,9 +105,9 @@ def save_overlay(image: Image.Image, cam: np.ndarray, title: str, path: str | Pa
     """A PNG: the image, the heat-map overlay with a colour bar, and ``title`` (class and probability)."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from hf_medtl.report import pyplot
 
+    plt = pyplot()
     rgb, overlay = blend(image, cam)
     cmap = matplotlib.colormaps["jet"]
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.2), dpi=100)

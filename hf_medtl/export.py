@@ -17,7 +17,7 @@ ATOL = 1e-4  # largest difference of any probability between onnxruntime and PyT
 def preprocessing_metadata(processor, model) -> dict:
     """What a caller must do to an image before the ONNX graph: the saved processor's settings, stated."""
     from hf_medtl.data.transforms import preprocessing_from_processor
-    from hf_medtl.predict import is_multi_label
+    from hf_medtl.models import is_multi_label
 
     prep = preprocessing_from_processor(processor)
     return {
@@ -37,7 +37,7 @@ def check_onnx(onnx_path: str | Path, model, processor, images) -> float:
     import torch
 
     from hf_medtl.data.transforms import eval_transform
-    from hf_medtl.predict import is_multi_label
+    from hf_medtl.models import is_multi_label
     from hf_medtl.train import probabilities
 
     transform = eval_transform(processor)

@@ -42,10 +42,6 @@ class Prediction:
         return ranked[:k] if k else ranked
 
 
-def is_multi_label(model) -> bool:
-    return getattr(model.config, "problem_type", None) == "multi_label_classification"
-
-
 def collect_inputs(inputs) -> tuple[list[Path], bool]:
     """(files to predict, whether a folder was given). Folders are searched recursively for image files;
     named files are kept whatever their suffix (an unreadable one is reported, not skipped silently)."""
@@ -69,6 +65,7 @@ def pixel_scores(model, pixel_values):
     """(batch, labels) probabilities for a pixel batch: softmax, or sigmoid for a multi-label model."""
     import torch
 
+    from hf_medtl.models import is_multi_label
     from hf_medtl.train import probabilities
 
     device = next(model.parameters()).device

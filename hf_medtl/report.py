@@ -76,23 +76,27 @@ def markdown(title: str, sections: dict[str, dict], summary: dict | None = None,
     return "\n".join(lines)
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Lay out, write (110 dpi) and close a matplotlib figure: every plot the toolkit writes goes through here."""
-    import matplotlib.pyplot as plt
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_all(plot_dir: Path, curves_by_split: dict, sections: dict, history: list[dict] | None) -> list[Path]:
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed): every plot the toolkit draws."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write (110 dpi) and close a matplotlib figure: every plot the toolkit writes goes through here."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return Path(path)
+
+
+def plot_all(plot_dir: Path, curves_by_split: dict, sections: dict, history: list[dict] | None) -> list[Path]:
+    plt = pyplot()
     plot_dir.mkdir(parents=True, exist_ok=True)
     written = []
 

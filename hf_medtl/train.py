@@ -14,7 +14,7 @@ from transformers.trainer_callback import PrinterCallback
 from hf_medtl.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.schedule import AdaptiveSchedule
-from hf_medtl.models import keep_frozen_in_eval_mode
+from hf_medtl.models import is_multi_label, keep_frozen_in_eval_mode
 from hf_medtl.losses import ClassificationLoss, resolve_class_weights
 
 logger = logging.getLogger("hf_medtl")
@@ -102,7 +102,7 @@ class MedTrainer(Trainer):
 def loss_function(recipe, model, train_dataset) -> ClassificationLoss | None:
     """hf_medtl's loss when the recipe asks for more than the model's own cross-entropy; None otherwise."""
     m, config = recipe.model, model.config
-    multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+    multi_label = is_multi_label(config)
     l1, l2 = m.l1_feature_reg, m.l2_feature_reg
     if m.class_weights is None and m.loss == "cross_entropy" and not (l1 or l2) and not multi_label:
         return None
@@ -190,6 +190,6 @@ def predict(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
     if len(dataset) == 0:
         raise HfMedtlError("nothing to predict: the dataset is empty")
     out = trainer.predict(dataset, metric_key_prefix="predict")
-    multi_label = getattr(trainer.model.config, "problem_type", None) == "multi_label_classification"
+    multi_label = is_multi_label(trainer.model)
     return probabilities(_logits(out.predictions), multi_label), out.label_ids
 

@@ -6,12 +6,16 @@ from hf_medtl.data.sources import Sample
 from hf_medtl.data.transforms import Preprocessing, build_transforms
 
 
-def image_dataset(samples: list[Sample], classes: list[str], transform, max_pixels: int | None = None):
-    """A ``datasets.Dataset`` of (pixel_values, labels), decoded (hf_medtl.data.decode) and transformed lazily."""
+def image_dataset(samples: list[Sample], classes: list[str], transform, max_pixels: int | None = None,
+                  labels: list | None = None):
+    """A ``datasets.Dataset`` of (pixel_values, labels), decoded (hf_medtl.data.decode) and transformed lazily.
+    ``labels``: one label per sample to use instead of the class id (e.g. a 0/1 row per finding, multi-label)."""
     import datasets
 
-    label_id = {c: i for i, c in enumerate(classes)}
-    ds = datasets.Dataset.from_dict({"index": list(range(len(samples))), "label": [label_id[s.label] for s in samples]})
+    if labels is None:
+        label_id = {c: i for i, c in enumerate(classes)}
+        labels = [label_id[s.label] for s in samples]
+    ds = datasets.Dataset.from_dict({"index": list(range(len(samples))), "label": labels})
     ds.set_transform(lambda batch: {"pixel_values": [transform(decode(samples[i].source, max_pixels))
                                                      for i in batch["index"]],
                                     "labels": batch["label"]})

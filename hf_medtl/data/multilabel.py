@@ -112,14 +112,8 @@ def multilabel_assign(label_sets: list[list[str]], groups: list, ratios: dict[st
 
 
 def multilabel_dataset(samples: list[Sample], classes: list[str], transform, max_pixels: int | None = None):
-    """Like data.image_dataset, with a 0/1 float row per image as its labels."""
-    import datasets
-
-    from hf_medtl.data.decode import decode
+    """data.image_dataset with a 0/1 float row per image (one column per finding) as its labels."""
+    from hf_medtl.data.dataset import image_dataset
 
     rows = [[1.0 if c in label_set(s) else 0.0 for c in classes] for s in samples]
-    ds = datasets.Dataset.from_dict({"index": list(range(len(samples))), "label": rows})
-    ds.set_transform(lambda batch: {"pixel_values": [transform(decode(samples[i].source, max_pixels))
-                                                     for i in batch["index"]],
-                                    "labels": batch["label"]})
-    return ds
+    return image_dataset(samples, classes, transform, max_pixels, labels=rows)

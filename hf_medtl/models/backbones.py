@@ -42,6 +42,12 @@ def _not_found(name: str, reason: str) -> ModelError:
                       "an offline backbone with `hf-medtl convert efficientnet_lite0 DIR`")
 
 
+def is_multi_label(model_or_config) -> bool:
+    """Whether a model (or its config) classifies several labels at once: a sigmoid per label, not a softmax."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, "problem_type", None) == "multi_label_classification"
+
+
 def load_backbone(model_args, classes: list[str], image_size: int | None = None, multi_label: bool = False):
     """(model, serving image processor) for ``classes``: pretrained weights, the classification head
     re-initialised (hf_medtl's bottleneck / dropout head when the recipe asks for one, initialised by

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_medtl.report import fmt, save_figure
-from hf_medtl.studies.runs import HEADLINE, begin, finish, pyplot, run_variant
+from hf_medtl.report import fmt, pyplot, save_figure
+from hf_medtl.studies.runs import HEADLINE, begin, finish, run_variant
 
 
 def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1) -> dict:

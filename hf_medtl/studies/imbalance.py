@@ -13,8 +13,8 @@ from scipy import stats
 
 from hf_medtl.data.folds import IMBALANCE_LEVELS
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.report import fmt, save_figure
-from hf_medtl.studies.runs import begin, finish, pyplot, run_variant
+from hf_medtl.report import fmt, pyplot, save_figure
+from hf_medtl.studies.runs import begin, finish, run_variant
 
 
 def parse_levels(text: str) -> dict[str, float | None]:

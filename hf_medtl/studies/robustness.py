@@ -12,9 +12,9 @@ import numpy as np
 
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.outputs import atomic_write_text
-from hf_medtl.report import fmt, save_figure
+from hf_medtl.report import fmt, pyplot, save_figure
 from hf_medtl.studies.perturbations import LEVELS, SEVERITIES, perturb
-from hf_medtl.studies.runs import begin, finish, pyplot
+from hf_medtl.studies.runs import begin, finish
 
 logger = logging.getLogger("hf_medtl")
 PARTIAL = ".partial"  # one JSON per finished (perturbation, severity): a rerun skips those

@@ -51,14 +51,5 @@ def finish(staging: Path, output_dir: str | Path, summary: dict, report_md: str)
     outputs.commit(staging, Path(output_dir), marker=SUMMARY)
 
 
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"

@@ -14,7 +14,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.studies.runs import begin, finish, pyplot
+from hf_medtl.report import pyplot
+from hf_medtl.studies.runs import begin, finish
 
 logger = logging.getLogger("hf_medtl")
 DEFAULT_SPACE = {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "threshold": {"choices": [0.8, 0.9, 0.95]},
