@@ -144,6 +144,13 @@ class DataArguments:
                 "model, image size and data) and train the head on them; the saved model is still backbone + head."})
     feature_cache_dir: Optional[str] = field(default=None, metadata={
         "help": "Where cached features are kept; default $HF_HOME/hf_medtl/features."})
+    data_cache: bool = field(default=True, metadata={
+        "help": "Decode every image once, resized for the model (and, when augmenting, a larger copy to crop from), "
+                "into Arrow tables keyed by the pixel hash and reused by later epochs, runs and `hf-medtl evaluate`; "
+                "evaluation pixels are identical to decoding the files. false: decode the source files every epoch."})
+    data_cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "Where the decoded images are kept; default $HF_MEDTL_IMAGE_CACHE, else "
+                "$HF_DATASETS_CACHE/hf_medtl_images (~/.cache/huggingface/datasets/hf_medtl_images)."})
 
 
 @dataclass

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read CSV paths that lie outside the CSV's folder")
     p.add_argument("--cam", type=_non_negative, default=0, metavar="N",
                    help="write Grad-CAM overlays of the N most confident errors of each class to OUTPUT_DIR/cam")
+    p.add_argument("--no_data_cache", action="store_true",
+                   help="decode the files directly instead of through the decode-once image cache")
+    p.add_argument("--data_cache_dir", help="where decoded images are kept (default: as finetune's data_cache_dir)")
     p.set_defaults(func=commands.evaluate, passthrough=False)
     p = sub.add_parser("predict", help="class probabilities of a saved model for images, folders, DICOM files",
                        description="Predict INPUTs (image files, DICOM files, folders searched recursively) with a "

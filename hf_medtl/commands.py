@@ -40,7 +40,8 @@ def evaluate(ns, rest):
 
     m = evaluate_model(ns.model_dir, ns.data, ns.output_dir, ns.split, ns.batch_size, ns.n_bootstrap, ns.seed,
                        ns.ci_method, ns.on_bad_image, ns.allow_pickle_weights, ns.trust_remote_code,
-                       ns.allow_paths_outside_root, cam=ns.cam)
+                       ns.allow_paths_outside_root, cam=ns.cam, data_cache=not ns.no_data_cache,
+                       data_cache_dir=ns.data_cache_dir)
     ci = " (95% CI {:.4f}-{:.4f})".format(*m["ci"]["accuracy"]) if "ci" in m else ""
     print(f"{m['n']} images: accuracy {m['accuracy']:.4f}{ci}, F1 macro {m['f1_macro']:.4f}; report in {m['output_dir']}")
     if ns.cam:

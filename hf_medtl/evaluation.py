@@ -47,7 +47,8 @@ def load_samples(data: str | Path, split: str, model_classes: list[str], file_pa
 
 
 def _readable(samples, data, on_bad_image: str, max_pixels: int):
-    """The data check's rules: every image decoded once; unreadable ones stop the command or are skipped."""
+    """The data check's rules: every image decoded once; unreadable ones stop the command or are skipped.
+    Returns the readable samples and their pixel hashes (the image cache's keys)."""
     from hf_medtl.data.check import inspect_all
 
     infos = inspect_all([s.source for s in samples], max_pixels)
@@ -57,16 +58,29 @@ def _readable(samples, data, on_bad_image: str, max_pixels: int):
                         "remove them, or pass --on_bad_image skip")
     if bad:
         logger.warning(f"{len(bad)} unreadable image(s) skipped, e.g. '{bad[0][0].path}' ({bad[0][1]})")
-    return [s for s, i in zip(samples, infos) if i.ok]
+    return [s for s, i in zip(samples, infos) if i.ok], [i.sha for i in infos if i.ok]
+
+
+def _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache: bool, data_cache_dir, make=None):
+    """The evaluation dataset: the saved processor's pixels, from the image cache when it is on."""
+    from hf_medtl.data import build_transforms, image_dataset, preprocessing_from_processor
+    from hf_medtl.data.dataset import cached_loaders, sample_keys
+
+    prep = preprocessing_from_processor(processor)
+    _, eval_tf = build_transforms(prep, augment=False)
+    load = None
+    if data_cache:
+        load, _ = cached_loaders(samples, sample_keys(samples, shas), prep, data_cache_dir, max_pixels)
+    return (make or image_dataset)(samples, classes, eval_tf, max_pixels, load=load)
 
 
 def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Path | None = None, split: str = "test",
                    batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0, ci_method: str = "bca",
                    on_bad_image: str = "error", allow_pickle_weights: bool = False, trust_remote_code: bool = False,
-                   allow_paths_outside_root: bool = False, max_image_pixels: int | None = None, cam: int = 0) -> dict:
+                   allow_paths_outside_root: bool = False, max_image_pixels: int | None = None, cam: int = 0,
+                   data_cache: bool = True, data_cache_dir: str | None = None) -> dict:
     from hf_medtl import report, train
     from hf_medtl.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
-    from hf_medtl.data import build_transforms, image_dataset, preprocessing_from_processor
     from hf_medtl.models import is_multi_label, load_saved_model
     from hf_medtl.outputs import ensure_writable
 
@@ -77,12 +91,11 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
     if is_multi_label(model):
         return _evaluate_multilabel(model, processor, classes, model_dir, data, output_dir, batch_size,
-                                    allow_paths_outside_root, on_bad_image, max_pixels)
-    samples = _readable(load_samples(data, split, classes, allow_outside=allow_paths_outside_root), data,
-                        on_bad_image, max_pixels)
-    _, eval_tf = build_transforms(preprocessing_from_processor(processor), augment=False)
+                                    allow_paths_outside_root, on_bad_image, max_pixels, data_cache, data_cache_dir)
+    samples, shas = _readable(load_samples(data, split, classes, allow_outside=allow_paths_outside_root), data,
+                              on_bad_image, max_pixels)
     probs, labels = train.predict(train.inference_trainer(model, batch_size),
-                                  image_dataset(samples, classes, eval_tf, max_pixels))
+                                  _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir))
     metrics = score(probs, labels, classes, EvaluationArguments(n_bootstrap=n_bootstrap, ci_method=ci_method), seed)
     report.write_predictions(output_dir / "predictions.csv", [str(s.path) for s in samples], labels, probs, classes)
     summary = {"model": str(model_dir), "data": str(data), "images": len(samples)}
@@ -97,13 +110,13 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
 
 
 def _evaluate_multilabel(model, processor, classes, model_dir: Path, data, output_dir: Path, batch_size: int,
-                         allow_outside: bool, on_bad_image: str, max_pixels: int) -> dict:
+                         allow_outside: bool, on_bad_image: str, max_pixels: int, data_cache: bool = True,
+                         data_cache_dir: str | None = None) -> dict:
     """A multi-label model on a multi-label CSV (one 0/1 column per finding, or ChestX-ray14's form): per-label
     and macro ROC-AUC, F1 at 0.5 and at the thresholds its run chose on validation (0.5 when unknown)."""
     import json
 
     from hf_medtl import multilabel_eval, train
-    from hf_medtl.data import build_transforms, preprocessing_from_processor
     from hf_medtl.data.multilabel import multilabel_dataset, read_multilabel_csv
 
     if Path(data).suffix != ".csv":
@@ -113,15 +126,14 @@ def _evaluate_multilabel(model, processor, classes, model_dir: Path, data, outpu
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(f"{data}: finding(s) {unknown} are not among the model's labels {classes}")
-    samples = _readable(samples, data, on_bad_image, max_pixels)
+    samples, shas = _readable(samples, data, on_bad_image, max_pixels)
     try:
         run = json.loads((Path(model_dir) / "metrics.json").read_text())
         thresholds = run["validation"]["youden"]["thresholds"]
     except (OSError, ValueError, KeyError, TypeError):
         thresholds = [0.5] * len(classes)
-    _, eval_tf = build_transforms(preprocessing_from_processor(processor), augment=False)
-    probs, labels = train.predict(train.inference_trainer(model, batch_size),
-                                  multilabel_dataset(samples, classes, eval_tf, max_pixels))
+    dataset = _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir, multilabel_dataset)
+    probs, labels = train.predict(train.inference_trainer(model, batch_size), dataset)
     metrics = multilabel_eval.score_multilabel(probs, labels, classes, thresholds)
     name = Path(data).stem
     multilabel_eval.write_outputs(output_dir, f"{Path(model_dir).name} on {name}", {"test": metrics},

@@ -52,7 +52,8 @@ def run(recipe) -> dict:
     # 2. Backbone: pretrained weights, a new head for our classes, the processor it serves with.
     multi_label = getattr(splits, "multi_label", False)
     model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size, multi_label)
-    datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data)
+    datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data,
+                                lambda: args.main_process_first(desc="image cache"))  # rank 0 decodes, others read
 
     # 3. Train with the adaptive schedule; the model ends holding θ*. A backbone frozen throughout on images
     #    that are not augmented: its features are computed once (or reused) and the head trains on them.

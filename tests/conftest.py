@@ -123,8 +123,10 @@ def tiny_convnext(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _work_in_tmp(tmp_path, monkeypatch):
-    """Relative paths (a recipe's default outputs/<name>) land in the test's folder, never in the repository."""
+    """Relative paths (a recipe's default outputs/<name>) land in the test's folder, never in the repository;
+    so does the decode-once image cache."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_MEDTL_IMAGE_CACHE", str(tmp_path / "image_cache"))
 
 
 @pytest.fixture

@@ -111,9 +111,10 @@ def multilabel_assign(label_sets: list[list[str]], groups: list, ratios: dict[st
     return out
 
 
-def multilabel_dataset(samples: list[Sample], classes: list[str], transform, max_pixels: int | None = None):
+def multilabel_dataset(samples: list[Sample], classes: list[str], transform, max_pixels: int | None = None,
+                       load=None):
     """data.image_dataset with a 0/1 float row per image (one column per finding) as its labels."""
     from hf_medtl.data.dataset import image_dataset
 
     rows = [[1.0 if c in label_set(s) else 0.0 for c in classes] for s in samples]
-    return image_dataset(samples, classes, transform, max_pixels, labels=rows)
+    return image_dataset(samples, classes, transform, max_pixels, labels=rows, load=load)

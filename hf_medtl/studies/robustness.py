@@ -41,7 +41,7 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     out = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_robustness_{Path(data).stem}"
     staging = begin(out)
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
-    samples = _readable(load_samples(data, split, classes), data, "error", DEFAULT_MAX_IMAGE_PIXELS)
+    samples, _ = _readable(load_samples(data, split, classes), data, "error", DEFAULT_MAX_IMAGE_PIXELS)
     to_pixels = eval_transform(processor)  # the saved processor: what the model was evaluated with
     trainer = train.inference_trainer(model, batch_size)
     eval_args = EvaluationArguments(n_bootstrap=n_bootstrap, ci_method="percentile")
