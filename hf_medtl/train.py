@@ -83,11 +83,21 @@ class BalancedSampler(torch.utils.data.Sampler):
 
 
 class MedTrainer(Trainer):
-    """The Trainer with one extension point filled: the training sampler ('balanced' draws classes evenly)."""
+    """The Trainer with two extension points filled: the training sampler ('balanced' draws classes evenly),
+    and drop_last applied to training batches only."""
 
     def __init__(self, *args, sampler: str = "random", **kwargs):
         self.sampler = sampler
         super().__init__(*args, **kwargs)
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, **kwargs):
+        # dataloader_drop_last is for training batches only: validation and test must see every image.
+        keep = self.args.dataloader_drop_last
+        self.args.dataloader_drop_last = keep and is_training
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, **kwargs)
+        finally:
+            self.args.dataloader_drop_last = keep
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

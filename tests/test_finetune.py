@@ -6,7 +6,7 @@ import pytest
 
 from hf_medtl.finetune import main, run
 from hf_medtl.recipe import load_recipe
-from tests.conftest import errors, tiny_recipe, write_recipe
+from tests.conftest import errors, make_image_folder, tiny_recipe, write_recipe
 
 
 @pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_timm"])
@@ -130,3 +130,19 @@ def test_failed_rerun_never_leaves_a_self_contradicting_run(tmp_path, image_fold
     assert cli(["check-data", str(recipe), "--on_bad_image", "skip"]) == 0
     assert {name: (out / name).read_bytes() for name in finished} == finished
     assert "broken.png" in (out / ".staging" / "split_manifest.csv").read_text()
+
+
+def test_a_dropped_one_image_training_batch_never_drops_evaluation_images(tmp_path, tiny_timm, hf_medtl_log):
+    """9 training images in batches of 8 leave a last batch of one (BatchNorm): it is dropped from training,
+    while validation and test are scored on every image (the Trainer would drop their last batch too)."""
+    import csv
+
+    data = make_image_folder(tmp_path / "data", per_class=(5, 5, 5))
+    recipe = tiny_recipe(tmp_path, tiny_timm, data, num_train_epochs=1, n_bootstrap=0, dedupe=False, val_ratio=0.2,
+                         test_ratio=0.2)
+    metrics = run(load_recipe(recipe))
+    assert metrics["split_counts"]["train"] == 9
+    assert "last training batch would hold one image" in hf_medtl_log.text
+    assert metrics["test"]["n"] == metrics["split_counts"]["test"] == 3
+    with open(tmp_path / "run" / "predictions_validation.csv") as f:
+        assert len(list(csv.DictReader(f))) == metrics["split_counts"]["validation"] == 3
