@@ -200,6 +200,14 @@ class MedTrainingArguments(TrainingArguments):
         "help": "Trainer checkpoints; the best weights are kept by the adaptive schedule."})
     report_to: Union[None, str, list] = field(default="none", metadata={"help": "Experiment trackers."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the transforms."})
+    dataloader_num_workers: int = field(default=-1, metadata={
+        "help": "Loader worker processes; -1: chosen for the machine: 0 without a GPU (the model step already uses "
+                "every core, and cached images cost < 1 ms; benchmarks/data_pipeline.py), else min(8, CPUs per "
+                "process - 1) with persistent workers (0 below 256 training images)."})
+    bf16: Optional[bool] = field(default=None, metadata={
+        "help": "bfloat16 autocast; null: on for GPUs that support it (older GPUs get fp16 with loss scaling), off on CPU."})
+    channels_last: Optional[bool] = field(default=None, metadata={
+        "help": "Channels-last memory format for convolutional backbones; null: on with a GPU (tensor cores), off on CPU."})
     disable_tqdm: Optional[bool] = field(default=True, metadata={
         "help": "No per-step progress bar: one aligned row per epoch is printed instead (set false for the bar)."})
 

@@ -109,8 +109,9 @@ class AdaptiveLRCallback(TrainerCallback):
             else:
                 loss_sum = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
                 correct = (logits.argmax(-1) == labels).sum()
-            batch = torch.stack([loss_sum.double(), correct.double(),
-                                 torch.tensor(float(labels.shape[0]), dtype=torch.float64, device=labels.device)])
+            # Everything stays on the device: no .item(), no host-to-device copy, so no per-step synchronisation.
+            n = torch.full((), labels.shape[0], dtype=torch.float64, device=labels.device)
+            batch = torch.stack([loss_sum.double(), correct.double(), n])
             self._sums = batch if self._sums is None else self._sums + batch
 
     def _train_loss_accuracy(self, device) -> tuple[float, float]:
@@ -145,7 +146,8 @@ class AdaptiveLRCallback(TrainerCallback):
             decision = self.schedule.step(train_acc, metrics["eval_loss"])
             record.update(dataclasses.asdict(decision))
             if decision.save_best:
-                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                # contiguous: a channels-last model's weights are saved (safetensors) in the standard layout
+                self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
                 self.best_epoch = record["epoch"]
             if decision.reduced:
                 scale_lr(optimizer, lr_scheduler, self.schedule.factor)

@@ -23,6 +23,7 @@ logger = logging.getLogger("hf_medtl")
 
 def run(recipe) -> dict:
     """Run one recipe end to end; return the test metrics. Every process runs this; the main one writes."""
+    import torch
     from transformers import set_seed
 
     from hf_medtl import data, evaluation, features, hub, models, multilabel_eval, outputs, report, train
@@ -67,6 +68,7 @@ def run(recipe) -> dict:
     if checkpoint:
         schedule_callback.load_checkpoint(checkpoint)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    model.to(memory_format=torch.contiguous_format)  # (channels_last on GPUs): saved and served in the standard layout
 
     # 4. Evaluate θ* on validation and test: the whole model (backbone + trained head) on the images.
     if cached:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import tempfile
 
 import numpy as np
@@ -45,14 +46,31 @@ def probabilities(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
 def _machine_defaults(args, n_train: int):
     """Settings that depend on the machine and the data, not on the recipe's intent."""
     changes = {}
-    if args.dataloader_pin_memory and not torch.cuda.is_available():
+    gpu = torch.cuda.is_available()
+    if args.dataloader_pin_memory and not gpu:
         changes["dataloader_pin_memory"] = False  # only warns on CPU
+    if args.dataloader_num_workers < 0:  # -1: the machine decides
+        per_process = (os.cpu_count() or 1) // max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
+        workers = min(8, per_process - 1) if gpu and n_train >= 256 else 0
+        changes["dataloader_num_workers"] = max(workers, 0)
+        if workers > 0:
+            changes["dataloader_persistent_workers"] = True
+    if args.bf16 is None:
+        bf16 = gpu and torch.cuda.is_bf16_supported()
+        changes["bf16"] = bf16
+        if gpu and not bf16 and not args.fp16:
+            changes["fp16"] = True
     # A last training batch of one image breaks BatchNorm when the feature map is 1x1 (inputs <= 32 px):
     # drop it. Batches are reshuffled every epoch, so no image is left out for good.
     if n_train % (args.per_device_train_batch_size * max(args.world_size, 1)) == 1 and not args.dataloader_drop_last:
         changes["dataloader_drop_last"] = True
         logger.info("the last training batch would hold one image; it is dropped each epoch (BatchNorm needs two)")
     return changes
+
+
+def is_convolutional(model) -> bool:
+    """A CNN (ResNet, DenseNet, EfficientNet, ConvNeXt...), not a ViT whose only convolution embeds patches."""
+    return sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) > 2
 
 
 def train_labels(dataset) -> list:
@@ -167,6 +185,8 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
             changes["ddp_find_unused_parameters"] = True
     if m.finetune_strategy != "full":
         keep_frozen_in_eval_mode(model)
+    if args.channels_last if args.channels_last is not None else torch.cuda.is_available() and is_convolutional(model):
+        model.to(memory_format=torch.channels_last)
     trainer_args = dataclasses.replace(args, push_to_hub=False, hub_token=None, **changes)
     trainer = MedTrainer(model=model, args=trainer_args, train_dataset=datasets["train"],
                          eval_dataset=datasets["validation"], processing_class=processor,

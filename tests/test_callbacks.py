@@ -129,3 +129,16 @@ def test_schedule_decisions_reach_the_trainers_logs(tmp_path):
     assert len(logged) == 11
     assert [h["schedule/lr_scale"] for h in logged][6:9] == [0.5, 0.5, 0.5]  # halved after epoch 7
     assert logged[-1]["schedule/reductions"] == 2 and sum(h["schedule/save_best"] for h in logged) >= 1
+
+
+def test_counting_a_training_batch_reads_no_value_back_from_the_device():
+    """The running accuracy adds no per-step host-device synchronisation: count() runs on the meta device,
+    where any read of a value (.item(), bool(), .tolist(), a copy to the host) raises."""
+    from hf_medtl.callbacks import AdaptiveLRCallback
+
+    cb = AdaptiveLRCallback(None)
+    for _ in range(3):
+        cb.count(torch.empty(8, 4, device="meta"), torch.empty(8, dtype=torch.long, device="meta"))
+    assert cb._sums.device.type == "meta" and cb._sums.shape == (3,)
+    with pytest.raises(Exception):
+        cb._sums.tolist()  # what the epoch end does, once
