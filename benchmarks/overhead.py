@@ -45,6 +45,8 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per pass (after 2 warm-up steps)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time hf_medtl with torch_compile true (steps after the warm-up: compilation excluded)")
     a = parser.parse_args()
 
     from hf_medtl import data, models, train
@@ -89,26 +91,29 @@ def main():
                 callbacks=[clock]).train()
         return clock.rate(a.batch)
 
-    def ours():
+    def ours(compiled: bool = False):
         model.load_state_dict(initial)
         clock = StepClock(warmup)
-        run_recipe = load_recipe(recipe_path, ["--eval_strategy", "epoch"])
+        run_recipe = load_recipe(recipe_path, ["--eval_strategy", "epoch", "--torch_compile", str(compiled).lower()])
         trainer, _ = train.build_trainer(model, processor, {"train": ds, "validation": ds.select(range(a.batch)),
                                                             "train_eval": ds}, run_recipe)
         trainer.add_callback(clock)
         trainer.train()
         return clock.rate(a.batch)
 
-    rates = {"plain": [], "trainer": [], "hf_medtl": []}
+    harnesses = [("plain", plain), ("trainer", bare), ("hf_medtl", ours)]
+    if a.compile:
+        harnesses.append(("hf_medtl+compile", lambda: ours(True)))
+    rates = {name: [] for name, _ in harnesses}
     for _ in range(a.repeats):
-        for name, fn in (("plain", plain), ("trainer", bare), ("hf_medtl", ours)):
+        for name, fn in harnesses:
             rates[name].append(fn())
             print(f"{name}: {rates[name][-1]:.1f} img/s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"\nmedian of {a.repeats}, {a.size} px, batch {a.batch}, {a.steps} timed steps, "
           f"{torch.get_num_threads()} threads:")
     for k, v in med.items():
-        print(f"  {k:9s} {v:6.1f} img/s")
+        print(f"  {k:16s} {v:6.1f} img/s")
     print(f"  hf_medtl / bare Trainer = {med['hf_medtl'] / med['trainer']:.3f};  "
           f"hf_medtl / plain loop = {med['hf_medtl'] / med['plain']:.3f}")
 

@@ -43,6 +43,9 @@ def test_cached_eval_pixels_equal_decoding_the_files(tmp_path, backbone, request
     load, _ = cached_loaders(samples, sample_keys(samples), prep, tmp_path / "cache")
     for i, s in enumerate(samples):
         assert torch.equal(eval_tf(load(i)), eval_tf(decode(s.source))), s.path.name
+    # the dataset's batched call of the processor gives the per-image tensors
+    batched = eval_tf.batch([load(i) for i in range(len(samples))])
+    assert all(torch.equal(b, eval_tf(load(i))) for i, b in enumerate(batched))
 
 
 def test_train_copy_is_the_decoded_image_when_small_and_keeps_aspect_when_large(tmp_path):

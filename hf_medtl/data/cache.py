@@ -38,7 +38,7 @@ from hf_medtl.data.decode import decode
 
 logger = logging.getLogger("hf_medtl")
 
-VERSION = 1  # of the decode rules and the stored layout: a change gives every entry a new variant folder
+VERSION = 2  # of the decode rules and the stored layout: a change gives every entry a new variant folder
 CHUNK = 1024  # entries per chunk: what a killed build loses at most
 RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
             "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
@@ -106,27 +106,34 @@ def eval_variant(prep) -> Variant:
 
 
 def _encode(batch: dict, sources: list, variant: Variant, max_pixels: Optional[int], processor=None) -> dict:
-    images = []
+    rows = {"key": batch["key"], "height": [], "width": [], "pixels": []}
     for i in batch["ref"]:
-        buf = io.BytesIO()
-        variant.apply(decode(sources[i], max_pixels), processor).save(buf, format="PNG", compress_level=1)
-        images.append({"bytes": buf.getvalue(), "path": None})
-    return {"key": batch["key"], "image": images}
+        img = variant.apply(decode(sources[i], max_pixels), processor)
+        rows["height"].append(img.height)
+        rows["width"].append(img.width)
+        rows["pixels"].append(img.tobytes())  # raw RGB: read back without decompressing, straight from the map
+    return rows
+
+
+FEATURES = {"key": "string", "height": "int32", "width": "int32", "pixels": "large_binary"}
 
 
 class ImageCache:
-    """One variant's entries: key -> decoded, resized PIL image."""
+    """One variant's entries: key -> decoded, resized RGB PIL image, read from memory-mapped Arrow tables
+    (zero-copy up to the PIL image)."""
 
     def __init__(self, folder: Path):
         import datasets
 
         self.folder = folder
-        self.tables, self._where = [], {}
+        self._where: dict[str, tuple] = {}
         for chunk in sorted(folder.glob("chunk-*")) if folder.is_dir() else []:
-            table = datasets.load_from_disk(str(chunk)).cast_column("image", datasets.Image(decode=False))
-            for row, key in enumerate(table["key"]):
-                self._where[key] = (len(self.tables), row)
-            self.tables.append(table)
+            table = datasets.load_from_disk(str(chunk)).data.table
+            keys = table.column("key").to_pylist()
+            sizes = zip(table.column("width").to_pylist(), table.column("height").to_pylist())
+            rows = [(part, i) for part in table.column("pixels").chunks for i in range(len(part))]
+            for key, size, (part, i) in zip(keys, sizes, rows):
+                self._where[key] = (part, i, size)
 
     def __contains__(self, key: str) -> bool:
         return key in self._where
@@ -135,10 +142,8 @@ class ImageCache:
         return len(self._where)
 
     def image(self, key: str) -> Image.Image:
-        t, row = self._where[key]
-        img = Image.open(io.BytesIO(self.tables[t][row]["image"]["bytes"]))
-        img.load()
-        return img
+        part, i, size = self._where[key]
+        return Image.frombuffer("RGB", size, part[i].as_buffer(), "raw", "RGB", 0, 1)
 
 
 def build(keys: list[str], sources: list, variant: Variant, root: Path, max_pixels: Optional[int] = None,
@@ -160,7 +165,7 @@ def build(keys: list[str], sources: list, variant: Variant, root: Path, max_pixe
     if num_proc is None:
         num_proc = min(os.cpu_count() or 1, 8) if len(todo) >= 512 else 1
     items = list(todo.items())
-    features = datasets.Features({"key": datasets.Value("string"), "image": datasets.Image()})
+    features = datasets.Features({name: datasets.Value(kind) for name, kind in FEATURES.items()})
     with _quiet_datasets():
         for start in range(0, len(items), CHUNK):
             part = items[start:start + CHUNK]

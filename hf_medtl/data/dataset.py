@@ -28,8 +28,12 @@ def image_dataset(samples: list[Sample], classes: list[str], transform, max_pixe
         def load(i):
             return decode(samples[i].source, max_pixels)
     ds = datasets.Dataset.from_dict({"index": list(range(len(samples))), "label": labels})
-    ds.set_transform(lambda batch: {"pixel_values": [transform(load(i)) for i in batch["index"]],
-                                    "labels": batch["label"]})
+    if hasattr(transform, "batch"):  # the evaluation processor: one call per batch of images
+        ds.set_transform(lambda batch: {"pixel_values": transform.batch([load(i) for i in batch["index"]]),
+                                        "labels": batch["label"]})
+    else:
+        ds.set_transform(lambda batch: {"pixel_values": [transform(load(i)) for i in batch["index"]],
+                                        "labels": batch["label"]})
     return ds
 
 

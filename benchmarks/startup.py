@@ -1,0 +1,82 @@
+"""Start-up: seconds from the command to the first training step (`hf-medtl finetune`), and the whole of
+`hf-medtl evaluate`, each with a cold image cache (first run) and a warm one (every later run), on N images.
+
+    python benchmarks/startup.py [checkpoints/efficientnet_lite0] [../shared/datasets/brain_tumor_mri/Training]
+        [--images 1000] [--size 128]
+
+Writes benchmarks/results/startup.json.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cache_epoch import subset_csv  # noqa: E402
+
+FIRST_STEP = """
+import os, sys, time
+from hf_medtl import cli, train
+def first_step(self, *a, **k):
+    print("FIRST_STEP", time.time(), flush=True)
+    os._exit(0)
+train.MedTrainer.training_step = first_step
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def timed(cmd: list[str], env: dict, until_first_step: bool = False) -> float:
+    start = time.time()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if until_first_step:
+        line = next((l for l in out.stdout.splitlines() if l.startswith("FIRST_STEP")), None)
+        if line is None:
+            raise SystemExit(out.stderr[-2000:])
+        return float(line.split()[1]) - start
+    if out.returncode:
+        raise SystemExit(out.stderr[-2000:])
+    return time.time() - start
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("checkpoint", nargs="?", default="checkpoints/efficientnet_lite0")
+    p.add_argument("data_dir", nargs="?", default="../shared/datasets/brain_tumor_mri/Training")
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--size", type=int, default=128)
+    a = p.parse_args()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        table = subset_csv(a.data_dir, a.images, tmp / "subset.csv")
+        env = {**os.environ, "HF_MEDTL_IMAGE_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1"}
+        recipe = tmp / "r.json"
+        recipe.write_text(json.dumps({"model_name_or_path": a.checkpoint, "csv_file": str(table), "image_size": a.size,
+                                      "allow_paths_outside_root": True, "num_train_epochs": 1, "n_bootstrap": 0,
+                                      "max_steps": 1, "output_dir": str(tmp / "run")}))
+        for state in ("cold", "warm"):
+            rows[f"finetune to first step, {state} cache"] = timed(
+                [sys.executable, "-c", FIRST_STEP, "finetune", str(recipe), "--output_dir", str(tmp / f"run_{state}")],
+                env, until_first_step=True)
+        subprocess.run([sys.executable, "-m", "hf_medtl.cli", "finetune", str(recipe)], env=env, check=True,
+                       capture_output=True)  # a saved model to evaluate
+        env["HF_MEDTL_IMAGE_CACHE"] = str(tmp / "cache_eval")
+        for state in ("cold", "warm"):
+            rows[f"evaluate {a.images} images, {state} cache"] = timed(
+                [sys.executable, "-m", "hf_medtl.cli", "evaluate", str(tmp / "run"), str(table), "--n_bootstrap", "0",
+                 "--allow_paths_outside_root", "--output_dir", str(tmp / f"eval_{state}")], env)
+        rows["python -c 'import hf_medtl.cli' (interpreter + CLI)"] = timed(
+            [sys.executable, "-c", "import hf_medtl.cli"], env)
+    rows = {k: round(v, 1) for k, v in rows.items()}
+    print(json.dumps(rows, indent=2))
+    out = Path(__file__).parent / "results" / "startup.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"cpus": os.cpu_count(), "images": a.images, "size": a.size, "seconds": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
