@@ -134,3 +134,28 @@ def test_finetune_with_and_without_the_cache_scores_the_same(tmp_path, tiny_timm
     assert results[True][1]["test"] == results[True][0]["test"]
     assert json.loads((tmp_path / "run_True" / "metrics.json").read_text())["test"]["accuracy"] == \
         results[True][0]["test"]["accuracy"]
+
+
+def test_evaluate_reuses_the_runs_cache_and_scores_what_decoding_scores(tmp_path, tiny_timm, hf_medtl_log):
+    """`hf-medtl evaluate` on the run's own images finds every evaluation copy the run decoded (the saved
+    processor is the run's), and its predictions equal those of --no_data_cache."""
+    import csv
+
+    from hf_medtl.cli import main
+    from hf_medtl.finetune import run
+    from hf_medtl.recipe import load_recipe
+    from tests.conftest import tiny_recipe
+
+    data = make_image_folder(tmp_path / "data", per_class=(6, 6, 6))
+    run(load_recipe(tiny_recipe(tmp_path, tiny_timm, data, num_train_epochs=1, n_bootstrap=0, dedupe=False)))
+    outs = {}
+    for name, extra in (("cached", []), ("files", ["--no_data_cache"])):
+        hf_medtl_log.clear()
+        assert main(["evaluate", str(tmp_path / "run"), str(data), "--n_bootstrap", "0", "--output_dir",
+                     str(tmp_path / name), *extra]) == 0
+        outs[name] = hf_medtl_log.text
+        with open(tmp_path / name / "predictions.csv") as f:
+            outs[name + "_rows"] = list(csv.DictReader(f))
+    assert "0 of 18 copies decoded now" in outs["cached"]
+    assert "image cache" not in outs["files"]
+    assert outs["cached_rows"] == outs["files_rows"] and len(outs["files_rows"]) == 18
