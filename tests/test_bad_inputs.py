@@ -97,6 +97,9 @@ CASES = {
                                              ["evaluate", str(t / "m"), str(t / "d")])[-1], "'.*bad.png' \\(not an image|corrupt"),
     "evaluate output_dir is a file": (lambda t: (_saved_model(t), (t / "f").write_text("x"), ["evaluate", str(t / "m"), str(
         make_image_folder(t / "d", classes=("a", "b", "c"))), "--output_dir", str(t / "f")])[-1], "is a file"),
+    "image cache folder is a file": (lambda t: (_saved_model(t), (t / "f").write_text("x"), ["evaluate", str(t / "m"), str(
+        make_image_folder(t / "d", classes=("a", "b", "c"))), "--data_cache_dir", str(t / "f")])[-1],
+        "image cache '.*f': cannot write there .*data_cache false"),
 }
 
 

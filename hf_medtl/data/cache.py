@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from hf_medtl.data.decode import decode
+from hf_medtl.data.sources import DataError
 
 logger = logging.getLogger("hf_medtl")
 
@@ -160,7 +161,14 @@ def build(keys: list[str], sources: list, variant: Variant, root: Path, max_pixe
             todo[key] = i
     if not todo:
         return cache, 0
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DataError(f"image cache '{root}': cannot write there ({e.strerror or e}); set data_cache_dir (or "
+                        "$HF_MEDTL_IMAGE_CACHE) to a writable folder, or data_cache false") from None
     _remove_abandoned(folder)
     if num_proc is None:
         num_proc = min(os.cpu_count() or 1, 8) if len(todo) >= 512 else 1
