@@ -13,9 +13,13 @@ import csv
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import model_and_data_arguments  # noqa: E402
 
 
 def subset_csv(data_dir: str, n: int, path: Path) -> Path:
@@ -32,9 +36,7 @@ def subset_csv(data_dir: str, n: int, path: Path) -> Path:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("checkpoint", nargs="?", default="checkpoints/efficientnet_lite0")
-    p.add_argument("data_dir", nargs="?", default="../shared/datasets/brain_tumor_mri/Training")
-    p.add_argument("--images", type=int, default=640)
+    model_and_data_arguments(p, 640)
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()

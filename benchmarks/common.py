@@ -17,3 +17,12 @@ def run_variants(recipe_path: str, overrides: list[str], variants: dict[str, lis
         print(name, {k: metrics[k] for k in ("epochs_run", "lr_reductions", "best_epoch")},
               "test accuracy", metrics["test"]["accuracy"], "wall", results[name][1], flush=True)
     return base, results
+
+
+def model_and_data_arguments(parser, images):
+    """The positional checkpoint and image folder every data benchmark takes, and how many images to use."""
+    parser.add_argument("checkpoint", nargs="?", default="checkpoints/efficientnet_lite0")
+    parser.add_argument("data_dir", nargs="?", default="../shared/datasets/brain_tumor_mri/Training")
+    parser.add_argument("--images", type=int, **({"nargs": "+", "default": images} if isinstance(images, list)
+                                                  else {"default": images}))
+    return parser

@@ -12,11 +12,15 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import model_and_data_arguments  # noqa: E402
 
 
 def data_rate(dataset, workers: int, batch: int = 32) -> float:
@@ -47,9 +51,7 @@ def model_rate(model, size: int, batch: int = 32, steps: int = 4) -> float:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("checkpoint", nargs="?", default="checkpoints/efficientnet_lite0")
-    p.add_argument("data_dir", nargs="?", default="../shared/datasets/brain_tumor_mri/Training")
-    p.add_argument("--images", type=int, default=640)
+    model_and_data_arguments(p, 640)
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     a = p.parse_args()

@@ -16,13 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cache_epoch import subset_csv  # noqa: E402
+from common import model_and_data_arguments  # noqa: E402
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("checkpoint", nargs="?", default="checkpoints/efficientnet_lite0")
-    p.add_argument("data_dir", nargs="?", default="../shared/datasets/brain_tumor_mri/Training")
-    p.add_argument("--images", type=int, nargs="+", default=[1000, 2000, 5000])
+    model_and_data_arguments(p, [1000, 2000, 5000])
     p.add_argument("--sizes", type=int, nargs="+", default=[96, 128, 224])
     a = p.parse_args()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cache_epoch import subset_csv  # noqa: E402
+from common import model_and_data_arguments  # noqa: E402
 
 FIRST_STEP = """
 import os, sys, time
@@ -44,9 +45,7 @@ def timed(cmd: list[str], env: dict, until_first_step: bool = False) -> float:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("checkpoint", nargs="?", default="checkpoints/efficientnet_lite0")
-    p.add_argument("data_dir", nargs="?", default="../shared/datasets/brain_tumor_mri/Training")
-    p.add_argument("--images", type=int, default=1000)
+    model_and_data_arguments(p, 1000)
     p.add_argument("--size", type=int, default=128)
     a = p.parse_args()
     rows = {}
