@@ -157,6 +157,12 @@ class ScheduleArguments:
     train_accuracy: Literal["running", "full"] = field(default="running", metadata={
         "help": "running: counted during the training pass (augmented, no extra cost). full: an extra "
                 "eval-mode pass over the training set at each epoch end (the paper's definition)."})
+    theta_star: Literal["schedule", "val_loss", "val_accuracy", "last"] = field(default="schedule", metadata={
+        "help": "Which epoch's weights the run ends with and saves (θ*). schedule: Algorithm 1's saves (seed 000; "
+                "while training accuracy stays below T, only epochs that improve it and the validation loss; "
+                "without adaptive_lr, the last weights). val_loss / val_accuracy: the best validation loss / "
+                "accuracy (ties: lower loss) over the whole run. last: the last epoch's. The schedule still "
+                "reduces the LR and stops."})
 
 
 @dataclass
@@ -165,6 +171,10 @@ class EvaluationArguments:
     ci_method: Literal["bca", "percentile"] = field(default="bca", metadata={
         "help": "bca: bias-corrected and accelerated bootstrap (Efron; jackknife acceleration; covers better near 100% "
                 "and at small n). percentile: the plain percentile bootstrap."})
+    tta: Literal["none", "hflip"] = field(default="none", metadata={
+        "help": "Test-time augmentation of the run's validation and test predictions: hflip averages the "
+                "probabilities of the image and its horizontal mirror (two forward passes). The saved model and "
+                "pipeline() predict without it (hf-medtl predict --tta for serving)."})
 
 
 @dataclass

@@ -129,3 +129,24 @@ def test_schedule_decisions_reach_the_trainers_logs(tmp_path):
     assert len(logged) == 11
     assert [h["schedule/lr_scale"] for h in logged][6:9] == [0.5, 0.5, 0.5]  # halved after epoch 7
     assert logged[-1]["schedule/reductions"] == 2 and sum(h["schedule/save_best"] for h in logged) >= 1
+
+
+@pytest.mark.parametrize("rule", ["val_loss", "val_accuracy", "last"])
+def test_theta_star_rules_restore_the_epoch_they_name(tmp_path, rule):
+    # The schedule runs (never reaching T on this task would keep Algorithm 1's saves rare); θ* follows the rule.
+    callback, snaps = AdaptiveLRCallback(AdaptiveSchedule(threshold=1.0), theta_star=rule), Snapshots()
+    trainer = trainer_for(callback, tmp_path, epochs=5, extra=[snaps])
+    trainer.train()
+    h = callback.history
+    expected = {"val_loss": min(h, key=lambda r: r["val_loss"])["epoch"],
+                "val_accuracy": min(h, key=lambda r: (-r["val_accuracy"], r["val_loss"]))["epoch"],
+                "last": 5}[rule]
+    assert callback.best_epoch == expected
+    assert [r["epoch"] for r in h if r["save_best"]][-1] == expected
+    final = trainer.model.state_dict()
+    assert all(torch.equal(final[k], snaps.weights[expected][k]) for k in final)
+
+
+def test_theta_star_rejects_an_unknown_rule():
+    with pytest.raises(ValueError, match="theta_star"):
+        AdaptiveLRCallback(AdaptiveSchedule(), theta_star="best")
