@@ -155,6 +155,11 @@ class DataArguments:
 
 @dataclass
 class ScheduleArguments:
+    preset: Optional[Literal["paper"]] = field(default=None, metadata={
+        "help": "Defaults for the keys a recipe leaves out. paper: seed 000's settings exactly as the Table-2 "
+                "recipes ran them (constant LR changed only by Algorithm 1, θ* by the schedule, no label smoothing, "
+                "no weight decay, no warm-up, no TTA; see PRESETS in hf_medtl/arguments.py). null: the toolkit's "
+                "defaults. Keys the recipe (or the command line) sets win over the preset."})
     adaptive_lr: bool = field(default=True, metadata={
         "help": "Use the seed paper's threshold-switched LR reduction and early stop (docs/adaptive-lr.md)."})
     threshold: float = field(default=0.9, metadata={"help": "T: below it monitor training accuracy, else validation loss."})
@@ -164,6 +169,12 @@ class ScheduleArguments:
     train_accuracy: Literal["running", "full"] = field(default="running", metadata={
         "help": "running: counted during the training pass (augmented, no extra cost). full: an extra "
                 "eval-mode pass over the training set at each epoch end (the paper's definition)."})
+    theta_star: Literal["schedule", "val_loss", "val_accuracy", "last"] = field(default="schedule", metadata={
+        "help": "Which epoch's weights the run ends with and saves (θ*). schedule: Algorithm 1's saves (seed 000; "
+                "while training accuracy stays below T, only epochs that improve it and the validation loss; "
+                "without adaptive_lr, the last weights). val_loss / val_accuracy: the best validation loss / "
+                "accuracy (ties: lower loss) over the whole run. last: the last epoch's. The schedule still "
+                "reduces the LR and stops."})
 
 
 @dataclass
@@ -172,6 +183,10 @@ class EvaluationArguments:
     ci_method: Literal["bca", "percentile"] = field(default="bca", metadata={
         "help": "bca: bias-corrected and accelerated bootstrap (Efron; jackknife acceleration; covers better near 100% "
                 "and at small n). percentile: the plain percentile bootstrap."})
+    tta: Literal["none", "hflip"] = field(default="none", metadata={
+        "help": "Test-time augmentation of the run's validation and test predictions: hflip averages the "
+                "probabilities of the image and its horizontal mirror (two forward passes). The saved model and "
+                "pipeline() predict without it (hf-medtl predict --tta for serving)."})
 
 
 @dataclass
@@ -211,6 +226,14 @@ class MedTrainingArguments(TrainingArguments):
     disable_tqdm: Optional[bool] = field(default=True, metadata={
         "help": "No per-step progress bar: one aligned row per epoch is printed instead (set false for the bar)."})
 
+
+# Seed 000's settings (Khoa & Tri, Table 2), for every key whose toolkit default may differ from them: a recipe with
+# "preset": "paper" runs exactly as the Table-2 reproductions did, whatever the defaults become.
+PRESETS = {"paper": {
+    "learning_rate": 1e-3, "per_device_train_batch_size": 32, "num_train_epochs": 10.0, "lr_scheduler_type": "constant",
+    "warmup_steps": 0, "weight_decay": 0.0, "label_smoothing_factor": 0.0, "adaptive_lr": True, "threshold": 0.9,
+    "patience": 2, "stop_patience": 2, "factor": 0.5, "theta_star": "schedule", "tta": "none", "augment": True,
+    "crop_scale_min": 0.8, "rotation_degrees": 10.0, "hflip_prob": 0.5, "val_ratio": 0.1, "test_ratio": 0.1}}
 
 GROUPS = {"model": ModelArguments, "data": DataArguments, "schedule": ScheduleArguments,
           "evaluation": EvaluationArguments, "study": StudyArguments, "training": MedTrainingArguments}

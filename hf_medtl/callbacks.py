@@ -17,6 +17,7 @@ from hf_medtl.outputs import BEST_FILE, STATE_FILE, atomic_write_text
 from hf_medtl.schedule import AdaptiveSchedule
 
 logger = logging.getLogger("hf_medtl")
+THETA_STAR = ("schedule", "val_loss", "val_accuracy", "last")
 
 
 def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
@@ -73,13 +74,21 @@ class AdaptiveLRCallback(TrainerCallback):
     Training accuracy is ``running`` (counted by a forward hook during the training pass: no extra forward)
     or ``full`` (``evaluate_train()`` runs an eval-mode pass over the training set and returns loss and
     accuracy). With ``schedule=None`` the callback only records the per-epoch history.
+
+    ``theta_star`` says which epoch's weights the run ends with: ``schedule`` (Algorithm 1's θ* saves; none
+    without a schedule: the last weights), or, over the whole run, the lowest validation loss (``val_loss``), the
+    highest validation accuracy, ties to the lower loss (``val_accuracy``), or the last epoch (``last``).
     """
 
     def __init__(self, schedule: Optional[AdaptiveSchedule], train_accuracy: str = "running",
-                 evaluate_train: Optional[Callable[[], tuple[float, float]]] = None):
+                 evaluate_train: Optional[Callable[[], tuple[float, float]]] = None, theta_star: str = "schedule"):
         if train_accuracy not in ("running", "full"):
             raise ValueError(f"train_accuracy must be 'running' or 'full', got {train_accuracy!r}")
+        if theta_star not in THETA_STAR:
+            raise ValueError(f"theta_star must be one of {THETA_STAR}, got {theta_star!r}")
         self.schedule, self.mode, self.evaluate_train = schedule, train_accuracy, evaluate_train
+        self.theta_star = theta_star
+        self.best_key: Optional[list[float]] = None  # the selection rule's best (key, lower is better) so far
         self.log: Optional[Callable[[dict], None]] = None  # Trainer.log, so trackers see the decisions
         self.loss_terms: Optional[Callable[[], dict]] = None  # the loss's per-epoch terms (feature penalties)
         self.history: list[dict] = []
@@ -145,20 +154,33 @@ class AdaptiveLRCallback(TrainerCallback):
         if self.schedule is not None:
             decision = self.schedule.step(train_acc, metrics["eval_loss"])
             record.update(dataclasses.asdict(decision))
-            if decision.save_best:
-                # contiguous: a channels-last model's weights are saved (safetensors) in the standard layout
-                self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-                self.best_epoch = record["epoch"]
-            if decision.reduced:
-                scale_lr(optimizer, lr_scheduler, self.schedule.factor)
-            if decision.stop:
-                control.should_training_stop = True
+        if self.theta_star != "schedule":
+            record["save_best"] = self._select(record)
+        if record.get("save_best"):
+            # contiguous: a channels-last model's weights are saved (safetensors) in the standard layout
+            self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+            self.best_epoch = record["epoch"]
+        if self.schedule is not None and decision.reduced:
+            scale_lr(optimizer, lr_scheduler, self.schedule.factor)
+        if self.schedule is not None and decision.stop:
+            control.should_training_stop = True
         self.history.append(record)
         if self.log is not None:
             self.log(tracker_values(record))
         if record["epoch"] == 1:
             logger.info(EPOCH_HEADER)
         logger.info(epoch_row(record))  # the main process's; every rank's with HF_MEDTL_LOG_ALL_RANKS=1
+
+    def _select(self, record: dict) -> bool:
+        """Whether this epoch's weights become θ* under the theta_star rule (not the schedule's)."""
+        if self.theta_star == "last":
+            return True
+        loss, acc = record["val_loss"], record.get("val_accuracy") or 0.0
+        key = [loss] if self.theta_star == "val_loss" else [-acc, loss]
+        if self.best_key is None or key < self.best_key:
+            self.best_key = key
+            return True
+        return False
 
     def on_save(self, args, state, control, **kwargs):
         """Put the schedule's whole state (counters, bests, LR scale, history, θ*) beside the Trainer's."""
@@ -170,7 +192,7 @@ class AdaptiveLRCallback(TrainerCallback):
         if self.best_state is not None:
             save_file(self.best_state, str(checkpoint / BEST_FILE))
         state_json = {"schedule": self.schedule.state_dict() if self.schedule else None,
-                      "history": self.history, "best_epoch": self.best_epoch}
+                      "history": self.history, "best_epoch": self.best_epoch, "best_key": self.best_key}
         atomic_write_text(checkpoint / STATE_FILE, json.dumps(state_json))
 
     def load_checkpoint(self, checkpoint: str | Path) -> None:
@@ -182,6 +204,7 @@ class AdaptiveLRCallback(TrainerCallback):
         if self.schedule is not None and saved["schedule"] is not None:
             self.schedule.load_state_dict(saved["schedule"])
         self.history, self.best_epoch = saved["history"], saved["best_epoch"]
+        self.best_key = saved.get("best_key")
         self.best_state = load_file(str(checkpoint / BEST_FILE)) if (checkpoint / BEST_FILE).is_file() else None
 
     def on_train_end(self, args, state, control, model=None, **kwargs):

@@ -76,7 +76,7 @@ def run(recipe) -> dict:
         trainer.processing_class = processor
     results, predictions = {}, {}
     for split in ("validation", "test"):
-        predictions[split] = train.predict(trainer, datasets[split])
+        predictions[split] = train.predict(trainer, datasets[split], recipe.evaluation.tta)
     for split in ("validation", "test"):
         if multi_label:  # thresholds chosen on validation, applied to both
             thresholds = multilabel_eval.youden_thresholds(predictions["validation"][1], predictions["validation"][0])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from hf_medtl.arguments import (GROUPS, DataArguments, EvaluationArguments, MedTrainingArguments,  # noqa: F401
+from hf_medtl.arguments import (GROUPS, PRESETS, DataArguments, EvaluationArguments, MedTrainingArguments,  # noqa: F401
                                 ModelArguments, ScheduleArguments, StudyArguments)
 from hf_medtl.validation import validate, validate_model
 from hf_medtl.errors import HfMedtlError
@@ -158,6 +158,8 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
         if not _accepts(tp, value):
             where = f"command line: --{key}" if key in overrides else f"{path}: '{key}'"
             raise RecipeError(f"{where} must be {_type_name(tp)}, got {_shown(key, value)}")
+    if values.get("preset"):  # the preset's values for every key the recipe and the command line leave out
+        values = {**PRESETS[values["preset"]], **values}
     values.setdefault("output_dir", str(Path("outputs") / path.stem))
 
     groups = {g: {k: v for k, v in values.items() if fields[k][0] == g} for g in GROUPS}

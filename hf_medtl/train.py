@@ -132,8 +132,9 @@ def loss_function(recipe, model, train_dataset) -> ClassificationLoss | None:
     m, config = recipe.model, model.config
     multi_label = is_multi_label(config)
     l1, l2 = m.l1_feature_reg, m.l2_feature_reg
-    if m.class_weights is None and m.loss == "cross_entropy" and not (l1 or l2) and not multi_label:
-        return None
+    smoothing = recipe.training.label_smoothing_factor
+    if m.class_weights is None and m.loss == "cross_entropy" and not (l1 or l2) and not multi_label and not smoothing:
+        return None  # (label smoothing goes through ours, so that the running training accuracy is counted)
     if (l1 or l2) and not hasattr(config, "l1_feature_reg"):
         raise HfMedtlError("l1_feature_reg / l2_feature_reg penalise hf_medtl's head: set head 'bottleneck' (or "
                            "head_dropout > 0 for a linear hf_medtl head)")
@@ -171,7 +172,7 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
                            "training accuracy cannot be counted; set train_accuracy 'full'")
     schedule = (AdaptiveSchedule(sched.threshold, sched.patience, sched.stop_patience, sched.factor)
                 if sched.adaptive_lr else None)
-    callback = AdaptiveLRCallback(schedule, sched.train_accuracy)
+    callback = AdaptiveLRCallback(schedule, sched.train_accuracy, theta_star=sched.theta_star)
     # The run pushes once, when its outputs are complete (hf_medtl.hub), not from inside the Trainer; and the
     # Trainer never holds the token, so that training_args.bin and checkpoints cannot leak it.
     m = recipe.model
@@ -215,11 +216,33 @@ def inference_trainer(model, batch_size: int = 64) -> Trainer:
     return Trainer(model=model, args=args, data_collator=default_data_collator)
 
 
-def predict(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities, true labels), gathered over all processes."""
+class Mirrored(torch.utils.data.Dataset):
+    """A dataset's items with their pixel tensors mirrored left-right (flip test-time augmentation)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = dict(self.dataset[i])
+        item["pixel_values"] = torch.flip(torch.as_tensor(item["pixel_values"]), dims=[-1])
+        return item
+
+
+def predict(trainer: Trainer, dataset, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities, true labels), gathered over all processes. ``tta`` 'hflip': the mean of the
+    probabilities of each image and of its mirror."""
     if len(dataset) == 0:
         raise HfMedtlError("nothing to predict: the dataset is empty")
     out = trainer.predict(dataset, metric_key_prefix="predict")
     multi_label = is_multi_label(trainer.model)
-    return probabilities(_logits(out.predictions), multi_label), out.label_ids
+    probs = probabilities(_logits(out.predictions), multi_label)
+    if tta == "hflip":
+        mirrored = trainer.predict(Mirrored(dataset), metric_key_prefix="predict")
+        probs = (probs + probabilities(_logits(mirrored.predictions), multi_label)) / 2
+    elif tta != "none":
+        raise HfMedtlError(f"tta '{tta}': use 'none' or 'hflip'")
+    return probs, out.label_ids
 

@@ -142,3 +142,24 @@ def test_counting_a_training_batch_reads_no_value_back_from_the_device():
     assert cb._sums.device.type == "meta" and cb._sums.shape == (3,)
     with pytest.raises(Exception):
         cb._sums.tolist()  # what the epoch end does, once
+
+
+@pytest.mark.parametrize("rule", ["val_loss", "val_accuracy", "last"])
+def test_theta_star_rules_restore_the_epoch_they_name(tmp_path, rule):
+    # The schedule runs (never reaching T on this task would keep Algorithm 1's saves rare); θ* follows the rule.
+    callback, snaps = AdaptiveLRCallback(AdaptiveSchedule(threshold=1.0), theta_star=rule), Snapshots()
+    trainer = trainer_for(callback, tmp_path, epochs=5, extra=[snaps])
+    trainer.train()
+    h = callback.history
+    expected = {"val_loss": min(h, key=lambda r: r["val_loss"])["epoch"],
+                "val_accuracy": min(h, key=lambda r: (-r["val_accuracy"], r["val_loss"]))["epoch"],
+                "last": 5}[rule]
+    assert callback.best_epoch == expected
+    assert [r["epoch"] for r in h if r["save_best"]][-1] == expected
+    final = trainer.model.state_dict()
+    assert all(torch.equal(final[k], snaps.weights[expected][k]) for k in final)
+
+
+def test_theta_star_rejects_an_unknown_rule():
+    with pytest.raises(ValueError, match="theta_star"):
+        AdaptiveLRCallback(AdaptiveSchedule(), theta_star="best")

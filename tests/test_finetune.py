@@ -146,3 +146,35 @@ def test_a_dropped_one_image_training_batch_never_drops_evaluation_images(tmp_pa
     assert metrics["test"]["n"] == metrics["split_counts"]["test"] == 3
     with open(tmp_path / "run" / "predictions_validation.csv") as f:
         assert len(list(csv.DictReader(f))) == metrics["split_counts"]["validation"] == 3
+
+
+def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_folder, tiny_timm):
+    from hf_medtl import train
+    from hf_medtl.models import load_saved_model
+
+    metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=3, image_size=24,
+                                          theta_star="val_accuracy", tta="hflip", label_smoothing_factor=0.1,
+                                          learning_rate=1e-2, augment=False)))
+    out = tmp_path / "run"
+    history = json.loads((out / "history.json").read_text())
+    best = min(history, key=lambda h: (-h["val_accuracy"], h["val_loss"]))
+    assert metrics["best_epoch"] == best["epoch"] and [h["epoch"] for h in history if h["save_best"]][-1] == best["epoch"]
+    assert all(h["train_accuracy"] is not None for h in history)  # counted although the labels skip the forward
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert (recipe["theta_star"], recipe["tta"], recipe["label_smoothing_factor"]) == ("val_accuracy", "hflip", 0.1)
+    # The test predictions are the flip-TTA ones: the saved model, predicted with and without the mirror.
+    with open(out / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    model, processor, classes = load_saved_model(out)
+    from hf_medtl.data.decode import decode
+    from hf_medtl.data.transforms import eval_transform
+
+    transform = eval_transform(processor)
+    items = [{"pixel_values": transform(decode(image_folder / r["path"])), "labels": 0} for r in rows]
+    trainer = train.inference_trainer(model)
+    import numpy as np
+
+    tta, _ = train.predict(trainer, items, tta="hflip")
+    plain, _ = train.predict(trainer, items)
+    saved = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
+    assert np.allclose(tta, saved, atol=2e-6) and not np.allclose(plain, saved, atol=2e-6)

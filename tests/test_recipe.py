@@ -124,10 +124,28 @@ PAPER_KEYS = {"finetune_strategy": "full", "val_ratio": 0.1, "test_ratio": 0.1, 
 def test_table2_recipes_state_the_papers_settings_in_full():
     """Defaults may change; the paper's runs must not: each Table-2 recipe states every setting it fixes."""
     recipes = sorted(p for p in (REPO / "recipes").glob("*.json")
-                     if p.stem.split("_")[0] in ("brain", "covid", "breakhis") and "lite0" not in p.stem)
+                     if p.stem.split("_")[0] in ("brain", "covid", "breakhis") and "lite0" not in p.stem
+                     and not p.stem.endswith("_best"))
     assert len(recipes) == 15
     for path in recipes:
         values = json.loads(path.read_text())
         assert {k: values.get(k) for k in PAPER_KEYS} == PAPER_KEYS, path.name
         assert values["learning_rate"] == (1e-5 if path.stem.endswith("vit_lowlr") else 1e-3), path.name
         assert values["num_train_epochs"] == (30 if path.stem.startswith("covid") else 10), path.name
+        assert values["preset"] == "paper", path.name  # every other setting as seed 000 ran it, whatever the defaults
+
+
+def test_paper_preset_fills_what_the_recipe_leaves_out_and_the_recipe_wins(tmp_path):
+    from hf_medtl.arguments import PRESETS
+
+    r = load(tmp_path, ["--weight_decay", "0.01"], preset="paper", theta_star="val_loss")
+    resolved = r.resolved
+    for key, value in PRESETS["paper"].items():
+        if key not in ("theta_star", "weight_decay"):
+            got = resolved.get(key)
+            assert getattr(got, "value", got) == value, key
+    assert r.schedule.theta_star == "val_loss" and r.training.weight_decay == 0.01  # given keys win
+    assert r.evaluation.tta == "none" and r.training.label_smoothing_factor == 0.0
+    assert str(r.training.lr_scheduler_type.value) == "constant" and r.training.warmup_steps == 0
+    with pytest.raises(RecipeError, match="preset"):
+        load(tmp_path, preset="modern")
