@@ -214,7 +214,7 @@ def inference_trainer(model, batch_size: int = 64) -> Trainer:
     gpu = torch.cuda.is_available()
     args = TrainingArguments(output_dir=tempfile.gettempdir(), per_device_eval_batch_size=batch_size,
                              report_to="none", remove_unused_columns=False, disable_tqdm=True,
-                             dataloader_pin_memory=gpu, dataloader_num_workers=min(8, (os.cpu_count() or 1) - 1) if gpu else 0)
+                             dataloader_pin_memory=gpu, dataloader_num_workers=max(0, min(8, (os.cpu_count() or 1) - 1)) if gpu else 0)
     return Trainer(model=model, args=args, data_collator=default_data_collator)
 
 
