@@ -212,9 +212,10 @@ def inference_trainer(model, batch_size: int = 64) -> Trainer:
     """A Trainer that only predicts (device placement, batching, gathering across processes); on a GPU with
     loader workers, so that decoding keeps up with the forward."""
     gpu = torch.cuda.is_available()
+    workers = max(0, min(8, (os.cpu_count() or 1) - 1)) if gpu else 0
     args = TrainingArguments(output_dir=tempfile.gettempdir(), per_device_eval_batch_size=batch_size,
                              report_to="none", remove_unused_columns=False, disable_tqdm=True,
-                             dataloader_pin_memory=gpu, dataloader_num_workers=max(0, min(8, (os.cpu_count() or 1) - 1)) if gpu else 0)
+                             dataloader_pin_memory=gpu, dataloader_num_workers=workers)
     return Trainer(model=model, args=args, data_collator=default_data_collator)
 
 
