@@ -8,6 +8,14 @@ from hf_medtl import commands
 from hf_medtl.console import run_command, setup_logging
 
 
+
+def _model_on_data(p, suffix: str) -> None:
+    """The arguments of a command that scores a saved model on data: model_dir, data, --output_dir, --split."""
+    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
+    p.add_argument("data", help="folder of class sub-folders (e.g. a Testing/ folder), a label CSV, or a MedMNIST .npz")
+    p.add_argument("--output_dir", help=f"where to write (default: <model_dir>_{suffix}_<data name> beside the model)")
+    p.add_argument("--split", default="test", help="which split of an .npz (train, val, test; default test)")
+
 def _model_flags(p) -> None:
     p.add_argument("--allow_pickle_weights", action="store_true", help="also load pytorch_model.bin (pickle)")
     p.add_argument("--trust_remote_code", action="store_true", help="run code shipped with the checkpoint")
@@ -41,10 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir", help="directory to write (config.json + model.safetensors)")
     p.set_defaults(func=commands.convert, passthrough=False)
     p = sub.add_parser("evaluate", help="score a saved model on a folder, CSV or .npz split; write the report")
-    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
-    p.add_argument("data", help="folder of class sub-folders (e.g. a Testing/ folder), a label CSV, or a MedMNIST .npz")
-    p.add_argument("--output_dir", help="where to write the report (default: <model_dir>_eval_<data name> beside the model)")
-    p.add_argument("--split", default="test", help="which split of an .npz (train, val, test; default test)")
+    _model_on_data(p, "eval")
     p.add_argument("--batch_size", type=_positive, default=64)
     p.add_argument("--n_bootstrap", type=_non_negative, default=1000, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -115,10 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minority", help="comma-separated classes to subsample (default: all but the largest)")
     p.set_defaults(func=commands.study_imbalance, passthrough=True)
     p = study.add_parser("robustness", help="score a saved model under graded perturbations")
-    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
-    p.add_argument("data", help="folder of class sub-folders, a label CSV, or a MedMNIST .npz")
-    p.add_argument("--output_dir", help="default: <model_dir>_robustness_<data name> beside the model")
-    p.add_argument("--split", default="test", help="which split of an .npz (default test)")
+    _model_on_data(p, "robustness")
     p.add_argument("--perturbations", default="all", help="comma-separated names, or all")
     p.add_argument("--severities", default="0,1,2,3,4,5", help="comma-separated severities in 0..5")
     p.add_argument("--batch_size", type=_positive, default=64)
