@@ -100,7 +100,20 @@ CASES = {
     "image cache folder is a file": (lambda t: (_saved_model(t), (t / "f").write_text("x"), ["evaluate", str(t / "m"), str(
         make_image_folder(t / "d", classes=("a", "b", "c"))), "--data_cache_dir", str(t / "f")])[-1],
         "image cache '.*f': cannot write there .*data_cache false"),
+    "image cache chunk damaged": (lambda t: (_saved_model(t), _damaged_cache(t), ["evaluate", str(t / "m"), str(
+        t / "d"), "--data_cache_dir", str(t / "cache")])[-1], "image cache chunk '.*chunk-.*' is unreadable .*delete"),
 }
+
+
+def _damaged_cache(t):
+    """A cache built for the model's processor by a first evaluate, then one of its Arrow files truncated."""
+    from hf_medtl.cli import main
+
+    make_image_folder(t / "d", classes=("a", "b", "c"))
+    assert main(["evaluate", str(t / "m"), str(t / "d"), "--n_bootstrap", "0", "--data_cache_dir", str(t / "cache"),
+                 "--output_dir", str(t / "first")]) == 0
+    arrow = next((t / "cache").rglob("chunk-*/*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:100])
 
 
 def _saved_model(t):

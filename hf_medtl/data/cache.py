@@ -129,7 +129,11 @@ class ImageCache:
         self.folder = folder
         self._where: dict[str, tuple] = {}
         for chunk in sorted(folder.glob("chunk-*")) if folder.is_dir() else []:
-            table = datasets.load_from_disk(str(chunk)).data.table
+            try:
+                table = datasets.load_from_disk(str(chunk)).data.table
+            except Exception as e:  # a chunk changed by hand or by a failing disk: say which, never guess
+                raise DataError(f"image cache chunk '{chunk}' is unreadable ({type(e).__name__}); delete that folder "
+                                "(its images are decoded again) or set data_cache false") from None
             keys = table.column("key").to_pylist()
             sizes = zip(table.column("width").to_pylist(), table.column("height").to_pylist())
             rows = [(part, i) for part in table.column("pixels").chunks for i in range(len(part))]
