@@ -45,10 +45,11 @@ def build_app(model_dir: str | Path, allow_pickle_weights: bool = False, trust_r
     from hf_medtl.data.decode import DecodeError, decode
     from hf_medtl.explain import blend, image_cams
     from hf_medtl.models import load_saved_model
-    from hf_medtl.predict import image_scores
+    from hf_medtl.predict import image_scores, run_tta_views
 
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
     name = Path(model_dir).resolve().name
+    views = run_tta_views(model_dir)  # served as the run's metrics were computed
 
     def classify(path):
         if not path:
@@ -57,14 +58,15 @@ def build_app(model_dir: str | Path, allow_pickle_weights: bool = False, trust_r
             image = decode(path, DEFAULT_MAX_IMAGE_PIXELS)
         except DecodeError as e:
             raise gr.Error(f"{Path(path).name}: unreadable ({e})")
-        probs = image_scores(model, processor, [image])[0]
+        probs = image_scores(model, processor, [image], views)[0]
         top = int(probs.argmax())
         _, overlay = blend(image, image_cams(model, processor, [image], [top])[0], size=384)
         return ({c: float(p) for c, p in zip(classes, probs)},
                 Image.fromarray((overlay * 255).round().astype("uint8")))
 
     with gr.Blocks(title=f"{name} (hf_medtl)") as demo:
-        gr.Markdown(f"# {name}\n{len(classes)} classes: {', '.join(classes)}")
+        gr.Markdown(f"# {name}\n{len(classes)} classes: {', '.join(classes)}"
+                    + (f"; probabilities averaged over {', '.join(views)}, as the run was evaluated" if len(views) > 1 else ""))
         gr.Markdown(intended_use(model_dir), elem_id="intended-use")
         with gr.Row():
             upload = gr.File(label="image or DICOM file", type="filepath", elem_id="upload")

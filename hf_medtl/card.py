@@ -142,7 +142,7 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         batch_size=t.per_device_train_batch_size, max_epochs=t.num_train_epochs,
         augment=("random resized crop, rotation, horizontal flip (training split only)" if r.get("augment") else "none"),
         schedule=schedule, epochs_run=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"],
-        best_epoch=metrics["best_epoch"], curves="plots/training_curves.png" if metrics["epochs_run"] else None)
+        tta=r.get("tta", "none") == "hflip", best_epoch=metrics["best_epoch"], curves="plots/training_curves.png" if metrics["epochs_run"] else None)
 
 
 def write_model_card(run_dir: str | Path) -> Path:

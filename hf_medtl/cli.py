@@ -74,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
                    help="table: top-k labels (Markdown); csv / json: every label's probability")
     p.add_argument("--top_k", type=_positive, default=3, help="labels per image in the table (default 3)")
-    p.add_argument("--tta", action="store_true",
-                   help="average the probabilities over the identity, a horizontal flip and rotations of +/-10 degrees")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument("--tta", action="store_const", const=True, default=None,
+                     help="average the probabilities over the identity, a horizontal flip and rotations of +/-10 "
+                          "degrees (default: the views the run's metrics averaged over, its recipe's `tta`)")
+    tta.add_argument("--no_tta", dest="tta", action="store_const", const=False,
+                     help="the model alone on each image, whatever TTA the run was evaluated with")
     p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay PNG per image into DIR")
     p.add_argument("--batch_size", type=_positive, default=32)
     p.add_argument("--output", help="write the predictions to this file instead of printing them")

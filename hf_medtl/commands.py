@@ -50,11 +50,12 @@ def evaluate(ns, rest):
 
 
 def predict(ns, rest):
-    from hf_medtl.predict import format_predictions, predict
+    from hf_medtl.predict import format_predictions, predict, run_tta_views, views_of
 
-    preds = predict(ns.model_dir, ns.inputs, ns.tta, ns.batch_size, ns.cam, ns.allow_pickle_weights,
+    views = run_tta_views(ns.model_dir) if ns.tta is None else views_of(ns.tta)
+    preds = predict(ns.model_dir, ns.inputs, views, ns.batch_size, ns.cam, ns.allow_pickle_weights,
                     ns.trust_remote_code)
-    text = format_predictions(preds, ns.format, ns.top_k, ns.tta)
+    text = format_predictions(preds, ns.format, ns.top_k, views)
     if ns.output:
         from hf_medtl.outputs import atomic_write_text
 

@@ -2,7 +2,8 @@
 
 Every image goes through the toolkit's own decoding (hf_medtl.data.decode: 16-bit windowing, DICOM LUTs, EXIF)
 and the saved image processor (the evaluation transform), so a prediction sees the pixels the model was scored
-on. Optional test-time augmentation averages the probabilities over flips and small rotations.
+on. A run evaluated with flip TTA (`tta: hflip`) is served with it: predict and the app average the image's and
+its mirror's probabilities, as the run's reported metrics did; `--tta` averages over flips and small rotations.
 """
 from __future__ import annotations
 
@@ -18,6 +19,30 @@ from hf_medtl.errors import HfMedtlError
 logger = logging.getLogger("hf_medtl")
 # The views that --tta averages over; the training augmentation flips horizontally and rotates by a few degrees.
 TTA_VIEWS = ("identity", "hflip", "rotate+10", "rotate-10")
+# The views of each `tta` recipe value (hf_medtl.train.predict): what a run's reported metrics averaged over.
+RUN_TTA_VIEWS = {"none": ("identity",), "hflip": ("identity", "hflip")}
+
+
+def run_tta_views(model_dir: str | Path) -> tuple[str, ...]:
+    """The views a finetune run's validation and test metrics averaged over (its recipe.json's `tta`), so that
+    what serves the saved model sees what was evaluated; ("identity",) for a model saved by anything else."""
+    recipe = Path(model_dir) / "recipe.json"
+    try:
+        tta = json.loads(recipe.read_text()).get("tta", "none") if recipe.is_file() else "none"
+    except (OSError, ValueError) as e:
+        raise HfMedtlError(f"{recipe}: unreadable ({e}); restore it from the run or delete it") from None
+    if tta not in RUN_TTA_VIEWS:
+        raise HfMedtlError(f"{recipe}: tta '{tta}' unknown; use one of {', '.join(RUN_TTA_VIEWS)}")
+    return RUN_TTA_VIEWS[tta]
+
+
+def views_of(tta) -> tuple[str, ...]:
+    """``tta`` as a tuple of view names: True -> TTA_VIEWS, False/None -> identity, or the views themselves."""
+    if tta is True:
+        return TTA_VIEWS
+    if not tta:
+        return TTA_VIEWS[:1]
+    return tuple(tta)
 
 
 def tta_view(image, name: str):
@@ -74,23 +99,24 @@ def pixel_scores(model, pixel_values):
     return probabilities(logits.float().cpu().numpy(), multi_label=is_multi_label(model))
 
 
-def image_scores(model, processor, images: list, tta: bool = False):
-    """(len(images), labels) probabilities; with ``tta`` the mean over TTA_VIEWS of each image."""
+def image_scores(model, processor, images: list, tta=False):
+    """(len(images), labels) probabilities; with ``tta`` the mean over the views (views_of) of each image."""
     import torch
 
     from hf_medtl.data.transforms import eval_transform
 
-    views = TTA_VIEWS if tta else TTA_VIEWS[:1]
+    views = views_of(tta)
     transform = eval_transform(processor)
     batch = torch.stack([transform(tta_view(img, view)) for img in images for view in views])
     return pixel_scores(model, batch).reshape(len(images), len(views), -1).mean(axis=1)
 
 
-def predict(model_dir: str | Path, inputs, tta: bool = False, batch_size: int = 32, cam_dir: str | Path | None = None,
+def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_dir: str | Path | None = None,
             allow_pickle_weights: bool = False, trust_remote_code: bool = False,
             max_image_pixels: int | None = None) -> list[Prediction]:
     """Probabilities of every label for each image of ``inputs`` (files and folders), in input order.
     An unreadable file gets a Prediction with ``error`` set (and a log line); the others are still predicted.
+    ``tta``: None -> the views the run was evaluated with (run_tta_views); True -> TTA_VIEWS; False -> none.
     ``cam_dir``: also write a Grad-CAM overlay PNG per image for its top class (hf_medtl.explain)."""
     from tqdm.auto import tqdm
 
@@ -99,6 +125,7 @@ def predict(model_dir: str | Path, inputs, tta: bool = False, batch_size: int = 
     from hf_medtl.models import load_saved_model
 
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    views = run_tta_views(model_dir) if tta is None else views_of(tta)
     files, folder = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
     max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
     results = []
@@ -113,7 +140,7 @@ def predict(model_dir: str | Path, inputs, tta: bool = False, batch_size: int = 
                     logger.warning(f"{path}: unreadable ({e}); skipped")
                     results.append(Prediction(str(path), error=str(e)))
             if images:
-                for row, probs in zip(rows, image_scores(model, processor, images, tta)):
+                for row, probs in zip(rows, image_scores(model, processor, images, views)):
                     row.probabilities = {c: float(p) for c, p in zip(classes, probs)}
                 if cam_dir is not None:
                     from hf_medtl.explain import write_overlays
@@ -126,9 +153,9 @@ def predict(model_dir: str | Path, inputs, tta: bool = False, batch_size: int = 
     return sorted(results, key=lambda r: order[r.path])
 
 
-def format_predictions(predictions: list[Prediction], fmt: str = "table", top_k: int = 3, tta: bool = False) -> str:
-    """The predictions as a Markdown table (top-k), CSV or JSON (every label)."""
-    views = list(TTA_VIEWS if tta else TTA_VIEWS[:1])
+def format_predictions(predictions: list[Prediction], fmt: str = "table", top_k: int = 3, tta=False) -> str:
+    """The predictions as a Markdown table (top-k), CSV or JSON (every label); ``tta``: the views averaged."""
+    views = list(views_of(tta))
     if fmt == "json":
         return json.dumps([{"path": p.path, "prediction": p.top(1)[0][0] if p.probabilities else None,
                             "probabilities": p.probabilities, "tta": views, "error": p.error}
@@ -144,7 +171,7 @@ def format_predictions(predictions: list[Prediction], fmt: str = "table", top_k:
                         "+".join(views), p.error or ""])
         return out.getvalue()
     k = min(top_k, len(labels)) or 1
-    lines = ([f"TTA: probabilities averaged over {', '.join(views)}", ""] if tta else []) + [
+    lines = ([f"TTA: probabilities averaged over {', '.join(views)}", ""] if len(views) > 1 else []) + [
         "| image | " + " | ".join(f"#{i + 1}" for i in range(k)) + " |", "|---" * (k + 1) + "|"]
     for p in predictions:
         cells = ([f"{c} ({v:.1%})" for c, v in p.top(k)] if p.probabilities

@@ -148,7 +148,7 @@ def test_a_dropped_one_image_training_batch_never_drops_evaluation_images(tmp_pa
         assert len(list(csv.DictReader(f))) == metrics["split_counts"]["validation"] == 3
 
 
-def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_folder, tiny_timm):
+def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_folder, tiny_timm, capsys):
     from hf_medtl import train
     from hf_medtl.models import load_saved_model
 
@@ -178,3 +178,18 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
     plain, _ = train.predict(trainer, items)
     saved = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
     assert np.allclose(tta, saved, atol=2e-6) and not np.allclose(plain, saved, atol=2e-6)
+    # Served as scored: `hf-medtl predict` (and the app) average with the mirror by default, as the run's metrics
+    # did (flipping the decoded image, not the tensor); --no_tta gives what pipeline() and ONNX serve.
+    from hf_medtl.cli import main as cli
+
+    files = [str(image_folder / r["path"]) for r in rows]
+    for flag, expected in (([], saved), (["--no_tta"], plain)):
+        capsys.readouterr()
+        assert cli(["predict", str(out), *files, "--format", "json", *flag]) == 0
+        served = json.loads(capsys.readouterr().out)
+        assert [p["tta"] for p in served] == [["identity", "hflip"] if not flag else ["identity"]] * len(rows)
+        probs = np.array([[p["probabilities"][c] for c in classes] for p in served])
+        np.testing.assert_allclose(probs, expected, atol=1e-5)
+    card = (out / "README.md").read_text()
+    assert "mean of the probabilities of the image and of its horizontal mirror" in card
+    assert "score the image alone, without the mirror" in card
