@@ -169,12 +169,13 @@ class ScheduleArguments:
     train_accuracy: Literal["running", "full"] = field(default="running", metadata={
         "help": "running: counted during the training pass (augmented, no extra cost). full: an extra "
                 "eval-mode pass over the training set at each epoch end (the paper's definition)."})
-    theta_star: Literal["schedule", "val_loss", "val_accuracy", "last"] = field(default="schedule", metadata={
+    theta_star: Literal["schedule", "val_loss", "val_accuracy", "last"] = field(default="val_accuracy", metadata={
         "help": "Which epoch's weights the run ends with and saves (θ*). schedule: Algorithm 1's saves (seed 000; "
                 "while training accuracy stays below T, only epochs that improve it and the validation loss; "
                 "without adaptive_lr, the last weights). val_loss / val_accuracy: the best validation loss / "
                 "accuracy (ties: lower loss) over the whole run. last: the last epoch's. The schedule still "
-                "reduces the LR and stops."})
+                "reduces the LR and stops. Default val_accuracy: schedule kept an under-trained epoch whenever training "
+                "accuracy never reached T (README 'Against the transformers example recipe')."})
 
 
 @dataclass
@@ -207,8 +208,17 @@ class MedTrainingArguments(TrainingArguments):
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
     num_train_epochs: float = field(default=10.0, metadata={"help": "Maximum number of epochs."})
-    lr_scheduler_type: Union[SchedulerType, str] = field(default="constant", metadata={
-        "help": "Trainer's own schedule; constant, so that the LR changes only by the adaptive schedule."})
+    lr_scheduler_type: Union[SchedulerType, str] = field(default="cosine", metadata={
+        "help": "The Trainer's own LR schedule over num_train_epochs; the adaptive schedule's reductions multiply it. "
+                "cosine (with warmup_steps, weight_decay and label_smoothing_factor: the toolkit's default recipe, "
+                "README 'Against the transformers example recipe'); constant: seed 000's (preset 'paper')."})
+    warmup_steps: float = field(default=0.1, metadata={
+        "help": "Linear LR warm-up: a number of optimiser steps, or a fraction in [0, 1) of all steps (0.1: the "
+                "first 10%; it keeps the new head's first large gradients from wrecking the pretrained features)."})
+    weight_decay: float = field(default=0.05, metadata={
+        "help": "AdamW weight decay (not on biases and normalisation weights)."})
+    label_smoothing_factor: float = field(default=0.1, metadata={
+        "help": "Cross-entropy label smoothing (single-label classes; multi-label targets are not smoothed)."})
     eval_strategy: Union[IntervalStrategy, str] = field(default="epoch", metadata={"help": "Validate every epoch."})
     logging_strategy: Union[IntervalStrategy, str] = field(default="epoch", metadata={"help": "Log every epoch."})
     save_strategy: Union[SaveStrategy, str] = field(default="no", metadata={

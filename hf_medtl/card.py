@@ -124,8 +124,13 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         pipeline_tag="image-classification", metrics=[m for m, _ in EVAL_METRICS.values()], eval_results=results,
         tags=["medical-imaging", "image-classification", "transfer-learning", "hf_medtl", arch])
     s, counts = recipe.schedule, metrics["split_counts"]
-    schedule = (f"adaptive (Khoa & Tri, Algorithm 1): T={s.threshold}, p={s.patience}, P={s.stop_patience}, "
-                f"φ={s.factor}, training accuracy '{s.train_accuracy}'") if s.adaptive_lr else "the Trainer's own"
+    kind = str(getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type))
+    trainer_schedule = (f"{kind} LR" + (f" with {t.warmup_steps:g} warm-up {'of the steps' if t.warmup_steps < 1 else 'steps'}"
+                                        if t.warmup_steps else "")
+                        + f", weight decay {t.weight_decay:g}, label smoothing {t.label_smoothing_factor:g}")
+    schedule = (f"{trainer_schedule}; adaptive reductions (Khoa & Tri, Algorithm 1): T={s.threshold}, p={s.patience}, "
+                f"P={s.stop_patience}, φ={s.factor}, training accuracy '{s.train_accuracy}'; θ* = {s.theta_star}"
+                if s.adaptive_lr else f"{trainer_schedule}; θ* = {s.theta_star}")
     pre_split = bool(r.get("train_dir") or r.get("npz_file"))
     results_table, per_class, confusion = _tables(test, classes)
     seed = r["split_seed"] if r.get("split_seed") is not None else t.seed

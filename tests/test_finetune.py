@@ -154,7 +154,7 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
 
     metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=3, image_size=24,
                                           theta_star="val_accuracy", tta="hflip", label_smoothing_factor=0.1,
-                                          learning_rate=1e-2, augment=False)))
+                                          learning_rate=1e-2, augment=False, preset="paper")))
     out = tmp_path / "run"
     history = json.loads((out / "history.json").read_text())
     best = min(history, key=lambda h: (-h["val_accuracy"], h["val_loss"]))

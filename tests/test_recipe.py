@@ -13,14 +13,17 @@ def load(tmp_path, argv=None, **values):
     return load_recipe(write_recipe(tmp_path / "r.json", **{**BASE, **values}), argv)
 
 
-def test_groups_defaults_and_paper_training_defaults(tmp_path):
+def test_groups_defaults_and_default_recipe(tmp_path):
     r = load(tmp_path)
     assert r.model.model_name_or_path == "some/model" and r.model.finetune_strategy == "full"
     assert (r.data.val_ratio, r.data.test_ratio) == (0.1, 0.1)
     assert (r.schedule.threshold, r.schedule.patience, r.schedule.stop_patience, r.schedule.factor) == (0.9, 2, 2, 0.5)
     t = r.training
     assert (t.learning_rate, t.per_device_train_batch_size, t.num_train_epochs) == (1e-3, 32, 10)
-    assert str(t.lr_scheduler_type.value) == "constant" and str(t.eval_strategy.value) == "epoch"
+    assert str(t.lr_scheduler_type.value) == "cosine" and str(t.eval_strategy.value) == "epoch"
+    # The toolkit's default recipe (README 'Against the transformers example recipe'); the paper preset keeps seed 000's.
+    assert (t.warmup_steps, t.weight_decay, t.label_smoothing_factor, r.schedule.theta_star) == (0.1, 0.05, 0.1, "val_accuracy")
+    assert r.evaluation.tta == "none"  # the default serves what it scored through every loader, pipeline() included
     assert t.output_dir == "outputs/r"
 
 
