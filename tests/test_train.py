@@ -114,5 +114,6 @@ def test_label_smoothing_goes_through_the_toolkits_loss(tmp_path, image_folder, 
     logits, labels = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
     expected = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
     assert float(loss.per_item(logits, labels)[0]) == pytest.approx(float(expected), rel=1e-6)
-    plain = load_recipe(write_recipe(tmp_path / "p.json", model_name_or_path=str(tiny_vit), data_dir=str(image_folder)))
+    plain = load_recipe(write_recipe(tmp_path / "p.json", model_name_or_path=str(tiny_vit), data_dir=str(image_folder),
+                                     label_smoothing_factor=0.0))
     assert train.loss_function(plain, _model(), labelled) is None
