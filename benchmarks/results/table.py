@@ -1,7 +1,7 @@
 """The README's tables from benchmarks/results/:  python benchmarks/results/table.py
 
-1. Each recommended recipe against the transformers example recipe (``<recipe>/summary.json`` of
-   benchmarks/recipes_vs_example.py).
+1. Each recommended recipe against the transformers example recipe (``<recipe>/results.jsonl`` of
+   benchmarks/recipes_vs_example.py, summarised as its summary.json is).
 2. Choosing the toolkit's defaults: two toolkit recipes run with ``--recipe_only`` on the same (seed, fold) test
    folds, paired run by run (the same summary: mean ± sd, paired t / Wilcoxon, McNemar per seed)."""
 import json
@@ -51,9 +51,8 @@ def results(name: str) -> list[dict]:
 print(HEAD.format("dataset", "recommended recipe", "example recipe") + " training images, each side |")
 print("|---" * 8 + "|")
 for name, title in NAMES.items():
-    path = HERE / name / "summary.json"
-    if path.exists():
-        print(row(title, json.loads(path.read_text()), protocol_of(results(name)), images=True))
+    if results(name):  # (from the rows, so that a comparison still running shows what it has)
+        print(row(title, summarise(results(name), {}), protocol_of(results(name)), images=True))
 print()
 print(HEAD.format("comparison", "variant", "baseline"))
 print("|---" * 7 + "|")
