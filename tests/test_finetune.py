@@ -62,11 +62,11 @@ def test_same_recipe_and_seed_give_same_split_and_metrics(tmp_path, image_folder
 
 
 def test_trained_model_learns_the_generated_task(tmp_path, image_folder, tiny_timm):
-    # The default recipe (cosine, warm-up, weight decay, label smoothing, θ* best val accuracy); batch 8 so that
-    # 30 images give 4 optimiser steps an epoch (at 1 a step, warm-up and cosine leave too few to learn anything).
+    # Seed 000's settings: a random-init tiny CNN at lr 1e-2 for 8 steps (one an epoch) learns them reliably; under
+    # the default recipe's warm-up + cosine it sometimes ends with running BatchNorm statistics that flatten every
+    # evaluation image to one output (a property of the 8-step toy, not of pretrained backbones).
     metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=8, image_size=24,
-                                          adaptive_lr=False, augment=False, learning_rate=1e-2,
-                                          per_device_train_batch_size=8)))
+                                          adaptive_lr=False, augment=False, learning_rate=1e-2, preset="paper")))
     assert metrics["validation"]["accuracy"] + metrics["test"]["accuracy"] >= 1.3  # chance is 0.33 each
 
 
