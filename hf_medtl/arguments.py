@@ -186,8 +186,8 @@ class EvaluationArguments:
                 "and at small n). percentile: the plain percentile bootstrap."})
     tta: Literal["none", "hflip"] = field(default="none", metadata={
         "help": "Test-time augmentation of the run's validation and test predictions: hflip averages the "
-                "probabilities of the image and its horizontal mirror (two forward passes). The saved model and "
-                "pipeline() predict without it (hf-medtl predict --tta for serving)."})
+                "probabilities of the image and its horizontal mirror (two forward passes). hf-medtl predict, evaluate "
+                "and app apply it to the saved model too; pipeline() and ONNX score the image alone."})
 
 
 @dataclass

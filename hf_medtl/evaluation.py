@@ -83,6 +83,7 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     from hf_medtl.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
     from hf_medtl.models import is_multi_label, load_saved_model
     from hf_medtl.outputs import ensure_writable
+    from hf_medtl.predict import run_tta_views
 
     model_dir, data_name = Path(model_dir), Path(data).stem
     output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
@@ -94,11 +95,14 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
                                     allow_paths_outside_root, on_bad_image, max_pixels, data_cache, data_cache_dir)
     samples, shas = _readable(load_samples(data, split, classes, allow_outside=allow_paths_outside_root), data,
                               on_bad_image, max_pixels)
+    # Scored as its run scored it: with the mirror averaging when the run's metrics used flip TTA.
+    tta = "hflip" if "hflip" in run_tta_views(model_dir) else "none"
     probs, labels = train.predict(train.inference_trainer(model, batch_size),
-                                  _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir))
+                                  _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir),
+                                  tta)
     metrics = score(probs, labels, classes, EvaluationArguments(n_bootstrap=n_bootstrap, ci_method=ci_method), seed)
     report.write_predictions(output_dir / "predictions.csv", [str(s.path) for s in samples], labels, probs, classes)
-    summary = {"model": str(model_dir), "data": str(data), "images": len(samples)}
+    summary = {"model": str(model_dir), "data": str(data), "images": len(samples), "tta": tta}
     report.write_report(output_dir, f"{model_dir.name} on {data_name}", {data_name: metrics}, {data_name: (probs, labels)},
                         summary)
     overlays = []

@@ -1,6 +1,7 @@
 """End to end through the public entry point: recipe -> finetune -> every output -> pipeline."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -151,11 +152,11 @@ def test_a_dropped_one_image_training_batch_never_drops_evaluation_images(tmp_pa
         assert len(list(csv.DictReader(f))) == metrics["split_counts"]["validation"] == 3
 
 
-def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_folder, tiny_timm, capsys):
+def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_folder, tiny_vit, capsys):
     from hf_medtl import train
     from hf_medtl.models import load_saved_model
 
-    metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=3, image_size=24,
+    metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=3, image_size=24,
                                           theta_star="val_accuracy", tta="hflip", label_smoothing_factor=0.1,
                                           learning_rate=1e-2, augment=False, preset="paper")))
     out = tmp_path / "run"
@@ -193,6 +194,12 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
         assert [p["tta"] for p in served] == [["identity", "hflip"] if not flag else ["identity"]] * len(rows)
         probs = np.array([[p["probabilities"][c] for c in classes] for p in served])
         np.testing.assert_allclose(probs, expected, atol=1e-5)
+    # `hf-medtl evaluate` on the images scores them as the run did (with the mirror): its probabilities for the
+    # test images are the run's own.
+    assert cli(["evaluate", str(out), str(image_folder), "--output_dir", str(tmp_path / "ev"), "--n_bootstrap", "0"]) == 0
+    with open(tmp_path / "ev" / "predictions.csv") as f:
+        scored = {Path(r["path"]).name: [float(r[f"p_{c}"]) for c in classes] for r in csv.DictReader(f)}
+    np.testing.assert_allclose([scored[Path(r["path"]).name] for r in rows], saved, atol=1e-5)
     card = (out / "README.md").read_text()
     assert "mean of the probabilities of the image and of its horizontal mirror" in card
     assert "score the image alone, without the mirror" in card
