@@ -89,14 +89,14 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
     ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    # Scored as its run scored it: with the mirror averaging when the run's metrics used flip TTA.
+    tta = "hflip" if "hflip" in run_tta_views(model_dir) else "none"
     max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
     if is_multi_label(model):
         return _evaluate_multilabel(model, processor, classes, model_dir, data, output_dir, batch_size,
                                     allow_paths_outside_root, on_bad_image, max_pixels, data_cache, data_cache_dir)
     samples, shas = _readable(load_samples(data, split, classes, allow_outside=allow_paths_outside_root), data,
                               on_bad_image, max_pixels)
-    # Scored as its run scored it: with the mirror averaging when the run's metrics used flip TTA.
-    tta = "hflip" if "hflip" in run_tta_views(model_dir) else "none"
     probs, labels = train.predict(train.inference_trainer(model, batch_size),
                                   _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir),
                                   tta)

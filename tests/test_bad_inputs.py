@@ -100,6 +100,14 @@ CASES = {
     "image cache folder is a file": (lambda t: (_saved_model(t), (t / "f").write_text("x"), ["evaluate", str(t / "m"), str(
         make_image_folder(t / "d", classes=("a", "b", "c"))), "--data_cache_dir", str(t / "f")])[-1],
         "image cache '.*f': cannot write there .*data_cache false"),
+    # a saved run's recipe.json (it says which TTA the run's metrics used, so predict / evaluate serve the same)
+    "saved recipe.json malformed": (lambda t: (_saved_model(t), (t / "m" / "recipe.json").write_text("{not json"),
+                                               make_image_folder(t / "d", classes=("a", "b", "c")),
+                                               ["predict", str(t / "m"), str(t / "d")])[-1], "recipe.json: unreadable"),
+    "saved recipe.json unknown tta": (lambda t: (_saved_model(t), (t / "m" / "recipe.json").write_text('{"tta": "vflip"}'),
+                                                 make_image_folder(t / "d", classes=("a", "b", "c")),
+                                                 ["evaluate", str(t / "m"), str(t / "d"), "--output_dir", str(t / "out")])[-1],
+                                      "recipe.json: tta 'vflip' unknown; use one of none, hflip"),
     "image cache chunk damaged": (lambda t: (_saved_model(t), _damaged_cache(t), ["evaluate", str(t / "m"), str(
         t / "d"), "--data_cache_dir", str(t / "cache")])[-1], "image cache chunk '.*chunk-.*' is unreadable .*delete"),
 }

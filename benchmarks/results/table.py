@@ -51,8 +51,9 @@ def results(name: str) -> list[dict]:
 print(HEAD.format("dataset", "recommended recipe", "example recipe") + " training images, each side |")
 print("|---" * 8 + "|")
 for name, title in NAMES.items():
-    if results(name):  # (from the rows, so that a comparison still running shows what it has)
-        print(row(title, summarise(results(name), {}), protocol_of(results(name)), images=True))
+    rows = results(name)
+    if rows:  # (from the rows, so that a comparison still running shows what it has)
+        print(row(title, summarise(rows, {}), protocol_of(rows), images=True))
 print()
 print(HEAD.format("comparison", "variant", "baseline"))
 print("|---" * 7 + "|")
