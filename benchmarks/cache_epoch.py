@@ -42,7 +42,7 @@ def main():
     a = p.parse_args()
 
     from hf_medtl.finetune import run
-    from hf_medtl.recipe import load_recipe
+    from hf_medtl.config.recipe import load_recipe
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 import time
 
 from hf_medtl.finetune import run
-from hf_medtl.recipe import load_recipe
+from hf_medtl.config.recipe import load_recipe
 
 
 def run_variants(recipe_path: str, overrides: list[str], variants: dict[str, list[str]]) -> tuple[str, dict]:

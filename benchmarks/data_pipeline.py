@@ -57,7 +57,7 @@ def main():
     a = p.parse_args()
 
     from hf_medtl import data, models
-    from hf_medtl.arguments import ModelArguments
+    from hf_medtl.config.arguments import ModelArguments
     from hf_medtl.data.dataset import cached_loaders, image_dataset, sample_keys
     from hf_medtl.data.sources import scan_class_folders
 

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from hf_medtl.arguments import DataArguments
+from hf_medtl.config.arguments import DataArguments
 from hf_medtl.data import check, load_splits
 from hf_medtl.data.groups import UnionFind, multi
 

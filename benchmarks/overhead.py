@@ -49,9 +49,11 @@ def main():
                         help="also time hf_medtl with torch_compile true (steps after the warm-up: compilation excluded)")
     a = parser.parse_args()
 
-    from hf_medtl import data, models, train
+    from hf_medtl import data, models
+
+    from hf_medtl.training import trainer as train
     from hf_medtl.console import setup_logging
-    from hf_medtl.recipe import load_recipe
+    from hf_medtl.config.recipe import load_recipe
 
     setup_logging()
     warmup, n = 2, a.batch * (a.steps + 2)

@@ -88,7 +88,7 @@ def write_npz(path: Path, images, labels, parts: dict) -> None:
 
 
 def read_probs(csv_path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from hf_medtl import report
+    from hf_medtl.evaluation import report
 
     _, labels, probs, _ = report.read_predictions(csv_path)
     return probs, labels
@@ -147,7 +147,7 @@ def run_one(a, recipe, overrides, images, labels, groups, classes, seed, fold) -
 def summarise(rows: list[dict], meta: dict) -> dict:
     from scipy import stats as st
 
-    from hf_medtl.stats import mcnemar_exact
+    from hf_medtl.evaluation.stats import mcnemar_exact
 
     r = np.array([x["recipe_accuracy"] for x in rows])
     e = np.array([x["example_accuracy"] for x in rows])
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=None, help="default outputs/recipes_vs_example/<recipe name>")
     a, overrides = p.parse_known_args(argv)
     from hf_medtl.console import setup_logging
-    from hf_medtl.recipe import load_recipe
+    from hf_medtl.config.recipe import load_recipe
 
     setup_logging()
     name = Path(a.recipe).stem

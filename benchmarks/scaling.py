@@ -26,8 +26,8 @@ def main():
     a = p.parse_args()
 
     from hf_medtl.finetune import run
-    from hf_medtl.recipe import load_recipe
-    from hf_medtl.report import pyplot, save_figure
+    from hf_medtl.config.recipe import load_recipe
+    from hf_medtl.evaluation.report import pyplot, save_figure
 
     rows = []
     out = Path(__file__).parent / "results"

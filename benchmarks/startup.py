@@ -21,7 +21,8 @@ from common import model_and_data_arguments  # noqa: E402
 
 FIRST_STEP = """
 import os, sys, time
-from hf_medtl import cli, train
+from hf_medtl import cli
+from hf_medtl.training import trainer as train
 def first_step(self, *a, **k):
     print("FIRST_STEP", time.time(), flush=True)
     os._exit(0)

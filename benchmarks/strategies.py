@@ -16,7 +16,7 @@ from pathlib import Path
 from common import run_variants
 
 from hf_medtl.console import setup_logging
-from hf_medtl.recipe import load_recipe
+from hf_medtl.config.recipe import load_recipe
 
 VARIANTS = {
     "full": [],

@@ -89,7 +89,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str]) -> int:
     from hf_medtl.console import run_command, setup_logging
     from hf_medtl.outputs import atomic_write_text
-    from hf_medtl.recipe import load_recipe
+    from hf_medtl.config.recipe import load_recipe
     from hf_medtl.studies.runs import run_variant
 
     setup_logging()

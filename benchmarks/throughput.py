@@ -29,7 +29,7 @@ def main(argv):
     from hf_medtl.data.decode import decode
     from hf_medtl.data.transforms import Preprocessing
     from hf_medtl.finetune import run
-    from hf_medtl.recipe import DataArguments, load_recipe
+    from hf_medtl.config.recipe import DataArguments, load_recipe
 
     ckpt = argv[0] if argv else "checkpoints/efficientnet_lite0"
     data_dir = argv[1] if len(argv) > 1 else "data/brain_mri_sample"

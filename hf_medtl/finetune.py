@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as a file (accelerate launch hf_medtl/finet
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from hf_medtl.console import run_command, setup_logging  # noqa: E402
-from hf_medtl.recipe import load_recipe, require_model, write_resolved  # noqa: E402
+from hf_medtl.config.recipe import load_recipe, require_model, write_resolved  # noqa: E402
 
 USAGE = "usage: finetune.py RECIPE.json [--key value ...]"
 logger = logging.getLogger("hf_medtl")
@@ -26,7 +26,17 @@ def run(recipe) -> dict:
     import torch
     from transformers import set_seed
 
-    from hf_medtl import data, evaluation, features, hub, models, multilabel_eval, outputs, report, train
+    from hf_medtl import data, hub, models, outputs
+
+    from hf_medtl.evaluation import evaluate as evaluation
+
+    from hf_medtl.training import feature_cache as features
+
+    from hf_medtl.evaluation import multilabel as multilabel_eval
+
+    from hf_medtl.evaluation import report
+
+    from hf_medtl.training import trainer as train
 
     args = recipe.training
     if args.push_to_hub:  # credentials and repo rights checked before any data is read or weight trained
@@ -51,7 +61,7 @@ def run(recipe) -> dict:
         logger.info(data.summary_line(splits))
 
     # 2. Backbone: pretrained weights, a new head for our classes, the processor it serves with.
-    multi_label = getattr(splits, "multi_label", False)
+    multi_label = splits.multi_label
     model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size, multi_label)
     datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data,
                                 lambda: args.main_process_first(desc="image cache"))  # rank 0 decodes, others read

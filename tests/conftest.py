@@ -153,7 +153,7 @@ def trained_run(tmp_path_factory, tiny_timm):
     tuned: with the default recipe's label smoothing its Grad-CAM maps of different classes sometimes differ by
     less than the explain test asks."""
     from hf_medtl.finetune import run
-    from hf_medtl.recipe import load_recipe
+    from hf_medtl.config.recipe import load_recipe
 
     root = tmp_path_factory.mktemp("trained_run")
     images = make_image_folder(root / "images")

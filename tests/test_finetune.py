@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from hf_medtl.finetune import main, run
-from hf_medtl.recipe import load_recipe
+from hf_medtl.config.recipe import load_recipe
 from tests.conftest import errors, make_image_folder, tiny_recipe, write_recipe
 
 
@@ -154,7 +154,7 @@ def test_a_dropped_one_image_training_batch_never_drops_evaluation_images(tmp_pa
 
 
 def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_folder, tiny_vit, capsys):
-    from hf_medtl import train
+    from hf_medtl.training import trainer as train
     from hf_medtl.models import load_saved_model
 
     metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=3, image_size=24,

@@ -3,7 +3,7 @@ from hf_medtl.data.data_report import summary_line
 from hf_medtl.data.dataset import image_dataset, to_datasets
 from hf_medtl.data.load import load_splits
 from hf_medtl.data.manifest import EXCLUDED, MANIFEST, Splits
-from hf_medtl.data.sources import DataError, Sample
+from hf_medtl.data.types import DataError, Sample
 from hf_medtl.data.transforms import Preprocessing, build_transforms, preprocessing_from_processor
 
 __all__ = ["DataError", "EXCLUDED", "MANIFEST", "Preprocessing", "Sample", "Splits", "build_transforms",

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from hf_medtl.data.decode import decode
-from hf_medtl.data.sources import DataError
+from hf_medtl.data.types import DataError
 
 logger = logging.getLogger("hf_medtl")
 

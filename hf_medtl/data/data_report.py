@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from hf_medtl.data.groups import members as group_members
 from hf_medtl.data.manifest import DATA_REPORT
 from hf_medtl.outputs import atomic_write_text
 
@@ -39,9 +40,7 @@ def _crossing_reasons(splits) -> dict:
     or a near duplicate confirmed on the pixels (or, with patient groups, the same patient)."""
     crossing = set(splits.report["cross_split_duplicates"]["images"])
     patients = splits.report["leakage_groups"]["group_regex"] or any(s.group is not None for s in splits.samples)
-    members: dict = {}
-    for i, g in enumerate(splits.groups):
-        members.setdefault(g, []).append(i)
+    members = group_members(splits.groups)
     reasons = {"pixel-identical": 0, "near duplicates or same patient" if patients else "near duplicates": 0}
     near = list(reasons)[1]
     for i, s in enumerate(splits.samples):

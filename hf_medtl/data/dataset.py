@@ -7,9 +7,12 @@ import logging
 import time
 from pathlib import Path
 
+from hf_medtl.data import cache
+from hf_medtl.data.cache import content_key
 from hf_medtl.data.decode import decode
-from hf_medtl.data.sources import Sample
+from hf_medtl.data.multilabel import label_set
 from hf_medtl.data.transforms import Preprocessing, build_transforms
+from hf_medtl.data.types import Sample
 
 logger = logging.getLogger("hf_medtl")
 
@@ -37,13 +40,18 @@ def image_dataset(samples: list[Sample], classes: list[str], transform, max_pixe
     return ds
 
 
+def multilabel_dataset(samples: list[Sample], classes: list[str], transform, max_pixels: int | None = None,
+                       load=None):
+    """data.image_dataset with a 0/1 float row per image (one column per finding) as its labels."""
+    rows = [[1.0 if c in label_set(s) else 0.0 for c in classes] for s in samples]
+    return image_dataset(samples, classes, transform, max_pixels, labels=rows, load=load)
+
+
 def cached_loaders(samples: list[Sample], keys: list[str], prep: Preprocessing, cache_dir=None,
                    max_pixels: int | None = None, crop_scale_min: float | None = None, train_samples=()):
     """(eval load, train load) reading sample i of ``samples`` from the image cache in ``cache_dir`` (default
     hf_medtl.data.cache.default_dir()), built first for whatever is missing. train load: None unless
     ``crop_scale_min`` is given (augmenting); then ``train_samples`` also get the larger copy to crop from."""
-    from hf_medtl.data import cache
-
     root, start = Path(cache_dir) if cache_dir else cache.default_dir(), time.perf_counter()
     sources = [s.source for s in samples]
     eval_cache, built = cache.build(keys, sources, cache.eval_variant(prep), root, max_pixels,
@@ -64,8 +72,6 @@ def cached_loaders(samples: list[Sample], keys: list[str], prep: Preprocessing, 
 
 def sample_keys(samples: list[Sample], shas: list | None = None) -> list[str]:
     """Cache keys: the data check's pixel hashes, or each file's content hash where there is none."""
-    from hf_medtl.data.cache import content_key
-
     shas = shas or [None] * len(samples)
     return [f"px:{sha}" if sha else content_key(s.source) for s, sha in zip(samples, shas)]
 
@@ -76,9 +82,7 @@ def to_datasets(splits, prep: Preprocessing, data_args, first=contextlib.nullcon
     train_tf, eval_tf = build_transforms(prep, data_args.augment, data_args.crop_scale_min,
                                          data_args.rotation_degrees, data_args.hflip_prob)
     pixels = data_args.max_image_pixels
-    make = image_dataset
-    if getattr(splits, "multi_label", False):
-        from hf_medtl.data.multilabel import multilabel_dataset as make
+    make = multilabel_dataset if splits.multi_label else image_dataset
     parts = {split: splits.files(split) for split in ("train", "validation", "test")}
     loads = {split: (None, None) for split in parts}
     if data_args.data_cache:

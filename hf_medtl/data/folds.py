@@ -7,7 +7,7 @@ import numpy as np
 
 from hf_medtl.data.groups import members
 from hf_medtl.data.manifest import EXCLUDED, Splits
-from hf_medtl.data.sources import DataError
+from hf_medtl.data.types import DataError
 
 # Named imbalance levels: each minority class keeps at most this fraction of the majority class's count.
 IMBALANCE_LEVELS = {"none": None, "mild": 0.5, "moderate": 0.2, "severe": 0.05}

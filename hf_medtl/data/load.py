@@ -9,8 +9,10 @@ from typing import Optional
 
 from hf_medtl.data import check, data_report, folds, groups
 from hf_medtl.data.manifest import EXCLUDED, Splits, reuse
-from hf_medtl.data.sources import DataError, scan_source
-from hf_medtl.data.split import SPLITS, grouped_stratified_assign, stratified_assign
+from hf_medtl.data.sources import scan_source
+from hf_medtl.data.types import DataError
+from hf_medtl.data.multilabel import label_set
+from hf_medtl.data.split import SPLITS, grouped_stratified_assign, multilabel_assign, stratified_assign
 
 logger = logging.getLogger("hf_medtl")
 
@@ -29,8 +31,7 @@ def load_splits(a, seed: int, report_dir: Optional[Path] = None, write: bool = T
     source = scan_source(a)
     n = len(source.samples)
     splits = Splits(source.root, source.samples, ["train"] * n, source.classes, source.ignored, [""] * n, [""] * n,
-                    [None] * n)
-    splits.multi_label = source.multi_label
+                    [None] * n, multi_label=source.multi_label)
     splits.report.update(files=n, ignored_non_image_files=[str(p) for p in source.ignored],
                          split_settings={**{k: getattr(a, k) for k in SPLIT_SETTINGS}, "seed": seed})
     out = (write_dir or report_dir) if write else None
@@ -117,7 +118,7 @@ def _group(splits: Splits, a) -> list[int]:
                                        if samples[i].label != samples[j].label
                                        and (d := pair_distance(i, j)) is not None]}
                             for m in spanning]}
-    if spanning and not getattr(splits, "multi_label", False):  # one patient's images differ in findings
+    if spanning and not splits.multi_label:  # one patient's images differ in findings
         logger.warning(f"{len(spanning)} leakage group(s) hold images of different labels (listed under "
                        "leakage_groups.spanning_labels in data_report.json): check those labels")
     return roots
@@ -154,8 +155,6 @@ def _assign(splits: Splits, roots: list[int], source, seed: int, report_dir: Opt
         labels = [splits.samples[i].label for i in free]
         sizes = {r: len(m) for r, m in groups.members(roots).items()}
         if source.multi_label:
-            from hf_medtl.data.multilabel import label_set, multilabel_assign
-
             assign = multilabel_assign([label_set(splits.samples[i]) for i in free], [roots[i] for i in free],
                                        source.ratios, seed)
         elif any(sizes[roots[i]] > 1 for i in free):
@@ -173,8 +172,7 @@ def _assign(splits: Splits, roots: list[int], source, seed: int, report_dir: Opt
 def _check_usable(splits: Splits) -> Optional[str]:
     """Why the split cannot be trained and scored (one line), or None. A split that ends up empty, or a
     training split without every class, is refused here, before any model is built."""
-    labels = ((lambda s: [x for x in s.label.split("|") if x]) if getattr(splits, "multi_label", False)
-              else (lambda s: [s.label]))
+    labels = label_set if splits.multi_label else (lambda s: [s.label])
     have = {split: {x for s in splits.files(split) for x in labels(s)} for split in SPLITS}
     counts = splits.counts()
     hint = ("duplicate or patient grouping may have put whole classes in one split (see duplicates and "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hf_medtl.data.sources import Sample
+from hf_medtl.data.types import Sample
 from hf_medtl.data.split import SPLITS
 from hf_medtl.outputs import atomic_write_text
 
@@ -36,6 +36,7 @@ class Splits:
     shas: list[Optional[str]] = field(default_factory=list)
     report: dict = field(default_factory=dict)
     infos: list = field(default_factory=list, repr=False)  # check.ImageInfo per sample, from the data check
+    multi_label: bool = False  # labels are '|'-joined finding sets (hf_medtl.data.multilabel)
 
     def files(self, split: str) -> list[Sample]:
         return [s for s, a in zip(self.samples, self.assignment) if a == split]

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from hf_medtl.data.sources import DataError, Sample
+from hf_medtl.data.types import DataError, Sample
 
 NPZ_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 

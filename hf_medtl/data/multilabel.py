@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_medtl.data.sources import DataError, Sample, Source, _inside
+from hf_medtl.data.types import DataError, Sample, Source, inside
 
 NO_FINDING = "No Finding"
 SEP = "|"
@@ -67,7 +67,7 @@ def read_multilabel_csv(csv_file: str | Path, allow_outside: bool = False) -> tu
         raise DataError(f"multilabel_csv '{csv_file}': fewer than two findings; multi-label needs two or more")
     samples = []
     for line, (path, f, g) in enumerate(zip(paths, findings, groups), start=2):
-        _inside(path, csv_file.parent, allow_outside, f"multilabel_csv '{csv_file}', line {line}")
+        inside(path, csv_file.parent, allow_outside, f"multilabel_csv '{csv_file}', line {line}")
         if not path.is_file():
             raise DataError(f"multilabel_csv '{csv_file}', line {line}: image '{path.name}' does not exist")
         samples.append(Sample(path, SEP.join(c for c in classes if c in f), group=g))
@@ -78,43 +78,3 @@ def scan_multilabel(a) -> Source:
     samples, classes = read_multilabel_csv(a.multilabel_csv, a.allow_paths_outside_root)
     return Source(Path(a.multilabel_csv).parent, samples, [None] * len(samples),
                   {"validation": a.val_ratio, "test": a.test_ratio}, [], classes, multi_label=True)
-
-
-def multilabel_assign(label_sets: list[list[str]], groups: list, ratios: dict[str, float], seed: int) -> list[str]:
-    """Iterative stratification (Sechidis et al. 2011) over groups: the rarest label first, each group to the
-    split that still wants most of it, so that every label reaches every split when it has enough images."""
-    rng = np.random.default_rng(seed)
-    shares = {**ratios, "train": 1.0 - sum(ratios.values())}
-    members: dict = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
-    keys = list(members)
-    keys = [keys[j] for j in rng.permutation(len(keys))]
-    labels = sorted({x for s in label_sets for x in s})
-    count = {x: sum(x in s for s in label_sets) for x in labels}
-    want = {s: {x: r * count[x] for x in labels} for s, r in shares.items()}
-    size = {s: r * len(label_sets) for s, r in shares.items()}
-    group_labels = {k: [x for i in members[k] for x in label_sets[i]] for k in keys}
-    order = sorted(keys, key=lambda k: min((count[x] for x in group_labels[k]), default=len(label_sets) + 1))
-    out = ["train"] * len(label_sets)
-    for k in order:
-        rarest = min(group_labels[k], key=count.get, default=None)
-        if rarest is not None:
-            best = max(shares, key=lambda s: (want[s][rarest], size[s], s == "train"))
-        else:
-            best = max(shares, key=lambda s: (size[s], s == "train"))
-        for i in members[k]:
-            out[i] = best
-        for x in group_labels[k]:
-            want[best][x] -= 1
-        size[best] -= len(members[k])
-    return out
-
-
-def multilabel_dataset(samples: list[Sample], classes: list[str], transform, max_pixels: int | None = None,
-                       load=None):
-    """data.image_dataset with a 0/1 float row per image (one column per finding) as its labels."""
-    from hf_medtl.data.dataset import image_dataset
-
-    rows = [[1.0 if c in label_set(s) else 0.0 for c in classes] for s in samples]
-    return image_dataset(samples, classes, transform, max_pixels, labels=rows, load=load)

@@ -1,56 +1,17 @@
-"""Data sources: where the images and their labels come from (class folders, a label CSV, a MedMNIST .npz)."""
+"""Data sources: where the images and their labels come from (class folders, a label CSV; a MedMNIST .npz and a
+multi-label CSV through their own readers), and the dispatch on the recipe's one data source."""
 from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
+from hf_medtl.data.medmnist import read_medmnist_npz
+from hf_medtl.data.multilabel import scan_multilabel
+from hf_medtl.data.types import IMAGE_EXTENSIONS, DataError, FolderScan, Sample, Source, inside
 
-from hf_medtl.errors import HfMedtlError
-
-# The extensions datasets' imagefolder reads, plus DICOM (upper case matched too).
-IMAGE_EXTENSIONS = {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".jfif", ".pgm", ".ppm", ".dcm", ".dicom"}
-
-
-class DataError(HfMedtlError):
-    pass
-
-
-@dataclass(frozen=True, eq=False)
-class Sample:
-    path: Path  # a file, or for in-memory images (.npz) "<file>::<split>_images/<index>"
-    label: str
-    array: Optional[np.ndarray] = field(default=None, repr=False)
-    group: Optional[str] = None  # e.g. a patient id from a CSV's group column
-
-    @property
-    def source(self):
-        """What to decode: the in-memory array, or the file."""
-        return self.path if self.array is None else self.array
-
-
-@dataclass
-class FolderScan:
-    root: Path
-    samples: list[Sample]
-    ignored: list[Path]  # files in class folders that are not images by extension
-
-    @property
-    def classes(self) -> list[str]:
-        return sorted({s.label for s in self.samples})
-
-
-def _inside(path: Path, root: Path, allow_outside: bool, what: str) -> Path:
-    """``path`` if it resolves (links and '..' followed) inside ``root``; refused otherwise unless allowed."""
-    if not allow_outside:
-        real, base = os.path.realpath(path), os.path.realpath(root)
-        if os.path.commonpath([real, base]) != base:
-            raise DataError(f"{what}: '{path}' lies outside '{root}'; move the file under it, or set "
-                            "allow_paths_outside_root true if you mean it")
-    return path
+__all__ = ["DataError", "FolderScan", "IMAGE_EXTENSIONS", "Sample", "Source", "read_label_csv", "scan_class_folders",
+           "scan_source"]
 
 
 def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data_dir",
@@ -67,7 +28,7 @@ def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data
     samples, ignored = [], []
     for name in classes:
         files = sorted(p for p in (root / name).glob(pattern) if p.is_file() and not p.name.startswith("."))
-        images = [_inside(p, root / name, allow_outside, key) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        images = [inside(p, root / name, allow_outside, key) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
         ignored += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
         if not images:
             raise DataError(f"{key} '{root}': class folder '{name}' holds no images matching '{pattern}'; "
@@ -102,7 +63,7 @@ def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classe
         if not path or not label:
             raise DataError(f"csv_file '{csv_file}', line {line}: empty {'path' if not path else 'label'}; "
                             "fill it in or remove the row")
-        image = _inside(csv_file.parent / path, csv_file.parent, allow_outside, f"csv_file '{csv_file}', line {line}")
+        image = inside(csv_file.parent / path, csv_file.parent, allow_outside, f"csv_file '{csv_file}', line {line}")
         if not image.is_file():
             raise DataError(f"csv_file '{csv_file}', line {line}: image '{path}' does not exist; fix the path "
                             "(relative to the CSV's folder) or remove the row")
@@ -112,28 +73,10 @@ def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classe
     return FolderScan(csv_file.parent, samples, [])
 
 
-@dataclass
-class Source:
-    """What a recipe's data keys point at: the samples, which of them a source fixes to a split, and the
-    ratios for the rest."""
-
-    root: Path
-    samples: list[Sample]
-    fixed: list[Optional[str]]  # a split the source fixes (official test folder, MedMNIST val), or None
-    ratios: dict[str, float]  # for the free samples
-    ignored: list[Path]
-    classes: list[str]
-    multi_label: bool = False  # labels are '|'-joined finding sets (hf_medtl.data.multilabel)
-
-
 def scan_source(a) -> Source:
     """Dispatch on the recipe's one data source (DataArguments ``a``)."""
-    from hf_medtl.data.medmnist import read_medmnist_npz
-
     outside = a.allow_paths_outside_root
     if getattr(a, "multilabel_csv", None):
-        from hf_medtl.data.multilabel import scan_multilabel
-
         return scan_multilabel(a)
     if a.npz_file:
         parts = read_medmnist_npz(a.npz_file, a.class_names)

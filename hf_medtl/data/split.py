@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from hf_medtl.data.groups import members as group_members
-from hf_medtl.data.sources import DataError
+from hf_medtl.data.types import DataError
 
 SPLITS = ("train", "validation", "test")
 
@@ -64,4 +64,33 @@ def grouped_stratified_assign(labels: list[str], groups: list, ratios: dict[str,
             out[i] = best
         for c, k in comp.items():
             current[best][c] += k
+    return out
+
+
+def multilabel_assign(label_sets: list[list[str]], groups: list, ratios: dict[str, float], seed: int) -> list[str]:
+    """Iterative stratification (Sechidis et al. 2011) over groups: the rarest label first, each group to the
+    split that still wants most of it, so that every label reaches every split when it has enough images."""
+    rng = np.random.default_rng(seed)
+    shares = {**ratios, "train": 1.0 - sum(ratios.values())}
+    members = group_members(groups)
+    keys = list(members)
+    keys = [keys[j] for j in rng.permutation(len(keys))]
+    labels = sorted({x for s in label_sets for x in s})
+    count = {x: sum(x in s for s in label_sets) for x in labels}
+    want = {s: {x: r * count[x] for x in labels} for s, r in shares.items()}
+    size = {s: r * len(label_sets) for s, r in shares.items()}
+    group_labels = {k: [x for i in members[k] for x in label_sets[i]] for k in keys}
+    order = sorted(keys, key=lambda k: min((count[x] for x in group_labels[k]), default=len(label_sets) + 1))
+    out = ["train"] * len(label_sets)
+    for k in order:
+        rarest = min(group_labels[k], key=count.get, default=None)
+        if rarest is not None:
+            best = max(shares, key=lambda s: (want[s][rarest], size[s], s == "train"))
+        else:
+            best = max(shares, key=lambda s: (size[s], s == "train"))
+        for i in members[k]:
+            out[i] = best
+        for x in group_labels[k]:
+            want[best][x] -= 1
+        size[best] -= len(members[k])
     return out

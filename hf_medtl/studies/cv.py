@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_medtl.report import fmt, pyplot, save_figure
+from hf_medtl.evaluation.report import fmt, pyplot, save_figure
 from hf_medtl.studies.runs import HEADLINE, begin, finish, run_variant
 
 
 def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1) -> dict:
-    from hf_medtl.recipe import load_recipe
+    from hf_medtl.config.recipe import load_recipe
 
     base = load_recipe(recipe_path, argv)
     out = Path(base.training.output_dir)
@@ -58,7 +58,8 @@ def _spread(metrics: list[dict]) -> dict:
 
 def _out_of_fold(runs: list[dict], base, staging: Path) -> dict:
     """Per seed: every fold's validation predictions (each pool image exactly once), scored once."""
-    from hf_medtl import evaluation, report
+    from hf_medtl.evaluation import evaluate as evaluation
+    from hf_medtl.evaluation import report
 
     out = {}
     for seed in sorted({r["seed"] for r in runs}):

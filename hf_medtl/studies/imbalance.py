@@ -13,7 +13,7 @@ from scipy import stats
 
 from hf_medtl.data.folds import IMBALANCE_LEVELS
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.report import fmt, pyplot, save_figure
+from hf_medtl.evaluation.report import fmt, pyplot, save_figure
 from hf_medtl.studies.runs import begin, finish, run_variant
 
 
@@ -55,7 +55,7 @@ def _recall_ci(m: dict) -> list[list[float] | None]:
 
 def run_imbalance(recipe_path: str | Path, argv: list[str], levels: str = "none,mild,moderate,severe",
                   minority: str | None = None) -> dict:
-    from hf_medtl.recipe import load_recipe
+    from hf_medtl.config.recipe import load_recipe
 
     base = load_recipe(recipe_path, argv)
     out = Path(base.training.output_dir)

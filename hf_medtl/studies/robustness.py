@@ -12,7 +12,7 @@ import numpy as np
 
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.outputs import atomic_write_text
-from hf_medtl.report import fmt, pyplot, save_figure
+from hf_medtl.evaluation.report import fmt, pyplot, save_figure
 from hf_medtl.studies.perturbations import LEVELS, SEVERITIES, perturb
 from hf_medtl.studies.runs import begin, finish
 
@@ -24,11 +24,11 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
                    perturbations: str = "all", severities: str = "0,1,2,3,4,5", batch_size: int = 64,
                    n_bootstrap: int = 200, seed: int = 0, allow_pickle_weights: bool = False,
                    trust_remote_code: bool = False) -> dict:
-    from hf_medtl import train
-    from hf_medtl.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
+    from hf_medtl.training import trainer as train
+    from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
     from hf_medtl.data import image_dataset
     from hf_medtl.data.transforms import eval_transform
-    from hf_medtl.evaluation import _readable, load_samples, score
+    from hf_medtl.evaluation.evaluate import _readable, load_samples, score
     from hf_medtl.models import load_saved_model
 
     names = list(LEVELS) if perturbations == "all" else [p.strip() for p in perturbations.split(",")]

@@ -19,7 +19,7 @@ def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], outp
     """The recipe with ``argv`` and ``extra`` overrides, run into ``output_dir``; a finished run there is
     read back instead of rerun (resume)."""
     from hf_medtl.finetune import run
-    from hf_medtl.recipe import load_recipe, require_model
+    from hf_medtl.config.recipe import load_recipe, require_model
 
     output_dir = Path(output_dir)
     recipe = load_recipe(recipe_path, [*argv, *extra, "--output_dir", str(output_dir)])

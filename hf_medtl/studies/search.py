@@ -14,7 +14,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.report import pyplot
+from hf_medtl.evaluation.report import pyplot
 from hf_medtl.studies.runs import begin, finish
 
 logger = logging.getLogger("hf_medtl")
@@ -26,7 +26,7 @@ JOURNAL, STUDY = "optuna_journal.log", "hf_medtl_search"
 def check_space(space: dict) -> dict[str, str]:
     """key -> its recipe group; a data key (the data is built once), an unknown key or a malformed range is
     refused with one line."""
-    from hf_medtl.recipe import _check_key, _fields
+    from hf_medtl.config.recipe import _check_key, _fields
 
     fields, groups = _fields(), {}
     for key, spec in space.items():
@@ -72,9 +72,11 @@ class _ScoreAtBest(TrainerCallback):
 def run_search(recipe_path: str | Path, argv: list[str], n_trials: int = 10) -> dict:
     import optuna
 
-    from hf_medtl import data, models, train
-    from hf_medtl.recipe import load_recipe, require_model
-    from hf_medtl.schedule import AdaptiveSchedule
+    from hf_medtl import data, models
+
+    from hf_medtl.training import trainer as train
+    from hf_medtl.config.recipe import load_recipe, require_model
+    from hf_medtl.training.schedule import AdaptiveSchedule
 
     recipe = load_recipe(recipe_path, argv)
     require_model(recipe, recipe_path)

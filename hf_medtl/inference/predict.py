@@ -1,0 +1,180 @@
+"""`hf-medtl predict`: class probabilities of a saved model for new images, folders and DICOM files.
+
+Every image goes through the toolkit's own decoding (hf_medtl.data.decode: 16-bit windowing, DICOM LUTs, EXIF)
+and the saved image processor (the evaluation transform), so a prediction sees the pixels the model was scored
+on. A run evaluated with flip TTA (`tta: hflip`) is served with it: predict and the app average the image's and
+its mirror's probabilities, as the run's reported metrics did; `--tta` averages over flips and small rotations.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hf_medtl.errors import HfMedtlError
+
+logger = logging.getLogger("hf_medtl")
+# The views that --tta averages over; the training augmentation flips horizontally and rotates by a few degrees.
+TTA_VIEWS = ("identity", "hflip", "rotate+10", "rotate-10")
+# The views of each `tta` recipe value (hf_medtl.training.trainer.predict): what a run's reported metrics averaged over.
+RUN_TTA_VIEWS = {"none": ("identity",), "hflip": ("identity", "hflip")}
+
+
+def run_tta_views(model_dir: str | Path) -> tuple[str, ...]:
+    """The views a finetune run's validation and test metrics averaged over (its recipe.json's `tta`), so that
+    what serves the saved model sees what was evaluated; ("identity",) for a model saved by anything else."""
+    recipe = Path(model_dir) / "recipe.json"
+    try:
+        tta = json.loads(recipe.read_text()).get("tta", "none") if recipe.is_file() else "none"
+    except (OSError, ValueError) as e:
+        raise HfMedtlError(f"{recipe}: unreadable ({e}); restore it from the run or delete it") from None
+    if tta not in RUN_TTA_VIEWS:
+        raise HfMedtlError(f"{recipe}: tta '{tta}' unknown; use one of {', '.join(RUN_TTA_VIEWS)}")
+    return RUN_TTA_VIEWS[tta]
+
+
+def views_of(tta) -> tuple[str, ...]:
+    """``tta`` as a tuple of view names: True -> TTA_VIEWS, False/None -> identity, or the views themselves."""
+    if tta is True:
+        return TTA_VIEWS
+    if not tta:
+        return TTA_VIEWS[:1]
+    return tuple(tta)
+
+
+def tta_view(image, name: str):
+    """``image`` (PIL) as the TTA view ``name``; rotations about the centre, corners filled black as in training."""
+    from PIL import Image, ImageOps
+
+    if name == "hflip":
+        return ImageOps.mirror(image)
+    if name.startswith("rotate"):
+        return image.rotate(float(name[len("rotate"):]), resample=Image.BILINEAR)
+    return image
+
+
+@dataclass
+class Prediction:
+    path: str
+    probabilities: dict[str, float] = field(default_factory=dict)  # every label, in the model's order
+    error: str | None = None  # why the file could not be predicted
+
+    def top(self, k: int | None = None) -> list[tuple[str, float]]:
+        ranked = sorted(self.probabilities.items(), key=lambda kv: -kv[1])
+        return ranked[:k] if k else ranked
+
+
+def collect_inputs(inputs) -> tuple[list[Path], bool]:
+    """(files to predict, whether a folder was given). Folders are searched recursively for image files;
+    named files are kept whatever their suffix (an unreadable one is reported, not skipped silently)."""
+    from hf_medtl.data.types import IMAGE_EXTENSIONS
+
+    files, folder = [], False
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            folder = True
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        else:
+            files.append(path)
+    if not files:
+        raise HfMedtlError(f"no images found in {', '.join(map(str, inputs))}")
+    return files, folder
+
+
+def pixel_scores(model, pixel_values):
+    """(batch, labels) probabilities for a pixel batch: softmax, or sigmoid for a multi-label model."""
+    import torch
+
+    from hf_medtl.models import is_multi_label
+    from hf_medtl.training.trainer import probabilities
+
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(pixel_values=pixel_values.to(device)).logits
+    return probabilities(logits.float().cpu().numpy(), multi_label=is_multi_label(model))
+
+
+def image_scores(model, processor, images: list, tta=False):
+    """(len(images), labels) probabilities; with ``tta`` the mean over the views (views_of) of each image."""
+    import torch
+
+    from hf_medtl.data.transforms import eval_transform
+
+    views = views_of(tta)
+    transform = eval_transform(processor)
+    batch = torch.stack([transform(tta_view(img, view)) for img in images for view in views])
+    return pixel_scores(model, batch).reshape(len(images), len(views), -1).mean(axis=1)
+
+
+def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_dir: str | Path | None = None,
+            allow_pickle_weights: bool = False, trust_remote_code: bool = False,
+            max_image_pixels: int | None = None) -> list[Prediction]:
+    """Probabilities of every label for each image of ``inputs`` (files and folders), in input order.
+    An unreadable file gets a Prediction with ``error`` set (and a log line); the others are still predicted.
+    ``tta``: None -> the views the run was evaluated with (run_tta_views); True -> TTA_VIEWS; False -> none.
+    ``cam_dir``: also write a Grad-CAM overlay PNG per image for its top class (hf_medtl.inference.explain)."""
+    from tqdm.auto import tqdm
+
+    from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS
+    from hf_medtl.data.decode import DecodeError, decode
+    from hf_medtl.models import load_saved_model
+
+    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    views = run_tta_views(model_dir) if tta is None else views_of(tta)
+    files, folder = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
+    max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+    results = []
+    with tqdm(total=len(files), desc="predict", unit="img", disable=not folder, leave=False) as bar:
+        for start in range(0, len(files), batch_size):
+            chunk, images, rows = files[start:start + batch_size], [], []
+            for path in chunk:
+                try:
+                    images.append(decode(path, max_pixels))
+                    rows.append(Prediction(str(path)))
+                except DecodeError as e:
+                    logger.warning(f"{path}: unreadable ({e}); skipped")
+                    results.append(Prediction(str(path), error=str(e)))
+            if images:
+                for row, probs in zip(rows, image_scores(model, processor, images, views)):
+                    row.probabilities = {c: float(p) for c, p in zip(classes, probs)}
+                if cam_dir is not None:
+                    from hf_medtl.inference.explain import write_overlays
+
+                    write_overlays(model, processor, images, [r.top(1)[0] for r in rows],
+                                   [Path(r.path) for r in rows], cam_dir)
+                results += rows
+            bar.update(len(chunk))
+    order = {str(p): i for i, p in enumerate(files)}
+    return sorted(results, key=lambda r: order[r.path])
+
+
+def format_predictions(predictions: list[Prediction], fmt: str = "table", top_k: int = 3, tta=False) -> str:
+    """The predictions as a Markdown table (top-k), CSV or JSON (every label); ``tta``: the views averaged."""
+    views = list(views_of(tta))
+    if fmt == "json":
+        return json.dumps([{"path": p.path, "prediction": p.top(1)[0][0] if p.probabilities else None,
+                            "probabilities": p.probabilities, "tta": views, "error": p.error}
+                           for p in predictions], indent=2) + "\n"
+    labels = list(next((p.probabilities for p in predictions if p.probabilities), {}))
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["path", "prediction", *labels, "tta", "error"])
+        for p in predictions:
+            w.writerow([p.path, p.top(1)[0][0] if p.probabilities else "",
+                        *(f"{p.probabilities[c]:.6f}" if p.probabilities else "" for c in labels),
+                        "+".join(views), p.error or ""])
+        return out.getvalue()
+    k = min(top_k, len(labels)) or 1
+    lines = ([f"TTA: probabilities averaged over {', '.join(views)}", ""] if len(views) > 1 else []) + [
+        "| image | " + " | ".join(f"#{i + 1}" for i in range(k)) + " |", "|---" * (k + 1) + "|"]
+    for p in predictions:
+        cells = ([f"{c} ({v:.1%})" for c, v in p.top(k)] if p.probabilities
+                 else [f"unreadable: {p.error}"] + [""] * (k - 1))
+        lines.append(f"| {p.path} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,225 @@
+"""Trainer glue for the adaptive schedule: measure each epoch, hand the numbers to AdaptiveSchedule, apply
+its decisions (LR scale, θ* snapshot, stop). The decision logic itself lives in hf_medtl/schedule.py."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+from hf_medtl.console import EPOCH_HEADER, epoch_row
+from hf_medtl.outputs import BEST_FILE, STATE_FILE, atomic_write_text
+from hf_medtl.training.schedule import AdaptiveSchedule
+
+logger = logging.getLogger("hf_medtl")
+THETA_STAR = ("schedule", "val_loss", "val_accuracy", "last")
+
+
+def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """Sum across all ranks, so that every process computes the same accuracy and takes the same decision."""
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def scale_lr(optimizer, lr_scheduler, factor: float) -> None:
+    """Multiply the LR of every param group, and the scheduler's base LRs so that its next step keeps it."""
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate may wrap it
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+
+
+def head_lr(optimizer) -> float:
+    """The LR of the head's group (discriminative LRs give the backbone's groups their own multiples)."""
+    groups = optimizer.param_groups
+    return next((g["lr"] for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0]["lr"])
+
+
+class StrategyCallback(TrainerCallback):
+    """Sets which parameters train at the start of every epoch, as the fine-tuning strategy says (gradual
+    unfreezing at the listed epochs; a resumed run starts with the stages its epoch has). Logs each change."""
+
+    def __init__(self, model_args):
+        self.model_args = model_args
+        self._trainable: Optional[int] = None
+
+    def _apply(self, state, model) -> None:
+        from hf_medtl.models import apply_strategy
+
+        epoch = int(round(state.epoch or 0)) + 1
+        n = apply_strategy(model, self.model_args, epoch)
+        if n != self._trainable:
+            total = sum(p.numel() for p in model.parameters())
+            logger.info(f"epoch {epoch}: {n:,} of {total:,} parameters train ({self.model_args.finetune_strategy})")
+        self._trainable = n
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._apply(state, model)
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        self._apply(state, model)
+
+
+class AdaptiveLRCallback(TrainerCallback):
+    """Applies the adaptive schedule at the end of every epoch (after that epoch's validation pass).
+
+    Training accuracy is ``running`` (counted by a forward hook during the training pass: no extra forward)
+    or ``full`` (``evaluate_train()`` runs an eval-mode pass over the training set and returns loss and
+    accuracy). With ``schedule=None`` the callback only records the per-epoch history.
+
+    ``theta_star`` says which epoch's weights the run ends with: ``schedule`` (Algorithm 1's θ* saves; none
+    without a schedule: the last weights), or, over the whole run, the lowest validation loss (``val_loss``), the
+    highest validation accuracy, ties to the lower loss (``val_accuracy``), or the last epoch (``last``).
+    """
+
+    def __init__(self, schedule: Optional[AdaptiveSchedule], train_accuracy: str = "running",
+                 evaluate_train: Optional[Callable[[], tuple[float, float]]] = None, theta_star: str = "schedule"):
+        if train_accuracy not in ("running", "full"):
+            raise ValueError(f"train_accuracy must be 'running' or 'full', got {train_accuracy!r}")
+        if theta_star not in THETA_STAR:
+            raise ValueError(f"theta_star must be one of {THETA_STAR}, got {theta_star!r}")
+        self.schedule, self.mode, self.evaluate_train = schedule, train_accuracy, evaluate_train
+        self.theta_star = theta_star
+        self.best_key: Optional[list[float]] = None  # the selection rule's best (key, lower is better) so far
+        self.log: Optional[Callable[[dict], None]] = None  # Trainer.log, so trackers see the decisions
+        self.loss_terms: Optional[Callable[[], dict]] = None  # the loss's per-epoch terms (feature penalties)
+        self.history: list[dict] = []
+        self.best_state: Optional[dict] = None
+        self.best_epoch: Optional[int] = None
+        self._sums: Optional[torch.Tensor] = None  # loss * n, correct, n over this epoch's training batches
+        self._hook = None
+
+    # -- measuring -------------------------------------------------------------------------------------------
+    def _count(self, module, args, kwargs, output):
+        labels = kwargs.get("labels")
+        if module.training and labels is not None:
+            self.count(output.logits, labels)
+
+    def count(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one training batch to the epoch's running loss and accuracy (from the forward hook, or from the
+        loss function when the Trainer keeps labels out of the forward). Multi-label (0/1 rows): BCE averaged
+        over labels, and accuracy as the mean per-label accuracy at probability 0.5."""
+        with torch.no_grad():
+            # Our own sum, not output.loss: the Trainer may have the model divide by a cross-process count.
+            logits = logits.detach().float()
+            if labels.shape == logits.shape and labels.ndim == 2:
+                target = labels.float()
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+                loss_sum = bce.mean(1).sum()
+                correct = ((logits > 0) == (target > 0.5)).double().mean(1).sum()
+            else:
+                loss_sum = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+                correct = (logits.argmax(-1) == labels).sum()
+            # Everything stays on the device: no .item(), no host-to-device copy, so no per-step synchronisation.
+            n = torch.full((), labels.shape[0], dtype=torch.float64, device=labels.device)
+            batch = torch.stack([loss_sum.double(), correct.double(), n])
+            self._sums = batch if self._sums is None else self._sums + batch
+
+    def _train_loss_accuracy(self, device) -> tuple[float, float]:
+        if self.mode == "full":
+            return self.evaluate_train()
+        sums = sum_over_processes(self._sums if self._sums is not None else torch.zeros(3, dtype=torch.float64, device=device))
+        loss_sum, correct, n = sums.tolist()
+        if n == 0:
+            raise RuntimeError("no labelled training batch reached the model's forward; use train_accuracy 'full'")
+        return loss_sum / n, correct / n
+
+    # -- Trainer events --------------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.mode == "full" and self.evaluate_train is None:
+            raise ValueError("train_accuracy 'full' needs evaluate_train")
+        self._hook = model.register_forward_hook(self._count, with_kwargs=True)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._sums = None
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        if self._hook is None or "eval_loss" not in (metrics or {}):
+            return  # an evaluation outside training (e.g. the test set), not an epoch end
+        train_loss, train_acc = self._train_loss_accuracy(args.device)
+        record = {"epoch": len(self.history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+                  "train_accuracy_mode": self.mode, "val_loss": metrics["eval_loss"],
+                  "val_accuracy": metrics.get("eval_accuracy"), "lr": head_lr(optimizer),
+                  "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+        if self.loss_terms is not None:
+            record.update(self.loss_terms())
+        if self.schedule is not None:
+            decision = self.schedule.step(train_acc, metrics["eval_loss"])
+            record.update(dataclasses.asdict(decision))
+        if self.theta_star != "schedule":
+            record["save_best"] = self._select(record)
+        if record.get("save_best"):
+            # contiguous: a channels-last model's weights are saved (safetensors) in the standard layout
+            self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+            self.best_epoch = record["epoch"]
+        if self.schedule is not None and decision.reduced:
+            scale_lr(optimizer, lr_scheduler, self.schedule.factor)
+        if self.schedule is not None and decision.stop:
+            control.should_training_stop = True
+        self.history.append(record)
+        if self.log is not None:
+            self.log(tracker_values(record))
+        if record["epoch"] == 1:
+            logger.info(EPOCH_HEADER)
+        logger.info(epoch_row(record))  # the main process's; every rank's with HF_MEDTL_LOG_ALL_RANKS=1
+
+    def _select(self, record: dict) -> bool:
+        """Whether this epoch's weights become θ* under the theta_star rule (not the schedule's)."""
+        if self.theta_star == "last":
+            return True
+        loss, acc = record["val_loss"], record.get("val_accuracy") or 0.0
+        key = [loss] if self.theta_star == "val_loss" else [-acc, loss]
+        if self.best_key is None or key < self.best_key:
+            self.best_key = key
+            return True
+        return False
+
+    def on_save(self, args, state, control, **kwargs):
+        """Put the schedule's whole state (counters, bests, LR scale, history, θ*) beside the Trainer's."""
+        if not state.is_world_process_zero:
+            return
+        from safetensors.torch import save_file
+
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.best_state is not None:
+            save_file(self.best_state, str(checkpoint / BEST_FILE))
+        state_json = {"schedule": self.schedule.state_dict() if self.schedule else None,
+                      "history": self.history, "best_epoch": self.best_epoch, "best_key": self.best_key}
+        atomic_write_text(checkpoint / STATE_FILE, json.dumps(state_json))
+
+    def load_checkpoint(self, checkpoint: str | Path) -> None:
+        """Restore what on_save wrote, before ``trainer.train(resume_from_checkpoint=checkpoint)``."""
+        from safetensors.torch import load_file
+
+        checkpoint = Path(checkpoint)
+        saved = json.loads((checkpoint / STATE_FILE).read_text())
+        if self.schedule is not None and saved["schedule"] is not None:
+            self.schedule.load_state_dict(saved["schedule"])
+        self.history, self.best_epoch = saved["history"], saved["best_epoch"]
+        self.best_key = saved.get("best_key")
+        self.best_state = load_file(str(checkpoint / BEST_FILE)) if (checkpoint / BEST_FILE).is_file() else None
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self.best_state is not None:  # θ*: what the run ends with and saves
+            model.load_state_dict(self.best_state)
+
+
+def tracker_values(r: dict) -> dict:
+    """The schedule's per-epoch state as scalars for report_to (tensorboard, trackio)."""
+    keys = ("train_accuracy", "lr_scale", "wait", "reductions", "save_best", "reduced", "trainable_params",
+            "train_l1_feature_reg", "train_l2_feature_reg")
+    out = {f"schedule/{k}": float(r[k]) for k in keys if k in r}
+    if "monitor" in r:
+        out["schedule/monitoring_val_loss"] = float(r["monitor"] == "val_loss")
+    return out

@@ -1,0 +1,251 @@
+"""The training stage: a transformers Trainer wired to the adaptive schedule, and the one inference path
+(``predict``) that every command uses to turn a dataset into class probabilities."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainingArguments, default_data_collator
+from transformers.trainer_callback import PrinterCallback
+
+from hf_medtl.training.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
+from hf_medtl.errors import HfMedtlError
+from hf_medtl.training.schedule import AdaptiveSchedule
+from hf_medtl.models import is_multi_label, keep_frozen_in_eval_mode
+from hf_medtl.training.losses import ClassificationLoss, resolve_class_weights
+
+logger = logging.getLogger("hf_medtl")
+
+
+def _logits(predictions):
+    return predictions[0] if isinstance(predictions, tuple) else predictions
+
+
+def accuracy(eval_pred) -> dict:
+    """Accuracy; for multi-label (0/1 label rows) the mean per-label accuracy at probability 0.5."""
+    logits, labels = _logits(eval_pred.predictions), eval_pred.label_ids
+    if labels.ndim == 2:
+        return {"accuracy": float(((logits > 0) == (labels > 0.5)).mean())}
+    return {"accuracy": float((logits.argmax(-1) == labels).mean())}
+
+
+def probabilities(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
+    """Class probabilities from logits (softmax in float64; a sigmoid per label for multi-label): the one
+    place they are computed."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _machine_defaults(args, n_train: int):
+    """Settings that depend on the machine and the data, not on the recipe's intent."""
+    changes = {}
+    gpu = torch.cuda.is_available()
+    if args.dataloader_pin_memory and not gpu:
+        changes["dataloader_pin_memory"] = False  # only warns on CPU
+    if args.dataloader_num_workers < 0:  # -1: the machine decides
+        per_process = (os.cpu_count() or 1) // max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
+        workers = min(8, per_process - 1) if gpu and n_train >= 256 else 0
+        changes["dataloader_num_workers"] = max(workers, 0)
+        if workers > 0:
+            changes["dataloader_persistent_workers"] = True
+    if args.bf16 is None:
+        bf16 = gpu and torch.cuda.is_bf16_supported()
+        changes["bf16"] = bf16
+        if gpu and not bf16 and not args.fp16:
+            changes["fp16"] = True
+    # A last training batch of one image breaks BatchNorm when the feature map is 1x1 (inputs <= 32 px):
+    # drop it. Batches are reshuffled every epoch, so no image is left out for good.
+    if n_train % (args.per_device_train_batch_size * max(args.world_size, 1)) == 1 and not args.dataloader_drop_last:
+        changes["dataloader_drop_last"] = True
+        logger.info("the last training batch would hold one image; it is dropped each epoch (BatchNorm needs two)")
+    return changes
+
+
+def is_convolutional(model) -> bool:
+    """A CNN (ResNet, DenseNet, EfficientNet, ConvNeXt...), not a ViT whose only convolution embeds patches."""
+    return sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) > 2
+
+
+def train_labels(dataset) -> list:
+    """The label column, read from the Arrow table (the lazy image transform is not run)."""
+    table = dataset.data
+    return table.column("label" if "label" in table.column_names else "labels").to_pylist()
+
+
+class BalancedSampler(torch.utils.data.Sampler):
+    """n draws per epoch, with replacement, each class equally likely (weights 1 / class count); seeded by
+    seed + epoch so that every process draws the same sequence (accelerate shards its batches) and a resumed
+    run draws what an uninterrupted one would."""
+
+    def __init__(self, labels: list[int], seed: int):
+        counts = np.bincount(labels)
+        self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.multinomial(self.weights, len(self.weights), replacement=True, generator=g).tolist())
+
+
+class MedTrainer(Trainer):
+    """The Trainer with two extension points filled: the training sampler ('balanced' draws classes evenly),
+    and drop_last applied to training batches only."""
+
+    def __init__(self, *args, sampler: str = "random", **kwargs):
+        self.sampler = sampler
+        super().__init__(*args, **kwargs)
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, **kwargs):
+        # dataloader_drop_last is for training batches only: validation and test must see every image.
+        keep = self.args.dataloader_drop_last
+        self.args.dataloader_drop_last = keep and is_training
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, **kwargs)
+        finally:
+            self.args.dataloader_drop_last = keep
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.sampler != "balanced":
+            return super()._get_train_sampler(train_dataset)
+        labels = train_labels(dataset)
+        if labels and isinstance(labels[0], list):
+            raise HfMedtlError("sampler 'balanced' needs one class per image; for multi-label use class_weights")
+        return BalancedSampler(labels, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+
+def loss_function(recipe, model, train_dataset) -> ClassificationLoss | None:
+    """hf_medtl's loss when the recipe asks for more than the model's own cross-entropy; None otherwise."""
+    m, config = recipe.model, model.config
+    multi_label = is_multi_label(config)
+    l1, l2 = m.l1_feature_reg, m.l2_feature_reg
+    smoothing = recipe.training.label_smoothing_factor
+    if m.class_weights is None and m.loss == "cross_entropy" and not (l1 or l2) and not multi_label and not smoothing:
+        return None  # (label smoothing goes through ours, so that the running training accuracy is counted)
+    if (l1 or l2) and not hasattr(config, "l1_feature_reg"):
+        raise HfMedtlError("l1_feature_reg / l2_feature_reg penalise hf_medtl's head: set head 'bottleneck' (or "
+                           "head_dropout > 0 for a linear hf_medtl head)")
+    classes = [config.id2label[i] for i in range(config.num_labels)]
+    weights = resolve_class_weights(m.class_weights, train_labels(train_dataset), classes)
+    if weights is not None:
+        logger.info("class weights: " + ", ".join(f"{c} {w:.3g}" for c, w in zip(classes, weights)))
+    return ClassificationLoss(weights, m.loss, m.focal_gamma, l1, l2, recipe.training.label_smoothing_factor,
+                              multi_label)
+
+
+def optimizer_groups(recipe, model, args):
+    """(optimizer class, kwargs with param groups) for discriminative LRs and gradual unfreezing (every
+    parameter in a group from the start); None: the Trainer's own two groups."""
+    from hf_medtl.models import param_groups
+
+    m = recipe.model
+    if m.finetune_strategy == "linear_probe" or (m.finetune_strategy != "gradual" and m.backbone_lr_multiplier == 1.0
+                                                  and m.layer_decay is None):
+        return None  # (a linear probe trains the head alone: one LR)
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    groups = param_groups(model, args.learning_rate, args.weight_decay, decay, m.backbone_lr_multiplier, m.layer_decay)
+    return cls, {**kwargs, "params": groups}
+
+
+def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, AdaptiveLRCallback]:
+    args, sched = recipe.training, recipe.schedule
+    if str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "epoch":
+        raise HfMedtlError(f"eval_strategy '{args.eval_strategy}': the adaptive schedule decides once per epoch; "
+                           "use eval_strategy 'epoch'")
+    loss = loss_function(recipe, model, datasets["train"])
+    if sched.train_accuracy == "running" and args.label_smoothing_factor > 0 and loss is None:
+        raise HfMedtlError("label_smoothing_factor > 0 keeps labels from the model's forward, so the running "
+                           "training accuracy cannot be counted; set train_accuracy 'full'")
+    schedule = (AdaptiveSchedule(sched.threshold, sched.patience, sched.stop_patience, sched.factor)
+                if sched.adaptive_lr else None)
+    callback = AdaptiveLRCallback(schedule, sched.train_accuracy, theta_star=sched.theta_star)
+    # The run pushes once, when its outputs are complete (hf_medtl.hub.push), not from inside the Trainer; and the
+    # Trainer never holds the token, so that training_args.bin and checkpoints cannot leak it.
+    m = recipe.model
+    changes = _machine_defaults(args, len(datasets["train"]))
+    callbacks = [callback]
+    if m.finetune_strategy == "gradual":
+        callbacks.append(StrategyCallback(m))
+        if args.world_size > 1:  # DDP registers only parameters that train when it wraps the model
+            for p in model.parameters():
+                p.requires_grad_(True)
+            changes["ddp_find_unused_parameters"] = True
+    if m.finetune_strategy != "full":
+        keep_frozen_in_eval_mode(model)
+    if args.channels_last if args.channels_last is not None else torch.cuda.is_available() and is_convolutional(model):
+        model.to(memory_format=torch.channels_last)
+    trainer_args = dataclasses.replace(args, push_to_hub=False, hub_token=None, **changes)
+    trainer = MedTrainer(model=model, args=trainer_args, train_dataset=datasets["train"],
+                         eval_dataset=datasets["validation"], processing_class=processor,
+                         data_collator=default_data_collator, compute_metrics=accuracy, callbacks=callbacks,
+                         compute_loss_func=loss, optimizer_cls_and_kwargs=optimizer_groups(recipe, model, args),
+                         sampler=recipe.data.sampler)
+    trainer.remove_callback(PrinterCallback)  # its raw dicts would interleave with the callback's epoch rows
+    callback.log = trainer.log
+    if loss is not None:
+        loss.observer = callback.count
+        callback.loss_terms = lambda: loss.epoch_terms(sum_over_processes)
+    if sched.train_accuracy == "full":
+        def evaluate_train():
+            m = trainer.predict(datasets["train_eval"], metric_key_prefix="train").metrics
+            return m["train_loss"], m["train_accuracy"]
+
+        callback.evaluate_train = evaluate_train
+    return trainer, callback
+
+
+def inference_trainer(model, batch_size: int = 64) -> Trainer:
+    """A Trainer that only predicts (device placement, batching, gathering across processes); on a GPU with
+    loader workers, so that decoding keeps up with the forward."""
+    gpu = torch.cuda.is_available()
+    workers = max(0, min(8, (os.cpu_count() or 1) - 1)) if gpu else 0
+    args = TrainingArguments(output_dir=tempfile.gettempdir(), per_device_eval_batch_size=batch_size,
+                             report_to="none", remove_unused_columns=False, disable_tqdm=True,
+                             dataloader_pin_memory=gpu, dataloader_num_workers=workers)
+    return Trainer(model=model, args=args, data_collator=default_data_collator)
+
+
+class Mirrored(torch.utils.data.Dataset):
+    """A dataset's items with their pixel tensors mirrored left-right (flip test-time augmentation)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = dict(self.dataset[i])
+        item["pixel_values"] = torch.flip(torch.as_tensor(item["pixel_values"]), dims=[-1])
+        return item
+
+
+def predict(trainer: Trainer, dataset, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities, true labels), gathered over all processes. ``tta`` 'hflip': the mean of the
+    probabilities of each image and of its mirror."""
+    if len(dataset) == 0:
+        raise HfMedtlError("nothing to predict: the dataset is empty")
+    out = trainer.predict(dataset, metric_key_prefix="predict")
+    multi_label = is_multi_label(trainer.model)
+    probs = probabilities(_logits(out.predictions), multi_label)
+    if tta == "hflip":
+        mirrored = trainer.predict(Mirrored(dataset), metric_key_prefix="predict")
+        probs = (probs + probabilities(_logits(mirrored.predictions), multi_label)) / 2
+    elif tta != "none":
+        raise HfMedtlError(f"tta '{tta}': use 'none' or 'hflip'")
+    return probs, out.label_ids
+

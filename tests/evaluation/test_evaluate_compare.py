@@ -1,0 +1,86 @@
+"""`hf-medtl evaluate` and `hf-medtl compare` on saved runs of tiny models."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from hf_medtl.cli import main
+from hf_medtl.finetune import run
+from hf_medtl.config.recipe import load_recipe
+from tests.conftest import make_image_folder
+from tests.conftest import tiny_recipe
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, tiny_vit, tiny_timm):
+    root = tmp_path_factory.mktemp("runs")
+    images = make_image_folder(root / "images")
+    runs = []
+    for name, model, extra in (("vit", tiny_vit, {}), ("timm", tiny_timm, {"image_size": 24})):
+        (root / name).mkdir()
+        run(load_recipe(tiny_recipe(root / name, model, images, num_train_epochs=2, **extra)))
+        runs.append(root / name / "run")
+    return runs
+
+
+def test_evaluate_folder_writes_report(two_runs, tmp_path, capsys):
+    external = make_image_folder(tmp_path / "external", per_class=(4, 5, 6), seed=9)
+    assert main(["evaluate", str(two_runs[1]), str(external), "--output_dir", str(tmp_path / "ev"),
+                 "--n_bootstrap", "200"]) == 0
+    assert "15 images: accuracy" in capsys.readouterr().out
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    m = report["metrics"]["external"]
+    assert m["n"] == 15 and m["per_class"]["support"] == [4, 5, 6] and m["n_bootstrap"] == 200
+    assert "| Accuracy |" in (tmp_path / "ev" / "report.md").read_text()
+    for png in report["plots"]:
+        assert (tmp_path / "ev" / png).read_bytes()[:8] == PNG
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "predictions.csv")))
+    assert len(rows) == 15 and {"path", "label", "predicted", "p_benign"} <= set(rows[0])
+
+
+def test_evaluate_subset_of_classes_and_default_output_dir(two_runs, tmp_path):
+    external = make_image_folder(tmp_path / "two_classes", per_class=(3, 3), classes=("malignant", "normal"))
+    assert main(["evaluate", str(two_runs[0]), str(external), "--n_bootstrap", "0"]) == 0
+    out = two_runs[0].parent / "run_eval_two_classes"
+    assert json.loads((out / "report.json").read_text())["metrics"]["two_classes"]["per_class"]["support"] == [0, 3, 3]
+
+
+def test_evaluate_class_mismatch_is_one_clear_line(two_runs, tmp_path, capsys):
+    external = make_image_folder(tmp_path / "other", per_class=(3, 3), classes=("benign", "tumour"))
+    assert main(["evaluate", str(two_runs[0]), str(external)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "['tumour']" in err[0] and "benign" in err[0]
+    assert main(["evaluate", str(tmp_path), str(external)]) == 2
+    assert "not a saved model" in capsys.readouterr().err
+
+
+def test_evaluate_npz_and_csv(two_runs, tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 12)
+    images = rng.integers(0, 255, (12, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", train_images=images, train_labels=labels[:, None],
+             test_images=images, test_labels=labels[:, None])
+    assert main(["evaluate", str(two_runs[1]), str(tmp_path / "tiny.npz"), "--output_dir", str(tmp_path / "npz")]) == 0
+    m = json.loads((tmp_path / "npz" / "report.json").read_text())["metrics"]["tiny"]
+    assert m["n"] == 12 and sum(m["per_class"]["support"]) == 12
+    assert main(["evaluate", str(two_runs[1]), str(tmp_path / "tiny.npz"), "--split", "val"]) == 2
+
+    folder = make_image_folder(tmp_path / "csvimgs", per_class=(2, 2, 2))
+    with open(tmp_path / "labels.csv", "w") as f:
+        f.write("path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in sorted(folder.rglob("*.*"))))
+    assert main(["evaluate", str(two_runs[1]), str(tmp_path / "labels.csv"), "--output_dir", str(tmp_path / "csv")]) == 0
+    assert json.loads((tmp_path / "csv" / "report.json").read_text())["metrics"]["labels"]["n"] == 6
+
+
+def test_compare_tabulates_runs(two_runs, tmp_path, capsys):
+    assert main(["compare", *map(str, two_runs), "--output_dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("| images |") == 2 and "Test Acc (95% CI)" in table and "tiny_vit" in table
+    rows = list(csv.DictReader(open(tmp_path / "comparison.csv")))
+    metrics = json.loads((two_runs[0] / "metrics.json").read_text())
+    vit = next(r for r in rows if "vit" in r["model"])
+    assert float(vit["test_acc"]) == metrics["test"]["accuracy"] and int(vit["epochs"]) == metrics["epochs_run"]
+    assert main(["compare", str(tmp_path)]) == 2

@@ -1,0 +1,100 @@
+"""`hf-medtl predict` / hf_medtl.inference.predict on a trained tiny model: formats, DICOM, unreadable files, TTA, multi-label."""
+import csv
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hf_medtl
+from hf_medtl.cli import main
+from hf_medtl.inference.predict import TTA_VIEWS, format_predictions, image_scores, tta_view
+
+CLASSES = ["benign", "malignant", "normal"]
+
+
+def test_predict_cli_csv_json_table_and_an_unreadable_file(trained_run, tmp_path, capsys):
+    images = trained_run.parent / "images"
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert main(["predict", str(trained_run), str(images / "malignant"), str(tmp_path / "bad.png"),
+                 "--format", "csv", "--batch_size", "5"]) == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    assert [r["path"] for r in rows[:-1]] == [str(p) for p in sorted((images / "malignant").iterdir())]
+    assert rows[-1]["path"].endswith("bad.png") and rows[-1]["error"] == "not an image" and rows[-1]["benign"] == ""
+    assert "bad.png: unreadable (not an image)" in captured.err and "Traceback" not in captured.err
+    good = rows[:-1]
+    assert all(abs(sum(float(r[c]) for c in CLASSES) - 1) < 1e-5 for r in good)
+    assert sum(r["prediction"] == "malignant" for r in good) >= 10, good  # the model learnt the task (12 images)
+
+    assert main(["predict", str(trained_run), str(images / "benign" / "benign_000.png"), "--format", "json"]) == 0
+    [one] = json.loads(capsys.readouterr().out)
+    assert one["prediction"] == "benign" and set(one["probabilities"]) == set(CLASSES) and one["tta"] == ["identity"]
+
+    assert main(["predict", str(trained_run), str(images / "normal" / "normal_001.jpg"), "--top_k", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| image | #1 | #2 |" and table[2].split("|")[2].strip().startswith("normal (")
+
+
+def test_python_api_and_nothing_readable(trained_run, tmp_path, capsys):
+    image = trained_run.parent / "images" / "benign" / "benign_003.png"
+    [p] = hf_medtl.inference.predict(trained_run, [image])
+    assert p.error is None and p.top(1)[0][0] == "benign" and list(p.probabilities) == CLASSES
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert main(["predict", str(trained_run), str(tmp_path / "empty.png")]) == 2  # nothing predicted
+    assert "unreadable: zero-byte file" in capsys.readouterr().out
+    (tmp_path / "no_images").mkdir()
+    assert main(["predict", str(trained_run), str(tmp_path / "no_images")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: no images found in {tmp_path / 'no_images'}"
+
+
+def test_dicom_goes_through_the_toolkits_decoding(trained_run, tmp_path):
+    pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    from hf_medtl.data.decode import decode
+
+    dicom = get_testdata_file("CT_small.dcm")  # 16-bit signed CT with Rescale Slope/Intercept
+    decode(dicom).save(tmp_path / "as_decoded.png")  # what training would have seen, stored losslessly
+    a, b = hf_medtl.inference.predict(trained_run, [dicom, tmp_path / "as_decoded.png"])
+    assert a.error is None and a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+
+
+def test_tta_averages_the_listed_views(trained_run):
+    from hf_medtl.models import load_saved_model
+
+    model, processor, _ = load_saved_model(trained_run)
+    black = Image.new("RGB", (24, 24))  # every flip and rotation of it is itself
+    np.testing.assert_allclose(image_scores(model, processor, [black], tta=True),
+                               image_scores(model, processor, [black]), atol=1e-7)
+    image = Image.open(trained_run.parent / "images" / "benign" / "benign_000.png").convert("RGB")
+    tta = image_scores(model, processor, [image], tta=True)[0]
+    views = np.concatenate([image_scores(model, processor, [tta_view(image, v)]) for v in TTA_VIEWS])
+    np.testing.assert_allclose(tta, views.mean(0), atol=1e-6)
+    assert np.abs(views - views[0]).max() > 1e-3  # the views differ, so the mean is not the plain prediction
+    assert TTA_VIEWS == ("identity", "hflip", "rotate+10", "rotate-10")
+    text = format_predictions(hf_medtl.inference.predict(trained_run, [trained_run.parent / "images" / "benign"], tta=True),
+                              tta=True)
+    assert text.startswith("TTA: probabilities averaged over identity, hflip, rotate+10, rotate-10")
+
+
+def test_multi_label_model_gets_a_sigmoid_per_label(trained_run, tmp_path):
+    import torch
+
+    from hf_medtl.data.decode import decode
+    from hf_medtl.data.transforms import eval_transform
+    from hf_medtl.models import load_saved_model
+
+    model_dir = tmp_path / "multi"
+    shutil.copytree(trained_run, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
+    image = trained_run.parent / "images" / "normal" / "normal_000.png"
+    [p] = hf_medtl.inference.predict(model_dir, [image])
+    model, processor, _ = load_saved_model(model_dir)
+    with torch.no_grad():
+        logits = model(pixel_values=eval_transform(processor)(decode(image))[None]).logits[0].double().numpy()
+    assert list(p.probabilities.values()) == pytest.approx(1 / (1 + np.exp(-logits)), abs=1e-6)
+    assert abs(sum(p.probabilities.values()) - 1) > 1e-3  # independent labels, not a softmax

@@ -1,0 +1,60 @@
+"""A saved model serves what the run evaluated: for every backbone family the recipes use, pipeline() on a
+non-square image gives the probabilities the run wrote to predictions_test.csv for that image."""
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hf_medtl.finetune import run
+from hf_medtl.config.recipe import load_recipe
+from tests.conftest import CLASSES, tiny_recipe
+
+
+def non_square_folder(root, n=10, size=(70, 46)):
+    """BreaKHis-like 700x460 proportions: the left band carries the class, so a centre crop would lose it."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            arr = rng.integers(0, 80, (size[1], size[0], 3), dtype=np.uint8)
+            arr[:, : size[0] // 6] = 60 + 80 * c  # the band at the border
+            Image.fromarray(arr).save(root / name / f"{name}_{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("backbone", ["tiny_resnet", "tiny_convnext", "tiny_vit", "tiny_timm"])
+def test_pipeline_reproduces_the_runs_test_predictions(tmp_path, backbone, request):
+    from transformers import pipeline
+
+    data = non_square_folder(tmp_path / "data")
+    size = {"tiny_vit": 24, "tiny_timm": 32}.get(backbone)
+    recipe = tiny_recipe(tmp_path, request.getfixturevalue(backbone), data, num_train_epochs=1, image_size=size,
+                         n_bootstrap=0, dedupe=False)
+    run(load_recipe(recipe))
+    out = tmp_path / "run"
+    with open(out / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    classifier = pipeline("image-classification", model=str(out))
+    for row in rows:
+        served = {p["label"]: p["score"] for p in classifier(str(data / row["path"]), top_k=len(CLASSES))}
+        for c in CLASSES:
+            assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=2e-6), (backbone, row["path"], c)
+
+
+def test_serving_processor_squashes_and_keeps_the_backbones_interpolation(tiny_resnet, tiny_timm):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from hf_medtl.models import serving_processor
+
+    resnet = serving_processor(AutoModelForImageClassification.from_pretrained(tiny_resnet),
+                               AutoImageProcessor.from_pretrained(tiny_resnet), 40)
+    assert resnet.size == {"height": 40, "width": 40} and int(resnet.resample) == 3  # bicubic, as the backbone
+    img = Image.new("RGB", (70, 46), (128, 128, 128))
+    img.paste((255, 255, 255), (0, 0, 10, 46))  # a band at the left border survives (no centre crop)
+    pixels = resnet(images=img, return_tensors="pt")["pixel_values"][0]
+    assert pixels.shape == (3, 40, 40) and pixels[:, :, 0].mean() > pixels[:, :, 20].mean() + 0.5
+    timm_model = AutoModelForImageClassification.from_pretrained(tiny_timm)
+    proc = serving_processor(timm_model, AutoImageProcessor.from_pretrained(tiny_timm), 40)
+    assert timm_model.config.pretrained_cfg["crop_mode"] == "squash" and proc.data_config["input_size"] == (3, 40, 40)
+    assert proc(images=img)["pixel_values"][0][:, :, 0].mean() > proc(images=img)["pixel_values"][0][:, :, 20].mean()

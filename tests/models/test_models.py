@@ -1,0 +1,34 @@
+"""Backbone loading: new head with our labels, safe weights only by default, random-init baseline."""
+import pytest
+import torch
+
+from hf_medtl.models import ModelError, load_backbone
+from hf_medtl.config.recipe import ModelArguments
+
+
+def test_head_labels_and_timm_label_names(tiny_timm):
+    model, _ = load_backbone(ModelArguments(model_name_or_path=str(tiny_timm)), ["cyst", "tumour"])
+    assert model.config.id2label == {0: "cyst", 1: "tumour"} and model.config.label_names == ["cyst", "tumour"]
+    assert model.timm_model.get_classifier().out_features == 2
+
+
+def test_pickle_weights_refused_unless_allowed(tmp_path, tiny_vit):
+    from transformers import AutoModelForImageClassification, ViTImageProcessor
+
+    model = AutoModelForImageClassification.from_pretrained(tiny_vit)
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    ViTImageProcessor.from_pretrained(tiny_vit).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="only pickle weights .* allow_pickle_weights true"):
+        load_backbone(ModelArguments(model_name_or_path=str(tmp_path)), ["a", "b"])
+    loaded, _ = load_backbone(ModelArguments(model_name_or_path=str(tmp_path), allow_pickle_weights=True), ["a", "b"])
+    key = "vit.embeddings.patch_embeddings.projection.weight"
+    assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
+
+
+def test_random_init_baseline_differs_from_pretrained(tiny_vit):
+    pre, _ = load_backbone(ModelArguments(model_name_or_path=str(tiny_vit)), ["a", "b"])
+    scratch, _ = load_backbone(ModelArguments(model_name_or_path=str(tiny_vit), pretrained=False), ["a", "b"])
+    key = "vit.embeddings.patch_embeddings.projection.weight"
+    assert not torch.equal(pre.state_dict()[key], scratch.state_dict()[key])
+    assert scratch.config.id2label == {0: "a", 1: "b"}

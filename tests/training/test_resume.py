@@ -1,0 +1,89 @@
+"""A run killed with SIGKILL mid-training and resumed ends exactly as an uninterrupted one (CPU, fixed seed),
+and a killed run never leaves outputs that look complete."""
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hf_medtl.finetune import main, run
+from hf_medtl.config.recipe import load_recipe
+from tests.conftest import REPO
+from tests.conftest import errors, tiny_recipe
+
+RESULT_KEYS = ("epochs_run", "lr_reductions", "best_epoch", "train_accuracy", "validation", "test", "split_counts")
+
+
+def launch_and_kill_after_first_checkpoint(recipe, output_dir):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "hf_medtl.finetune", str(recipe)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list(output_dir.glob("checkpoint-*/adaptive_schedule.json")):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    return proc.returncode
+
+
+@pytest.mark.slow
+def test_kill_and_resume_equals_uninterrupted(tmp_path, image_folder, tiny_timm, hf_medtl_log):
+    common = dict(num_train_epochs=5, image_size=32, save_strategy="epoch", threshold=0.6, patience=1,
+                  stop_patience=3, learning_rate=1e-2)
+    recipe = tiny_recipe(tmp_path, tiny_timm, image_folder, **common)
+    straight = run(load_recipe(recipe, ["--output_dir", str(tmp_path / "straight")]))
+
+    killed = tmp_path / "run"
+    assert launch_and_kill_after_first_checkpoint(recipe, killed) == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists() and not (killed / "model.safetensors").exists()
+    done = sorted(int(p.parent.name.split("-")[1]) for p in killed.glob("checkpoint-*/adaptive_schedule.json"))
+    assert done and done[-1] < 5 * 4  # killed before the last epoch's checkpoint (4 steps per epoch)
+
+    hf_medtl_log.clear()
+    resumed = run(load_recipe(recipe, ["--resume_from_checkpoint", "last"]))
+    err = hf_medtl_log.text
+    trained_again = len({m for m in hf_medtl_log.messages if re.match(r" +\d+ \| ", m)})
+    assert trained_again == resumed["epochs_run"] - done[-1] // 4  # only the epochs after the checkpoint ran
+    assert "reusing the split" in err
+    for key in RESULT_KEYS:
+        assert resumed[key] == straight[key], key
+    history = json.loads((killed / "history.json").read_text())
+    assert history == json.loads((tmp_path / "straight" / "history.json").read_text())
+
+
+def test_resume_without_checkpoint_is_clear(tmp_path, image_folder, tiny_vit, capsys):
+    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=1, resume_from_checkpoint="last")
+    assert main([str(recipe)]) == 2
+    err = errors(capsys)
+    assert len(err) == 1 and "no complete checkpoint" in err[0] and "save_strategy 'epoch'" in err[0]
+
+
+def test_outputs_are_committed_with_the_marker_last(tmp_path):
+    from hf_medtl import outputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("old")
+    stage = outputs.staging_dir(out)
+    (stage / "plots").mkdir()
+    for name in ("model.safetensors", "plots/a.png", "metrics.json"):
+        (stage / name).write_text("new " + name)
+    moved = []
+    real_replace = os.replace
+    try:
+        def spy(src, dst):
+            moved.append((os.path.basename(dst), (out / "metrics.json").exists()))
+            real_replace(src, dst)
+        os.replace = spy
+        outputs.commit(stage, out)
+    finally:
+        os.replace = real_replace
+    assert moved[-1][0] == "metrics.json"
+    assert all(not marker_present for _, marker_present in moved)  # the old marker went first
+    assert (out / "metrics.json").read_text() == "new metrics.json" and not stage.exists()
