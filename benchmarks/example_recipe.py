@@ -67,7 +67,7 @@ def train_and_predict(train: list, validation: list, test: list, classes: list[s
     from hf_medtl.config.arguments import ModelArguments
     from hf_medtl.data import preprocessing_from_processor
     from hf_medtl.models import load_backbone
-    from hf_medtl.training.trainer import probabilities
+    from hf_medtl.inference.core import probabilities
 
     set_seed(seed)
     model, processor = load_backbone(ModelArguments(model_name_or_path=model_name_or_path), classes, image_size)

@@ -27,7 +27,7 @@ def main():
 
     from hf_medtl.finetune import run
     from hf_medtl.config.recipe import load_recipe
-    from hf_medtl.evaluation.report import pyplot, save_figure
+    from hf_medtl.evaluation.plots import pyplot, save_figure
 
     rows = []
     out = Path(__file__).parent / "results"

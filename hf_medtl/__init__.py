@@ -11,8 +11,8 @@ def load_model(model_dir, allow_pickle_weights: bool = False, trust_remote_code:
     return load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
 
 
-# `hf_medtl.inference.predict(model_dir, inputs, ...)`: the function, not the module of the same name (import its other
-# names with `from hf_medtl.inference.predict import ...`). Light: hf_medtl.inference.predict imports torch only when called.
+# `hf_medtl.predict(model_dir, inputs, ...)`: the function of hf_medtl.inference.predict. Light: that module imports
+# torch only when called.
 from hf_medtl.inference.predict import predict  # noqa: E402
 
 __all__ = ["load_model", "predict"]

@@ -8,6 +8,7 @@ import pytest
 from hf_medtl.finetune import main, run
 from hf_medtl.config.recipe import load_recipe
 from tests.conftest import errors, make_image_folder, tiny_recipe, write_recipe
+from hf_medtl.inference import core
 
 
 @pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_timm"])
@@ -176,11 +177,11 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
 
     transform = eval_transform(processor)
     items = [{"pixel_values": transform(decode(image_folder / r["path"])), "labels": 0} for r in rows]
-    trainer = train.inference_trainer(model)
+    trainer = core.inference_trainer(model)
     import numpy as np
 
-    tta, _ = train.predict(trainer, items, tta="hflip")
-    plain, _ = train.predict(trainer, items)
+    tta, _ = core.dataset_probabilities(trainer, items, tta="hflip")
+    plain, _ = core.dataset_probabilities(trainer, items)
     saved = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
     assert np.allclose(tta, saved, atol=2e-6) and not np.allclose(plain, saved, atol=2e-6)
     # Served as scored: `hf-medtl predict` (and the app) average with the mirror by default, as the run's metrics

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_medtl.errors import HfMedtlError
+from hf_medtl.evaluation.scoring import fmt
 from hf_medtl.outputs import atomic_write_text
 from hf_medtl.config.recipe import dataset_name
 
@@ -35,7 +36,7 @@ def row(run_dir: str | Path) -> dict:
 
 
 def _pct(x):
-    return "" if x is None else f"{100 * x:.2f}%"
+    return fmt(None, x, missing="")
 
 
 def markdown(rows: list[dict]) -> str:
@@ -92,7 +93,6 @@ def paired_markdown(rows: list[dict]) -> str:
              "accuracy, DeLong for a binary ROC-AUC, paired bootstrap otherwise; Holm-corrected across the table):", "",
              "| A | B | metric | A | B | A − B (95% CI) | test | p | p (Holm) | differs at 0.05 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    from hf_medtl.evaluation.report import fmt
 
     for r in rows:
         scale, unit = (1, "") if r["metric"] in ("mcc", "ece") else (100, " pp")

@@ -1,26 +1,16 @@
-"""Scoring: the metric module applied to predictions (the run's own test split, or `hf-medtl evaluate` on any
-data the toolkit reads), with the data check's rules for unreadable images."""
+"""`hf-medtl evaluate`: a saved model scored on any data the toolkit reads (class folders, a label CSV, a MedMNIST
+.npz split, a multi-label CSV), as its run scored it: the data check's rules for unreadable images, the image
+cache's pixels, the run's TTA, the one scoring interface (hf_medtl.evaluation.scoring) and the same reports."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import numpy as np
 
 from hf_medtl.data import DataError
 from hf_medtl.data.medmnist import read_medmnist_npz
 from hf_medtl.data.sources import read_label_csv, scan_class_folders
 
 logger = logging.getLogger("hf_medtl")
-
-
-def score(probs: np.ndarray, labels: np.ndarray, classes: list[str], eval_args, seed: int = 0) -> dict:
-    """Every metric of the medical_classification module, with bootstrap CIs as ``eval_args`` says."""
-    from hf_medtl.metrics import load_medical_classification
-
-    return load_medical_classification().compute(
-        predictions=probs.argmax(1), references=labels, scores=probs, num_classes=len(classes), label_names=classes,
-        n_bootstrap=eval_args.n_bootstrap, ci_method=eval_args.ci_method, seed=seed)
 
 
 def load_samples(data: str | Path, split: str, model_classes: list[str], file_pattern: str = "**/*",
@@ -46,7 +36,7 @@ def load_samples(data: str | Path, split: str, model_classes: list[str], file_pa
     return samples
 
 
-def _readable(samples, data, on_bad_image: str, max_pixels: int):
+def readable_samples(samples, data, on_bad_image: str, max_pixels: int):
     """The data check's rules: every image decoded once; unreadable ones stop the command or are skipped.
     Returns the readable samples and their pixel hashes (the image cache's keys)."""
     from hf_medtl.data.check import inspect_all
@@ -61,17 +51,19 @@ def _readable(samples, data, on_bad_image: str, max_pixels: int):
     return [s for s, i in zip(samples, infos) if i.ok], [i.sha for i in infos if i.ok]
 
 
-def _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache: bool, data_cache_dir, make=None):
+def _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache: bool, data_cache_dir,
+                  multi_label: bool = False):
     """The evaluation dataset: the saved processor's pixels, from the image cache when it is on."""
-    from hf_medtl.data import build_transforms, image_dataset, preprocessing_from_processor
-    from hf_medtl.data.dataset import cached_loaders, sample_keys
+    from hf_medtl.data import build_transforms, preprocessing_from_processor
+    from hf_medtl.data.dataset import cached_loaders, image_dataset, multilabel_dataset, sample_keys
 
     prep = preprocessing_from_processor(processor)
     _, eval_tf = build_transforms(prep, augment=False)
     load = None
     if data_cache:
         load, _ = cached_loaders(samples, sample_keys(samples, shas), prep, data_cache_dir, max_pixels)
-    return (make or image_dataset)(samples, classes, eval_tf, max_pixels, load=load)
+    make = multilabel_dataset if multi_label else image_dataset
+    return make(samples, classes, eval_tf, max_pixels, load=load)
 
 
 def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Path | None = None, split: str = "test",
@@ -79,52 +71,47 @@ def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Pa
                    on_bad_image: str = "error", allow_pickle_weights: bool = False, trust_remote_code: bool = False,
                    allow_paths_outside_root: bool = False, max_image_pixels: int | None = None, cam: int = 0,
                    data_cache: bool = True, data_cache_dir: str | None = None) -> dict:
-    from hf_medtl.evaluation import report
-    from hf_medtl.training import trainer as train
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
+    from hf_medtl.evaluation import report
+    from hf_medtl.evaluation.scoring import score
+    from hf_medtl.inference import core
     from hf_medtl.models import is_multi_label, load_saved_model
     from hf_medtl.outputs import ensure_writable
-    from hf_medtl.inference.predict import run_tta_views
 
     model_dir, data_name = Path(model_dir), Path(data).stem
     output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
     ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    multi_label, max_pixels = is_multi_label(model), max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+    samples = (_multilabel_samples(data, classes, allow_paths_outside_root) if multi_label
+               else load_samples(data, split, classes, allow_outside=allow_paths_outside_root))
+    samples, shas = readable_samples(samples, data, on_bad_image, max_pixels)
+    dataset = _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir, multi_label)
     # Scored as its run scored it: with the mirror averaging when the run's metrics used flip TTA.
-    tta = "hflip" if "hflip" in run_tta_views(model_dir) else "none"
-    max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
-    if is_multi_label(model):
-        return _evaluate_multilabel(model, processor, classes, model_dir, data, output_dir, batch_size,
-                                    allow_paths_outside_root, on_bad_image, max_pixels, data_cache, data_cache_dir)
-    samples, shas = _readable(load_samples(data, split, classes, allow_outside=allow_paths_outside_root), data,
-                              on_bad_image, max_pixels)
-    probs, labels = train.predict(train.inference_trainer(model, batch_size),
-                                  _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir),
-                                  tta)
-    metrics = score(probs, labels, classes, EvaluationArguments(n_bootstrap=n_bootstrap, ci_method=ci_method), seed)
-    report.write_predictions(output_dir / "predictions.csv", [str(s.path) for s in samples], labels, probs, classes)
-    summary = {"model": str(model_dir), "data": str(data), "images": len(samples), "tta": tta}
-    report.write_report(output_dir, f"{model_dir.name} on {data_name}", {data_name: metrics}, {data_name: (probs, labels)},
+    tta = core.run_tta_views(model_dir)
+    probs, labels = core.dataset_probabilities(core.inference_trainer(model, batch_size), dataset, tta)
+    thresholds = _run_thresholds(model_dir, classes) if multi_label else None
+    metrics = score(probs, labels, classes, EvaluationArguments(n_bootstrap=n_bootstrap, ci_method=ci_method), seed,
+                    thresholds)
+    # (a multi-label evaluation's predictions keep the name its run's have)
+    name = "predictions_test.csv" if multi_label else "predictions.csv"
+    report.write_predictions(output_dir / name, [str(s.path) for s in samples], labels, probs, classes)
+    summary = {"model": str(model_dir), "data": str(data), "images": len(samples),
+               "tta": "hflip" if "hflip" in tta else "none"}
+    section = "test" if multi_label else data_name
+    report.write_report(output_dir, f"{model_dir.name} on {data_name}", {section: metrics}, {section: (probs, labels)},
                         summary)
     overlays = []
-    if cam:  # what a reviewer looks at first: the N most confident errors of each class
+    if cam and not multi_label:  # what a reviewer looks at first: the N most confident errors of each class
         from hf_medtl.inference.explain import error_overlays
 
         overlays = error_overlays(model, processor, samples, probs, labels, classes, cam, output_dir / "cam", max_pixels)
     return {"output_dir": str(output_dir), **metrics, "cam_overlays": [str(p) for p in overlays]}
 
 
-def _evaluate_multilabel(model, processor, classes, model_dir: Path, data, output_dir: Path, batch_size: int,
-                         allow_outside: bool, on_bad_image: str, max_pixels: int, data_cache: bool = True,
-                         data_cache_dir: str | None = None) -> dict:
-    """A multi-label model on a multi-label CSV (one 0/1 column per finding, or ChestX-ray14's form): per-label
-    and macro ROC-AUC, F1 at 0.5 and at the thresholds its run chose on validation (0.5 when unknown)."""
-    import json
-
-    from hf_medtl.evaluation import multilabel as multilabel_eval
-
-    from hf_medtl.training import trainer as train
-    from hf_medtl.data.dataset import multilabel_dataset
+def _multilabel_samples(data, classes: list[str], allow_outside: bool):
+    """The samples of a multi-label CSV (one 0/1 column per finding, or ChestX-ray14's form) for a model with
+    findings ``classes``."""
     from hf_medtl.data.multilabel import read_multilabel_csv
 
     if Path(data).suffix != ".csv":
@@ -134,18 +121,14 @@ def _evaluate_multilabel(model, processor, classes, model_dir: Path, data, outpu
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(f"{data}: finding(s) {unknown} are not among the model's labels {classes}")
-    samples, shas = _readable(samples, data, on_bad_image, max_pixels)
+    return samples
+
+
+def _run_thresholds(model_dir: Path, classes: list[str]) -> list[float]:
+    """The per-finding thresholds a multi-label run chose on validation (its metrics.json); 0.5 when unknown."""
+    import json
+
     try:
-        run = json.loads((Path(model_dir) / "metrics.json").read_text())
-        thresholds = run["validation"]["youden"]["thresholds"]
+        return json.loads((Path(model_dir) / "metrics.json").read_text())["validation"]["youden"]["thresholds"]
     except (OSError, ValueError, KeyError, TypeError):
-        thresholds = [0.5] * len(classes)
-    dataset = _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir, multilabel_dataset)
-    probs, labels = train.predict(train.inference_trainer(model, batch_size), dataset)
-    metrics = multilabel_eval.score_multilabel(probs, labels, classes, thresholds)
-    name = Path(data).stem
-    multilabel_eval.write_outputs(output_dir, f"{Path(model_dir).name} on {name}", {"test": metrics},
-                                  {"model": str(model_dir), "data": str(data), "images": len(samples)},
-                                  [str(s.path) for s in samples], labels, probs, classes, str(model_dir))
-    (output_dir / "README.md").unlink(missing_ok=True)  # a model card belongs to the model, not to an evaluation
-    return {"output_dir": str(output_dir), **metrics}
+        return [0.5] * len(classes)

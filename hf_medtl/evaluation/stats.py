@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from hf_medtl.evaluation.scoring import HEADLINE as SCORING_HEADLINE
 from hf_medtl.metrics.medical_classification.medical_classification import point_metrics
 
-HEADLINE = ("accuracy", "precision_macro", "recall_macro", "specificity_macro", "f1_macro", "roc_auc", "mcc")
+# The headline metrics whose paired difference is tested (ECE is a calibration summary, not a paired score).
+HEADLINE = tuple(k for k in SCORING_HEADLINE if k != "ece")
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:

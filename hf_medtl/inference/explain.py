@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from hf_medtl.errors import HfMedtlError
+from hf_medtl.inference.core import Logits
 
 
 def _tokens_to_grid(tokens):
@@ -56,17 +57,6 @@ def target_layer(model, input_size: tuple[int, int]):
     return (spatial or [m for m, _ in maps])[-1], None
 
 
-class Logits(nn.Module):
-    """A classifier as a plain module, pixels in, logits tensor out (what grad-cam and the ONNX export take)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(pixel_values=x).logits
-
-
 def cam_maps(model, pixel_values, class_ids: list[int]) -> np.ndarray:
     """(batch, h, w) Grad-CAM maps in [0, 1] at the input size, one per image for its class in ``class_ids``."""
     from pytorch_grad_cam import GradCAM
@@ -81,10 +71,9 @@ def cam_maps(model, pixel_values, class_ids: list[int]) -> np.ndarray:
 
 def image_cams(model, processor, images: list[Image.Image], class_ids: list[int]) -> list[np.ndarray]:
     """One map per image at that image's own size (height, width), values in [0, 1]."""
-    from hf_medtl.data.transforms import eval_transform
+    from hf_medtl.inference.core import pixels
 
-    transform = eval_transform(processor)
-    maps = cam_maps(model, torch.stack([transform(im) for im in images]), class_ids)
+    maps = cam_maps(model, pixels(processor, images), class_ids)
     return [np.clip(np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(im.size, Image.BILINEAR)), 0, 1)
             for m, im in zip(maps, images)]
 
@@ -105,7 +94,7 @@ def save_overlay(image: Image.Image, cam: np.ndarray, title: str, path: str | Pa
     """A PNG: the image, the heat-map overlay with a colour bar, and ``title`` (class and probability)."""
     import matplotlib
 
-    from hf_medtl.evaluation.report import pyplot
+    from hf_medtl.evaluation.plots import pyplot
 
     plt = pyplot()
     rgb, overlay = blend(image, cam)

@@ -34,20 +34,15 @@ def preprocessing_metadata(processor, model) -> dict:
 def check_onnx(onnx_path: str | Path, model, processor, images) -> float:
     """Largest |p_onnxruntime - p_pytorch| over ``images`` and labels; HfMedtlError when above ATOL."""
     import onnxruntime as ort
-    import torch
 
-    from hf_medtl.data.transforms import eval_transform
+    from hf_medtl.inference import core
     from hf_medtl.models import is_multi_label
-    from hf_medtl.training.trainer import probabilities
 
-    transform = eval_transform(processor)
-    pixels = torch.stack([transform(im) for im in images])
-    with torch.inference_mode():
-        torch_logits = model(pixel_values=pixels).logits.float().numpy()
+    x = core.pixels(processor, images)
+    torch_probs = core.batch_probabilities(model, x)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    onnx_logits = session.run(["logits"], {"pixel_values": pixels.numpy()})[0]
-    multi = is_multi_label(model)
-    diff = float(np.abs(probabilities(onnx_logits, multi) - probabilities(torch_logits, multi)).max())
+    onnx_logits = session.run(["logits"], {"pixel_values": x.numpy()})[0]
+    diff = float(np.abs(core.probabilities(onnx_logits, is_multi_label(model)) - torch_probs).max())
     if not diff <= ATOL:
         raise HfMedtlError(f"{onnx_path}: onnxruntime's probabilities differ from PyTorch's by {diff:.2e} "
                            f"(> {ATOL:g}) on {len(images)} image(s); do not use this export")
@@ -62,7 +57,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, check_inputs, opset: int
 
     from hf_medtl.data.decode import DecodeError, decode
     from hf_medtl.data.transforms import preprocessing_from_processor
-    from hf_medtl.inference.explain import Logits
+    from hf_medtl.inference.core import Logits
     from hf_medtl.models import load_saved_model
     from hf_medtl.inference.predict import collect_inputs
 

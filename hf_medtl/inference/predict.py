@@ -17,43 +17,6 @@ from pathlib import Path
 from hf_medtl.errors import HfMedtlError
 
 logger = logging.getLogger("hf_medtl")
-# The views that --tta averages over; the training augmentation flips horizontally and rotates by a few degrees.
-TTA_VIEWS = ("identity", "hflip", "rotate+10", "rotate-10")
-# The views of each `tta` recipe value (hf_medtl.training.trainer.predict): what a run's reported metrics averaged over.
-RUN_TTA_VIEWS = {"none": ("identity",), "hflip": ("identity", "hflip")}
-
-
-def run_tta_views(model_dir: str | Path) -> tuple[str, ...]:
-    """The views a finetune run's validation and test metrics averaged over (its recipe.json's `tta`), so that
-    what serves the saved model sees what was evaluated; ("identity",) for a model saved by anything else."""
-    recipe = Path(model_dir) / "recipe.json"
-    try:
-        tta = json.loads(recipe.read_text()).get("tta", "none") if recipe.is_file() else "none"
-    except (OSError, ValueError) as e:
-        raise HfMedtlError(f"{recipe}: unreadable ({e}); restore it from the run or delete it") from None
-    if tta not in RUN_TTA_VIEWS:
-        raise HfMedtlError(f"{recipe}: tta '{tta}' unknown; use one of {', '.join(RUN_TTA_VIEWS)}")
-    return RUN_TTA_VIEWS[tta]
-
-
-def views_of(tta) -> tuple[str, ...]:
-    """``tta`` as a tuple of view names: True -> TTA_VIEWS, False/None -> identity, or the views themselves."""
-    if tta is True:
-        return TTA_VIEWS
-    if not tta:
-        return TTA_VIEWS[:1]
-    return tuple(tta)
-
-
-def tta_view(image, name: str):
-    """``image`` (PIL) as the TTA view ``name``; rotations about the centre, corners filled black as in training."""
-    from PIL import Image, ImageOps
-
-    if name == "hflip":
-        return ImageOps.mirror(image)
-    if name.startswith("rotate"):
-        return image.rotate(float(name[len("rotate"):]), resample=Image.BILINEAR)
-    return image
 
 
 @dataclass
@@ -86,31 +49,6 @@ def collect_inputs(inputs) -> tuple[list[Path], bool]:
     return files, folder
 
 
-def pixel_scores(model, pixel_values):
-    """(batch, labels) probabilities for a pixel batch: softmax, or sigmoid for a multi-label model."""
-    import torch
-
-    from hf_medtl.models import is_multi_label
-    from hf_medtl.training.trainer import probabilities
-
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        logits = model(pixel_values=pixel_values.to(device)).logits
-    return probabilities(logits.float().cpu().numpy(), multi_label=is_multi_label(model))
-
-
-def image_scores(model, processor, images: list, tta=False):
-    """(len(images), labels) probabilities; with ``tta`` the mean over the views (views_of) of each image."""
-    import torch
-
-    from hf_medtl.data.transforms import eval_transform
-
-    views = views_of(tta)
-    transform = eval_transform(processor)
-    batch = torch.stack([transform(tta_view(img, view)) for img in images for view in views])
-    return pixel_scores(model, batch).reshape(len(images), len(views), -1).mean(axis=1)
-
-
 def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_dir: str | Path | None = None,
             allow_pickle_weights: bool = False, trust_remote_code: bool = False,
             max_image_pixels: int | None = None) -> list[Prediction]:
@@ -122,6 +60,7 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
 
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS
     from hf_medtl.data.decode import DecodeError, decode
+    from hf_medtl.inference.core import image_probabilities, run_tta_views, views_of
     from hf_medtl.models import load_saved_model
 
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
@@ -140,7 +79,7 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
                     logger.warning(f"{path}: unreadable ({e}); skipped")
                     results.append(Prediction(str(path), error=str(e)))
             if images:
-                for row, probs in zip(rows, image_scores(model, processor, images, views)):
+                for row, probs in zip(rows, image_probabilities(model, processor, images, views)):
                     row.probabilities = {c: float(p) for c, p in zip(classes, probs)}
                 if cam_dir is not None:
                     from hf_medtl.inference.explain import write_overlays
@@ -155,6 +94,8 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
 
 def format_predictions(predictions: list[Prediction], fmt: str = "table", top_k: int = 3, tta=False) -> str:
     """The predictions as a Markdown table (top-k), CSV or JSON (every label); ``tta``: the views averaged."""
+    from hf_medtl.inference.core import views_of
+
     views = list(views_of(tta))
     if fmt == "json":
         return json.dumps([{"path": p.path, "prediction": p.top(1)[0][0] if p.probabilities else None,

@@ -75,6 +75,18 @@ def head_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: Optional
     return nn.functional.cross_entropy(logits.float(), labels)
 
 
+def medtl_head(head, z: torch.Tensor, labels=None) -> MedtlClassifierOutput:
+    """hf_medtl's head on pooled features ``z``: bottleneck (optional) -> dropout -> classifier, with the loss and
+    the feature penalties. ``head``: the model, or the head-only module that trains on cached features."""
+    h = head.bottleneck(z) if head.bottleneck is not None else z
+    logits = head.classifier(head.dropout(h))
+    loss = None
+    if labels is not None:
+        a, b = feature_penalty(h, head.config.l1_feature_reg, head.config.l2_feature_reg)
+        loss = head_loss(logits, labels, head.config.problem_type) + a + b
+    return MedtlClassifierOutput(loss=loss, logits=logits, features=h)
+
+
 class MedtlForImageClassification(PreTrainedModel):
     config_class = MedtlClassifierConfig
     main_input_name = "pixel_values"
@@ -95,11 +107,4 @@ class MedtlForImageClassification(PreTrainedModel):
             module.reset_parameters()
 
     def forward(self, pixel_values=None, labels=None, output_hidden_states=None, return_dict=None, **kwargs):
-        z = self.backbone(pixel_values=pixel_values).logits
-        h = self.bottleneck(z) if self.bottleneck is not None else z
-        logits = self.classifier(self.dropout(h))
-        loss = None
-        if labels is not None:
-            a, b = feature_penalty(h, self.config.l1_feature_reg, self.config.l2_feature_reg)
-            loss = head_loss(logits, labels, self.config.problem_type) + a + b
-        return MedtlClassifierOutput(loss=loss, logits=logits, features=h)
+        return medtl_head(self, self.backbone(pixel_values=pixel_values).logits, labels)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_medtl.evaluation.report import fmt, pyplot, save_figure
-from hf_medtl.studies.runs import HEADLINE, begin, finish, run_variant
+from hf_medtl.evaluation.plots import pyplot, save_figure
+from hf_medtl.evaluation.scoring import HEADLINE, fmt
+from hf_medtl.studies.runs import begin, finish, run_variant
 
 
 def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1) -> dict:
@@ -58,7 +59,7 @@ def _spread(metrics: list[dict]) -> dict:
 
 def _out_of_fold(runs: list[dict], base, staging: Path) -> dict:
     """Per seed: every fold's validation predictions (each pool image exactly once), scored once."""
-    from hf_medtl.evaluation import evaluate as evaluation
+    from hf_medtl.evaluation.scoring import score
     from hf_medtl.evaluation import report
 
     out = {}
@@ -68,7 +69,7 @@ def _out_of_fold(runs: list[dict], base, staging: Path) -> dict:
         assert len(set(paths)) == len(paths), "a pool image is in two folds' validation splits"
         labels, probs, classes = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), parts[0][3]
         report.write_predictions(staging / f"predictions_out_of_fold_seed-{seed}.csv", paths, labels, probs, classes)
-        m = evaluation.score(probs, labels, classes, base.evaluation, seed)
+        m = score(probs, labels, classes, base.evaluation, seed)
         out[str(seed)] = {"n": m["n"], **_headline(m), "ci": m.get("ci", {})}
     return out
 

@@ -13,7 +13,8 @@ from scipy import stats
 
 from hf_medtl.data.folds import IMBALANCE_LEVELS
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.evaluation.report import fmt, pyplot, save_figure
+from hf_medtl.evaluation.plots import pyplot, save_figure
+from hf_medtl.evaluation.scoring import fmt
 from hf_medtl.studies.runs import begin, finish, run_variant
 
 

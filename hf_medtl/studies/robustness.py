@@ -12,7 +12,8 @@ import numpy as np
 
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.outputs import atomic_write_text
-from hf_medtl.evaluation.report import fmt, pyplot, save_figure
+from hf_medtl.evaluation.plots import pyplot, save_figure
+from hf_medtl.evaluation.scoring import fmt
 from hf_medtl.studies.perturbations import LEVELS, SEVERITIES, perturb
 from hf_medtl.studies.runs import begin, finish
 
@@ -24,11 +25,12 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
                    perturbations: str = "all", severities: str = "0,1,2,3,4,5", batch_size: int = 64,
                    n_bootstrap: int = 200, seed: int = 0, allow_pickle_weights: bool = False,
                    trust_remote_code: bool = False) -> dict:
-    from hf_medtl.training import trainer as train
+    from hf_medtl.inference import core
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
     from hf_medtl.data import image_dataset
     from hf_medtl.data.transforms import eval_transform
-    from hf_medtl.evaluation.evaluate import _readable, load_samples, score
+    from hf_medtl.evaluation.evaluate import load_samples, readable_samples
+    from hf_medtl.evaluation.scoring import score
     from hf_medtl.models import load_saved_model
 
     names = list(LEVELS) if perturbations == "all" else [p.strip() for p in perturbations.split(",")]
@@ -41,9 +43,9 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     out = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_robustness_{Path(data).stem}"
     staging = begin(out)
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
-    samples, _ = _readable(load_samples(data, split, classes), data, "error", DEFAULT_MAX_IMAGE_PIXELS)
+    samples, _ = readable_samples(load_samples(data, split, classes), data, "error", DEFAULT_MAX_IMAGE_PIXELS)
     to_pixels = eval_transform(processor)  # the saved processor: what the model was evaluated with
-    trainer = train.inference_trainer(model, batch_size)
+    trainer = core.inference_trainer(model, batch_size)
     eval_args = EvaluationArguments(n_bootstrap=n_bootstrap, ci_method="percentile")
     results = {}
     for name, severity in [("clean", 0)] + [(p, s) for p in names for s in levels if s > 0]:
@@ -53,7 +55,7 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
             continue
         dataset = image_dataset(samples, classes, lambda img, p=name, s=severity: to_pixels(
             img if p == "clean" else perturb(img, p, s)))
-        m = score(*train.predict(trainer, dataset), classes, eval_args, seed)
+        m = score(*core.dataset_probabilities(trainer, dataset), classes, eval_args, seed)
         results[(name, severity)] = {k: m.get(k) for k in ("accuracy", "roc_auc", "f1_macro", "n")} | {"ci": m.get("ci", {})}
         atomic_write_text(part, json.dumps(results[(name, severity)]))
         logger.info(f"{name} severity {severity}: accuracy {m['accuracy']:.4f}")

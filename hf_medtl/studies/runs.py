@@ -12,7 +12,6 @@ from hf_medtl.errors import HfMedtlError
 
 logger = logging.getLogger("hf_medtl")
 SUMMARY = "summary.json"
-HEADLINE = ("accuracy", "precision_macro", "recall_macro", "specificity_macro", "f1_macro", "roc_auc", "mcc", "ece")
 
 
 def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], output_dir: Path) -> dict:
@@ -49,7 +48,3 @@ def finish(staging: Path, output_dir: str | Path, summary: dict, report_md: str)
     (staging / "report.md").write_text(report_md)
     (staging / SUMMARY).write_text(json.dumps(summary, indent=2, default=float) + "\n")
     outputs.commit(staging, Path(output_dir), marker=SUMMARY)
-
-
-def pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"

@@ -14,7 +14,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.evaluation.report import pyplot
+from hf_medtl.evaluation.plots import pyplot
 from hf_medtl.studies.runs import begin, finish
 
 logger = logging.getLogger("hf_medtl")
@@ -95,7 +95,7 @@ def run_search(recipe_path: str | Path, argv: list[str], n_trials: int = 10) -> 
         params = suggest(trial) if trial is not None else {}
         picked = lambda g: {k: v for k, v in params.items() if groups[k] == g}  # noqa: E731
         s = dataclasses.replace(recipe.schedule, **picked("schedule"))
-        callback.schedule = AdaptiveSchedule(s.threshold, s.patience, s.stop_patience, s.factor) if s.adaptive_lr else None
+        callback.schedule = AdaptiveSchedule.from_arguments(s)
         callback.history, callback.best_state, callback.best_epoch = [], None, None
         return models.load_backbone(dataclasses.replace(recipe.model, **picked("model")), splits.classes,
                                     recipe.data.image_size)[0]

@@ -17,7 +17,7 @@ from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_medtl.models import MedtlForImageClassification, classifier_head
-from hf_medtl.models.modeling_medtl import MedtlClassifierOutput, feature_penalty, head_loss
+from hf_medtl.models.modeling_medtl import MedtlClassifierOutput, head_loss, medtl_head
 
 logger = logging.getLogger("hf_medtl")
 SPLITS = ("train", "validation", "test")
@@ -45,15 +45,11 @@ class HeadOnly(nn.Module):
             self.classifier = _last_linear(model)
 
     def forward(self, features=None, labels=None, **kwargs):
-        h = self.bottleneck(features) if self.medtl and self.bottleneck is not None else features
-        logits = self.classifier(self.dropout(h) if self.medtl else h)
-        loss = None
-        if labels is not None:
-            loss = head_loss(logits, labels, self.config.problem_type)
-            if self.medtl:
-                a, b = feature_penalty(h, self.config.l1_feature_reg, self.config.l2_feature_reg)
-                loss = loss + a + b
-        return MedtlClassifierOutput(loss=loss, logits=logits, features=h)
+        if self.medtl:
+            return medtl_head(self, features, labels)
+        logits = self.classifier(features)
+        loss = head_loss(logits, labels, self.config.problem_type) if labels is not None else None
+        return MedtlClassifierOutput(loss=loss, logits=logits, features=features)
 
 
 class Features(nn.Module):
@@ -105,9 +101,9 @@ def cache_root(data_args) -> Path:
 
 
 def _compute(model, dataset, batch_size: int):
-    from hf_medtl.training import trainer as train
+    from hf_medtl.training.trainer import inference_trainer
 
-    out = train.inference_trainer(Features(model), batch_size).predict(dataset, metric_key_prefix="features")
+    out = inference_trainer(Features(model), batch_size).predict(dataset, metric_key_prefix="features")
     return out.predictions, out.label_ids
 
 

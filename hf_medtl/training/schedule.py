@@ -55,6 +55,11 @@ class AdaptiveSchedule:
         self.threshold, self.patience, self.stop_patience, self.factor = threshold, patience, stop_patience, factor
         self.state = ScheduleState()
 
+    @classmethod
+    def from_arguments(cls, s) -> "AdaptiveSchedule | None":
+        """The schedule a recipe's ScheduleArguments ``s`` asks for; None with adaptive_lr false."""
+        return cls(s.threshold, s.patience, s.stop_patience, s.factor) if s.adaptive_lr else None
+
     def step(self, train_accuracy: float, val_loss: float) -> Decision:
         """Apply rules a-c for one finished epoch and return the decision."""
         s, acc, loss = self.state, float(train_accuracy), float(val_loss)

@@ -1,5 +1,5 @@
-"""The training stage: a transformers Trainer wired to the adaptive schedule, and the one inference path
-(``predict``) that every command uses to turn a dataset into class probabilities."""
+"""The training stage: a transformers Trainer wired to the adaptive schedule, the loss and the sampler the recipe
+asks for. (Inference, the run's own scoring included, is hf_medtl.inference.core.)"""
 from __future__ import annotations
 
 import dataclasses
@@ -31,16 +31,6 @@ def accuracy(eval_pred) -> dict:
     if labels.ndim == 2:
         return {"accuracy": float(((logits > 0) == (labels > 0.5)).mean())}
     return {"accuracy": float((logits.argmax(-1) == labels).mean())}
-
-
-def probabilities(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
-    """Class probabilities from logits (softmax in float64; a sigmoid per label for multi-label): the one
-    place they are computed."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-logits))
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def _machine_defaults(args, n_train: int):
@@ -170,9 +160,8 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
     if sched.train_accuracy == "running" and args.label_smoothing_factor > 0 and loss is None:
         raise HfMedtlError("label_smoothing_factor > 0 keeps labels from the model's forward, so the running "
                            "training accuracy cannot be counted; set train_accuracy 'full'")
-    schedule = (AdaptiveSchedule(sched.threshold, sched.patience, sched.stop_patience, sched.factor)
-                if sched.adaptive_lr else None)
-    callback = AdaptiveLRCallback(schedule, sched.train_accuracy, theta_star=sched.theta_star)
+    callback = AdaptiveLRCallback(AdaptiveSchedule.from_arguments(sched), sched.train_accuracy,
+                                  theta_star=sched.theta_star)
     # The run pushes once, when its outputs are complete (hf_medtl.hub.push), not from inside the Trainer; and the
     # Trainer never holds the token, so that training_args.bin and checkpoints cannot leak it.
     m = recipe.model
@@ -208,7 +197,7 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
     return trainer, callback
 
 
-def inference_trainer(model, batch_size: int = 64) -> Trainer:
+def inference_trainer(model, batch_size: int = 64):
     """A Trainer that only predicts (device placement, batching, gathering across processes); on a GPU with
     loader workers, so that decoding keeps up with the forward."""
     gpu = torch.cuda.is_available()
@@ -217,35 +206,3 @@ def inference_trainer(model, batch_size: int = 64) -> Trainer:
                              report_to="none", remove_unused_columns=False, disable_tqdm=True,
                              dataloader_pin_memory=gpu, dataloader_num_workers=workers)
     return Trainer(model=model, args=args, data_collator=default_data_collator)
-
-
-class Mirrored(torch.utils.data.Dataset):
-    """A dataset's items with their pixel tensors mirrored left-right (flip test-time augmentation)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        item = dict(self.dataset[i])
-        item["pixel_values"] = torch.flip(torch.as_tensor(item["pixel_values"]), dims=[-1])
-        return item
-
-
-def predict(trainer: Trainer, dataset, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities, true labels), gathered over all processes. ``tta`` 'hflip': the mean of the
-    probabilities of each image and of its mirror."""
-    if len(dataset) == 0:
-        raise HfMedtlError("nothing to predict: the dataset is empty")
-    out = trainer.predict(dataset, metric_key_prefix="predict")
-    multi_label = is_multi_label(trainer.model)
-    probs = probabilities(_logits(out.predictions), multi_label)
-    if tta == "hflip":
-        mirrored = trainer.predict(Mirrored(dataset), metric_key_prefix="predict")
-        probs = (probs + probabilities(_logits(mirrored.predictions), multi_label)) / 2
-    elif tta != "none":
-        raise HfMedtlError(f"tta '{tta}': use 'none' or 'hflip'")
-    return probs, out.label_ids
-

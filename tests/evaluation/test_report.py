@@ -7,7 +7,7 @@ import pytest
 
 from hf_medtl.evaluation import report
 from hf_medtl.config.arguments import EvaluationArguments
-from hf_medtl.evaluation.evaluate import score
+from hf_medtl.evaluation.scoring import score
 
 CLASSES = ["glioma", "meningioma", "notumor"]
 

@@ -10,7 +10,7 @@ from tests.conftest import REPO, write_recipe
 
 def _fake_metrics(classes):
     from hf_medtl.config.arguments import EvaluationArguments
-    from hf_medtl.evaluation.evaluate import score
+    from hf_medtl.evaluation.scoring import score
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(len(classes)), 10)

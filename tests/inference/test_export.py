@@ -16,7 +16,7 @@ def test_onnx_round_trip_matches_pytorch(trained_run, tmp_path, capsys):
     from hf_medtl.data.decode import decode
     from hf_medtl.data.transforms import eval_transform
     from hf_medtl.models import load_saved_model
-    from hf_medtl.training.trainer import probabilities
+    from hf_medtl.inference.core import probabilities
 
     images = trained_run.parent / "images"
     out = tmp_path / "model.onnx"

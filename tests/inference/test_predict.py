@@ -10,7 +10,8 @@ from PIL import Image
 
 import hf_medtl
 from hf_medtl.cli import main
-from hf_medtl.inference.predict import TTA_VIEWS, format_predictions, image_scores, tta_view
+from hf_medtl.inference.core import TTA_VIEWS, batch_probabilities, black_of, image_probabilities as image_scores, pixels, view
+from hf_medtl.inference.predict import format_predictions
 
 CLASSES = ["benign", "malignant", "normal"]
 
@@ -40,7 +41,7 @@ def test_predict_cli_csv_json_table_and_an_unreadable_file(trained_run, tmp_path
 
 def test_python_api_and_nothing_readable(trained_run, tmp_path, capsys):
     image = trained_run.parent / "images" / "benign" / "benign_003.png"
-    [p] = hf_medtl.inference.predict(trained_run, [image])
+    [p] = hf_medtl.predict(trained_run, [image])
     assert p.error is None and p.top(1)[0][0] == "benign" and list(p.probabilities) == CLASSES
     (tmp_path / "empty.png").write_bytes(b"")
     assert main(["predict", str(trained_run), str(tmp_path / "empty.png")]) == 2  # nothing predicted
@@ -58,7 +59,7 @@ def test_dicom_goes_through_the_toolkits_decoding(trained_run, tmp_path):
 
     dicom = get_testdata_file("CT_small.dcm")  # 16-bit signed CT with Rescale Slope/Intercept
     decode(dicom).save(tmp_path / "as_decoded.png")  # what training would have seen, stored losslessly
-    a, b = hf_medtl.inference.predict(trained_run, [dicom, tmp_path / "as_decoded.png"])
+    a, b = hf_medtl.predict(trained_run, [dicom, tmp_path / "as_decoded.png"])
     assert a.error is None and a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
 
 
@@ -71,11 +72,12 @@ def test_tta_averages_the_listed_views(trained_run):
                                image_scores(model, processor, [black]), atol=1e-7)
     image = Image.open(trained_run.parent / "images" / "benign" / "benign_000.png").convert("RGB")
     tta = image_scores(model, processor, [image], tta=True)[0]
-    views = np.concatenate([image_scores(model, processor, [tta_view(image, v)]) for v in TTA_VIEWS])
+    x = pixels(processor, [image])
+    views = np.concatenate([batch_probabilities(model, view(x, v, black_of(processor))) for v in TTA_VIEWS])
     np.testing.assert_allclose(tta, views.mean(0), atol=1e-6)
     assert np.abs(views - views[0]).max() > 1e-3  # the views differ, so the mean is not the plain prediction
     assert TTA_VIEWS == ("identity", "hflip", "rotate+10", "rotate-10")
-    text = format_predictions(hf_medtl.inference.predict(trained_run, [trained_run.parent / "images" / "benign"], tta=True),
+    text = format_predictions(hf_medtl.predict(trained_run, [trained_run.parent / "images" / "benign"], tta=True),
                               tta=True)
     assert text.startswith("TTA: probabilities averaged over identity, hflip, rotate+10, rotate-10")
 
@@ -92,7 +94,7 @@ def test_multi_label_model_gets_a_sigmoid_per_label(trained_run, tmp_path):
     config = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
     image = trained_run.parent / "images" / "normal" / "normal_000.png"
-    [p] = hf_medtl.inference.predict(model_dir, [image])
+    [p] = hf_medtl.predict(model_dir, [image])
     model, processor, _ = load_saved_model(model_dir)
     with torch.no_grad():
         logits = model(pixel_values=eval_transform(processor)(decode(image))[None]).logits[0].double().numpy()

@@ -7,11 +7,12 @@ import torch
 from transformers import ViTConfig, ViTForImageClassification
 
 from hf_medtl.training import trainer as train
-from hf_medtl.config.arguments import MedTrainingArguments
+from hf_medtl.config.training_arguments import MedTrainingArguments
 from hf_medtl.finetune import run
 from hf_medtl.config.recipe import load_recipe
 from hf_medtl.training.trainer import _machine_defaults, is_convolutional
 from tests.conftest import make_image_folder, tiny_recipe, write_recipe
+from hf_medtl.inference import core
 
 
 def defaults(monkeypatch, gpu: bool, bf16_ok: bool = True, cpus: int = 16, n_train: int = 5000, **args):
@@ -93,14 +94,14 @@ def _items(symmetric=False):
 
 def test_hflip_tta_is_the_mean_of_the_image_and_its_mirror():
     model, items = _model(), _items()
-    trainer = train.inference_trainer(model)
-    plain, labels = train.predict(trainer, items)
-    mirrored, _ = train.predict(trainer, [{**d, "pixel_values": torch.flip(d["pixel_values"], dims=[-1])} for d in items])
-    tta, tta_labels = train.predict(trainer, items, tta="hflip")
+    trainer = core.inference_trainer(model)
+    plain, labels = core.dataset_probabilities(trainer, items)
+    mirrored, _ = core.dataset_probabilities(trainer, [{**d, "pixel_values": torch.flip(d["pixel_values"], dims=[-1])} for d in items])
+    tta, tta_labels = core.dataset_probabilities(trainer, items, tta="hflip")
     assert np.allclose(tta, (plain + mirrored) / 2, atol=1e-6) and np.array_equal(labels, tta_labels)
     assert not np.allclose(tta, plain, atol=1e-4)  # the mirror changed something on these images
     sym = _items(symmetric=True)  # an image its mirror leaves unchanged: TTA is the plain prediction
-    assert np.allclose(train.predict(trainer, sym, tta="hflip")[0], train.predict(trainer, sym)[0], atol=1e-6)
+    assert np.allclose(core.dataset_probabilities(trainer, sym, tta="hflip")[0], core.dataset_probabilities(trainer, sym)[0], atol=1e-6)
 
 
 def test_label_smoothing_goes_through_the_toolkits_loss(tmp_path, image_folder, tiny_vit):

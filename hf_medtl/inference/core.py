@@ -1,0 +1,156 @@
+"""The one inference path: images or datasets in, class probabilities out, with test-time augmentation (TTA)
+defined once. The run's own validation/test scoring, `hf-medtl evaluate`, `predict`, the app, the ONNX export's
+check and Grad-CAM all go through here, so that whatever serves a saved model sees the pixels and the
+probabilities that were evaluated.
+
+A TTA view is an operation on the normalised pixel tensor (after the saved processor), never on the decoded
+image: the same function serves a dataset batch and an uploaded file. Rotations fill the corners with the
+normalised value of black, as a rotated image with black corners would give.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hf_medtl.errors import HfMedtlError
+from hf_medtl.training.trainer import inference_trainer  # noqa: F401  (re-exported: the Trainer that only predicts)
+
+# The views --tta averages over; the training augmentation flips horizontally and rotates by a few degrees.
+TTA_VIEWS = ("identity", "hflip", "rotate+10", "rotate-10")
+# The views of each `tta` recipe value: what a run's reported metrics averaged over.
+RUN_TTA_VIEWS = {"none": ("identity",), "hflip": ("identity", "hflip")}
+
+
+def run_tta_views(model_dir: str | Path) -> tuple[str, ...]:
+    """The views a finetune run's validation and test metrics averaged over (its recipe.json's `tta`), so that
+    what serves the saved model sees what was evaluated; ("identity",) for a model saved by anything else."""
+    recipe = Path(model_dir) / "recipe.json"
+    try:
+        tta = json.loads(recipe.read_text()).get("tta", "none") if recipe.is_file() else "none"
+    except (OSError, ValueError) as e:
+        raise HfMedtlError(f"{recipe}: unreadable ({e}); restore it from the run or delete it") from None
+    if tta not in RUN_TTA_VIEWS:
+        raise HfMedtlError(f"{recipe}: tta '{tta}' unknown; use one of {', '.join(RUN_TTA_VIEWS)}")
+    return RUN_TTA_VIEWS[tta]
+
+
+def views_of(tta) -> tuple[str, ...]:
+    """``tta`` as a tuple of view names: True -> TTA_VIEWS, False/None -> identity, a recipe value ('none',
+    'hflip') -> its views, or the view names themselves."""
+    if tta is True:
+        return TTA_VIEWS
+    if not tta:
+        return TTA_VIEWS[:1]
+    if isinstance(tta, str):
+        if tta not in RUN_TTA_VIEWS:
+            raise HfMedtlError(f"tta '{tta}': use one of {', '.join(RUN_TTA_VIEWS)}")
+        return RUN_TTA_VIEWS[tta]
+    return tuple(tta)
+
+
+def view(pixels, name: str, black=None):
+    """The TTA view ``name`` of a normalised pixel tensor (..., C, H, W). ``black``: the normalised value of a
+    black pixel per channel (C,), the fill of a rotation's corners (zeros when not given)."""
+    from torchvision.transforms.v2 import functional as F
+
+    if name == "identity":
+        return pixels
+    if name == "hflip":
+        return torch.flip(pixels, dims=[-1])
+    if name.startswith("rotate"):
+        b = torch.zeros(pixels.shape[-3]) if black is None else torch.as_tensor(black, dtype=pixels.dtype)
+        b = b.to(pixels.device).view(-1, 1, 1)
+        return F.rotate(pixels - b, float(name[len("rotate"):]), interpolation=F.InterpolationMode.BILINEAR) + b
+    raise HfMedtlError(f"TTA view '{name}' unknown; use {', '.join(TTA_VIEWS)}")
+
+
+def black_of(processor) -> tuple[float, ...]:
+    """The normalised value of a black pixel under ``processor``: (0 - mean) / std per channel."""
+    from hf_medtl.data.transforms import preprocessing_from_processor
+
+    prep = preprocessing_from_processor(processor)
+    return tuple(-m / s for m, s in zip(prep.mean, prep.std))
+
+
+def probabilities(logits, multi_label: bool = False) -> np.ndarray:
+    """Class probabilities from logits (softmax in float64; a sigmoid per label for multi-label): the one place
+    they are computed."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def pixels(processor, images: list):
+    """The saved processor's evaluation transform of decoded images, stacked: (N, C, H, W)."""
+    from hf_medtl.data.transforms import eval_transform
+
+    transform = eval_transform(processor)
+    return torch.stack([transform(im) for im in images])
+
+
+def batch_probabilities(model, pixel_values, views=("identity",), black=None) -> np.ndarray:
+    """(batch, labels) probabilities of a pixel batch: the mean over ``views`` of each image's."""
+    from hf_medtl.models import is_multi_label
+
+    device = next(model.parameters()).device
+    batch = torch.cat([view(pixel_values, v, black) for v in views]).to(device)
+    with torch.inference_mode():
+        logits = model(pixel_values=batch).logits
+    probs = probabilities(logits.float().cpu().numpy(), multi_label=is_multi_label(model))
+    return probs.reshape(len(views), len(pixel_values), -1).mean(axis=0)
+
+
+def image_probabilities(model, processor, images: list, tta=False) -> np.ndarray:
+    """(len(images), labels) probabilities of decoded images; ``tta`` as views_of takes it."""
+    return batch_probabilities(model, pixels(processor, images), views_of(tta), black_of(processor))
+
+
+class Viewed(torch.utils.data.Dataset):
+    """A dataset's items with their pixel tensors as the TTA view ``name``."""
+
+    def __init__(self, dataset, name: str, black=None):
+        self.dataset, self.name, self.black = dataset, name, black
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = dict(self.dataset[i])
+        item["pixel_values"] = view(torch.as_tensor(item["pixel_values"]), self.name, self.black)
+        return item
+
+
+def dataset_probabilities(trainer, dataset, tta="none", black=None) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities, true labels) of a dataset, gathered over all processes; with TTA the mean over
+    the views (``tta`` as views_of takes it, e.g. the recipe's 'hflip')."""
+    from hf_medtl.models import is_multi_label
+
+    if len(dataset) == 0:
+        raise HfMedtlError("nothing to predict: the dataset is empty")
+    multi_label, total, labels = is_multi_label(trainer.model), None, None
+    views = views_of(tta)
+    for name in views:
+        out = trainer.predict(dataset if name == "identity" else Viewed(dataset, name, black),
+                              metric_key_prefix="predict")
+        logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+        p = probabilities(logits, multi_label)
+        total, labels = (p if total is None else total + p), out.label_ids
+    return total / len(views), labels
+
+
+class Logits(torch.nn.Module):
+    """A classifier as a plain module, pixels in, logits tensor out (what grad-cam and the ONNX export take)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(pixel_values=x).logits

@@ -1,0 +1,143 @@
+"""The stages of a run, in the order hf_medtl/finetune.py calls them: prepare (where things go, the data, the
+model) -> train -> predict -> save. Each owns its inputs and outputs; every process runs them, the main one writes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hf_medtl import data, hub, models, outputs
+from hf_medtl.config.recipe import write_resolved
+from hf_medtl.evaluation import report
+from hf_medtl.inference import core
+from hf_medtl.training import feature_cache
+from hf_medtl.training import trainer as training
+
+logger = logging.getLogger("hf_medtl")
+
+
+@dataclass
+class Run:
+    """What the stages hand on: the recipe, where the outputs go, the split, the model and its datasets."""
+
+    recipe: object
+    output_dir: Path
+    staging: Path
+    main_process: bool
+    splits: object
+    model: object
+    processor: object
+    datasets: dict
+    trainer: object = None
+    schedule: object = None  # the AdaptiveLRCallback: per-epoch history, θ*
+    train_metrics: dict = field(default_factory=dict)
+
+    @property
+    def cached(self) -> bool:
+        return feature_cache.applies(self.recipe)
+
+
+def prepare(recipe) -> Run:
+    """Credentials, the output folder, the checked split (decided and written down before any model is built),
+    the backbone with a new head, and the datasets it reads."""
+    from transformers import set_seed
+
+    args = recipe.training
+    if args.push_to_hub:  # credentials and repo rights checked before any data is read or weight trained
+        hub.preflight(args)
+    set_seed(args.seed)
+    output_dir, main_process = Path(args.output_dir), args.process_index == 0
+    if main_process:
+        outputs.ensure_writable(output_dir)
+        outputs.staging_dir(output_dir)
+    staging = output_dir / outputs.STAGING
+    # A finished run in output_dir stays whole until this one has finished too: its data files are written beside
+    # the staged outputs, not over the old run's.
+    data_out = staging if outputs.holds_complete_run(output_dir) else output_dir
+    splits = data.load_splits(recipe.data, args.seed, output_dir, write=main_process, write_dir=data_out)
+    if main_process:
+        splits.write_manifest(data_out / data.MANIFEST)
+        logger.info(data.summary_line(splits))
+    model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size, splits.multi_label)
+    datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data,
+                                lambda: args.main_process_first(desc="image cache"))  # rank 0 decodes, others read
+    return Run(recipe, output_dir, staging, main_process, splits, model, processor, datasets)
+
+
+def train(run: Run) -> None:
+    """Train with the adaptive schedule; the model ends holding θ*. A backbone frozen throughout on images that
+    are not augmented: its features are computed once (or reused) and the head trains on them."""
+    import torch
+
+    recipe = run.recipe
+    if run.cached:
+        sets = feature_cache.cached_datasets(run.model, run.processor, run.datasets, run.splits, recipe, run.main_process)
+        run.trainer, run.schedule = training.build_trainer(feature_cache.HeadOnly(run.model), run.processor, sets, recipe)
+    else:
+        run.trainer, run.schedule = training.build_trainer(run.model, run.processor, run.datasets, recipe)
+    checkpoint = outputs.resolve_checkpoint(recipe.training.resume_from_checkpoint, run.output_dir)
+    if checkpoint:
+        run.schedule.load_checkpoint(checkpoint)
+    run.train_metrics = run.trainer.train(resume_from_checkpoint=checkpoint).metrics
+    run.model.to(memory_format=torch.contiguous_format)  # (channels_last on GPUs): saved and served in the standard layout
+    if run.cached:  # scored as it is served: the whole model (backbone + trained head) on the images
+        run.trainer = training.inference_trainer(run.model, recipe.training.per_device_eval_batch_size)
+        run.trainer.processing_class = run.processor
+
+
+def predict(run: Run) -> dict:
+    """split -> (probabilities, labels) of θ* on validation and test, with the recipe's TTA."""
+    return {split: core.dataset_probabilities(run.trainer, run.datasets[split], run.recipe.evaluation.tta)
+            for split in ("validation", "test")}
+
+
+def summary(run: Run) -> dict:
+    """How the run went: epochs, LR reductions, θ*'s epoch, parameters, the split."""
+    history, best = run.schedule.history, run.schedule.best_epoch
+    return {
+        "epochs_run": len(history),
+        "lr_reductions": history[-1].get("reductions", 0) if history else 0,
+        "best_epoch": best,
+        "train_accuracy": next((h["train_accuracy"] for h in history if h["epoch"] == best), None),
+        "train_accuracy_mode": run.recipe.schedule.train_accuracy,
+        "train_runtime_s": run.train_metrics["train_runtime"],
+        "cached_features": run.cached,
+        "trainable_parameters": phases(history),
+        "total_parameters": sum(p.numel() for p in run.model.parameters()),
+        "split_counts": run.splits.counts(),
+        "classes": run.splits.classes,
+    }
+
+
+def phases(history: list[dict]) -> list[dict]:
+    """The trainable-parameter count of each phase of the run: [{from_epoch, trainable_params}, ...]."""
+    out = []
+    for h in history:
+        if "trainable_params" in h and (not out or out[-1]["trainable_params"] != h["trainable_params"]):
+            out.append({"from_epoch": h["epoch"], "trainable_params": h["trainable_params"]})
+    return out
+
+
+def save(run: Run, metrics: dict, predictions: dict) -> None:
+    """Model + processor (pipeline-loadable), history, resolved recipe, model card, report, plots and predictions;
+    metrics.json last, so that its presence means a complete run. Then the push, when asked for."""
+    run.trainer.save_model(str(run.staging))  # every rank calls it; only the main one writes
+    if not run.main_process:
+        return
+    recipe, staging, splits = run.recipe, run.staging, run.splits
+    history = run.schedule.history
+    write_resolved(recipe, staging)
+    (staging / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    (staging / "README.md").write_text(str(hub.render_model_card(recipe, metrics, splits.report)))
+    results = {split: metrics[split] for split in predictions}
+    report.write_report(staging, f"{run.output_dir.name}: {recipe.model.model_name_or_path}", results, predictions,
+                        {k: v for k, v in metrics.items() if k not in results}, history)
+    for split, (probs, labels) in predictions.items():  # validation: a cv fold's out-of-fold predictions
+        names = [splits.relpath(s) for s in splits.files(split)]
+        report.write_predictions(staging / f"predictions_{split}.csv", names, labels, probs, splits.classes)
+    (staging / outputs.MARKER).write_text(json.dumps(metrics, indent=2) + "\n")
+    outputs.commit(staging, run.output_dir)
+    if recipe.training.push_to_hub:
+        logger.info(f"pushed to https://huggingface.co/{hub.push(run.output_dir, recipe.training)}")
