@@ -69,6 +69,7 @@ def tiny_vit(tmp_path_factory):
 def tiny_timm(tmp_path_factory):
     """timm's test_efficientnet through TimmWrapper, with pretrained_cfg in config.json as on the Hub."""
     import timm
+    import torch
     from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
     path = tmp_path_factory.mktemp("tiny_timm")
@@ -76,7 +77,9 @@ def tiny_timm(tmp_path_factory):
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     cfg["input_size"] = [3, 32, 32]
     config = TimmWrapperConfig(architecture="test_efficientnet", pretrained_cfg=cfg, num_labels=10)
-    TimmWrapperForImageClassification(config).save_pretrained(path)
+    with torch.random.fork_rng():  # the same weights whichever tests ran first (the trained_run fixture learns on these)
+        torch.manual_seed(0)
+        TimmWrapperForImageClassification(config).save_pretrained(path)
     return path
 
 
