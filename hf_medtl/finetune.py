@@ -17,7 +17,6 @@ if __package__ in (None, ""):  # run as a file (accelerate launch hf_medtl/finet
 from hf_medtl.console import run_command, setup_logging  # noqa: E402
 from hf_medtl.config.recipe import load_recipe, require_model, write_resolved  # noqa: E402
 
-USAGE = "usage: finetune.py RECIPE.json [--key value ...]"
 logger = logging.getLogger("hf_medtl")
 
 
@@ -143,15 +142,19 @@ def phases(history: list[dict]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE + "\nRecipe keys: see the recipe reference in README.md.", file=sys.stderr)
-        return 0 if argv else 2
+    """`hf-medtl finetune`, also as a script (accelerate launch, python -m): the same parser (its --help lists every
+    recipe key), then load and check the recipe, run it, and print the test line on the main process."""
+    from hf_medtl.cli.common import FINETUNE_DESCRIPTION, parse_standalone
+
+    parsed = parse_standalone("finetune.py", FINETUNE_DESCRIPTION, sys.argv[1:] if argv is None else argv)
+    if isinstance(parsed, int):  # --help or a usage error, already printed
+        return parsed
+    args, overrides = parsed
     setup_logging()
 
     def go() -> int:
-        recipe = load_recipe(argv[0], argv[1:])
-        require_model(recipe, argv[0])
+        recipe = load_recipe(args.recipe, overrides)
+        require_model(recipe, args.recipe)
         metrics = run(recipe)
         if recipe.training.process_index != 0:
             return 0

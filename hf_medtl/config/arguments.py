@@ -2,16 +2,13 @@
 
 Keys are flat (as with ``HfArgumentParser``); each belongs to exactly one group. Option fields are typed as
 ``Literal[...]`` so that the recipe parser's own type check refuses a bad value with the list of choices.
+The training group (transformers' TrainingArguments) is in training_arguments.py: this module imports neither
+transformers nor torch, so that the command line can build its flags from these fields at --help speed.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
-
-from transformers import TrainingArguments
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # ~7,000 x 7,000: beyond any slice or X-ray; whole-slide images need tiling
 
@@ -199,44 +196,6 @@ class StudyArguments:
                 "1..3, factor {0.3, 0.5, 0.7}."})
 
 
-@dataclass
-class MedTrainingArguments(TrainingArguments):
-    """transformers' TrainingArguments with the seed paper's defaults (batch 32, lr 1e-3, 10 epochs)."""
-
-    output_dir: Optional[str] = field(default=None, metadata={"help": "Where the run writes; default outputs/<recipe name>."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Initial learning rate (seed 000: 1e-3; ViT* 1e-5)."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
-    num_train_epochs: float = field(default=10.0, metadata={"help": "Maximum number of epochs."})
-    lr_scheduler_type: Union[SchedulerType, str] = field(default="cosine", metadata={
-        "help": "The Trainer's own LR schedule over num_train_epochs; the adaptive schedule's reductions multiply it. "
-                "cosine (with warmup_steps, weight_decay and label_smoothing_factor: the toolkit's default recipe, "
-                "README 'Against the transformers example recipe'); constant: seed 000's (preset 'paper')."})
-    warmup_steps: float = field(default=0.1, metadata={
-        "help": "Linear LR warm-up: a number of optimiser steps, or a fraction in [0, 1) of all steps (0.1: the "
-                "first 10%; it keeps the new head's first large gradients from wrecking the pretrained features)."})
-    weight_decay: float = field(default=0.05, metadata={
-        "help": "AdamW weight decay (not on biases and normalisation weights)."})
-    label_smoothing_factor: float = field(default=0.1, metadata={
-        "help": "Cross-entropy label smoothing (single-label classes; multi-label targets are not smoothed)."})
-    eval_strategy: Union[IntervalStrategy, str] = field(default="epoch", metadata={"help": "Validate every epoch."})
-    logging_strategy: Union[IntervalStrategy, str] = field(default="epoch", metadata={"help": "Log every epoch."})
-    save_strategy: Union[SaveStrategy, str] = field(default="no", metadata={
-        "help": "Trainer checkpoints; the best weights are kept by the adaptive schedule."})
-    report_to: Union[None, str, list] = field(default="none", metadata={"help": "Experiment trackers."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the transforms."})
-    dataloader_num_workers: int = field(default=-1, metadata={
-        "help": "Loader worker processes; -1: chosen for the machine: 0 without a GPU (the model step already uses "
-                "every core, and cached images cost < 1 ms; benchmarks/data_pipeline.py), else min(8, CPUs per "
-                "process - 1) with persistent workers (0 below 256 training images)."})
-    bf16: Optional[bool] = field(default=None, metadata={
-        "help": "bfloat16 autocast; null: on for GPUs that support it (older GPUs get fp16 with loss scaling), off on CPU."})
-    channels_last: Optional[bool] = field(default=None, metadata={
-        "help": "Channels-last memory format for convolutional backbones; null: on with a GPU (tensor cores), off on CPU."})
-    disable_tqdm: Optional[bool] = field(default=True, metadata={
-        "help": "No per-step progress bar: one aligned row per epoch is printed instead (set false for the bar)."})
-
-
 # Seed 000's settings (Khoa & Tri, Table 2), for every key whose toolkit default may differ from them: a recipe with
 # "preset": "paper" runs exactly as the Table-2 reproductions did, whatever the defaults become.
 PRESETS = {"paper": {
@@ -244,20 +203,3 @@ PRESETS = {"paper": {
     "warmup_steps": 0, "weight_decay": 0.0, "label_smoothing_factor": 0.0, "adaptive_lr": True, "threshold": 0.9,
     "patience": 2, "stop_patience": 2, "factor": 0.5, "theta_star": "schedule", "tta": "none", "augment": True,
     "crop_scale_min": 0.8, "rotation_degrees": 10.0, "hflip_prob": 0.5, "val_ratio": 0.1, "test_ratio": 0.1}}
-
-GROUPS = {"model": ModelArguments, "data": DataArguments, "schedule": ScheduleArguments,
-          "evaluation": EvaluationArguments, "study": StudyArguments, "training": MedTrainingArguments}
-
-
-def reference_markdown() -> str:
-    """The README's recipe reference, from the dataclasses' own help text."""
-    lines = []
-    for group, cls in GROUPS.items():
-        own = [f for f in dataclasses.fields(cls) if group != "training" or f.name in cls.__dict__["__annotations__"]]
-        title = (f"**{cls.__name__}**" if group != "training" else
-                 "**TrainingArguments** (any field of `transformers.TrainingArguments`; these defaults differ from transformers')")
-        lines += ["", title, "", "| key | default | meaning |", "|---|---|---|"]
-        for f in own:
-            default = f.default_factory() if f.default is dataclasses.MISSING else getattr(f.default, "value", f.default)
-            lines.append(f"| `{f.name}` | `{json.dumps(default)}` | {f.metadata['help']} |")
-    return "\n".join(lines) + "\n"

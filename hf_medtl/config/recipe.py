@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from hf_medtl.config.arguments import (GROUPS, PRESETS, DataArguments, EvaluationArguments, MedTrainingArguments,  # noqa: F401
-                                ModelArguments, ScheduleArguments, StudyArguments)
+from hf_medtl.config.arguments import (PRESETS, DataArguments, EvaluationArguments, ModelArguments,  # noqa: F401
+                                       ScheduleArguments, StudyArguments)
+from hf_medtl.config.training_arguments import GROUPS, MedTrainingArguments
 from hf_medtl.config.validation import validate, validate_model
 from hf_medtl.errors import HfMedtlError
 
@@ -206,6 +207,6 @@ def write_resolved(recipe: Recipe, output_dir: str | Path) -> Path:
 
 
 if __name__ == "__main__":  # the README's recipe reference
-    from hf_medtl.config.arguments import reference_markdown
+    from hf_medtl.config.reference import reference_markdown
 
     print(reference_markdown())

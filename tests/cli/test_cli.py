@@ -1,5 +1,8 @@
 """The hf-medtl command line: sub-commands listed, argument errors in one line, check-data's output."""
 import json
+import subprocess
+import sys
+import typing
 
 import pytest
 
@@ -35,3 +38,58 @@ def test_check_data_writes_report_and_manifest(tmp_path, capsys):
     assert report["split_settings"]["val_ratio"] == 0.2 and report["manifest"] == "new"
     manifest = (tmp_path / "out" / "split_manifest.csv").read_text().splitlines()
     assert manifest[0] == "path,label,split,group,sha1,note" and len(manifest) == 31
+
+
+def test_version_prints_the_package_version(capsys):
+    import hf_medtl
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"hf-medtl {hf_medtl.__version__}\n"
+
+
+@pytest.mark.parametrize("command", [["finetune"], ["check-data"], ["cv"]])
+def test_recipe_command_help_lists_every_recipe_key_with_its_default(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "path of a JSON recipe" in out
+    for line in ("  learning_rate = 0.001", "  threshold = 0.9", '  finetune_strategy = "full"', "  n_bootstrap = 1000",
+                 '  lr_scheduler_type = "cosine"', "  data_dir = null"):
+        assert line in out, line
+    assert "ScheduleArguments:" in out and "Initial learning rate" in out
+    assert "any field of transformers.TrainingArguments is accepted" in out
+    assert "  seed = " not in out  # transformers' own fields are not listed one by one
+
+
+def test_finetune_script_help_is_the_commands_help(capsys):
+    from hf_medtl.finetune import main as script
+
+    assert script(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: finetune.py") and "  threshold = 0.9" in out
+    assert script([]) == 2 and "required: recipe" in capsys.readouterr().err
+
+
+def test_evaluation_flags_come_from_the_dataclass():
+    import dataclasses
+
+    from hf_medtl.config.arguments import EvaluationArguments
+
+    fields = {f.name: f for f in dataclasses.fields(EvaluationArguments)}
+    evaluate = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    actions = {a.dest: a for a in evaluate._actions}
+    assert actions["n_bootstrap"].default == fields["n_bootstrap"].default == 1000
+    assert actions["ci_method"].default == fields["ci_method"].default
+    assert actions["ci_method"].choices == list(typing.get_args(typing.get_type_hints(EvaluationArguments)["ci_method"]))
+    ns = build_parser().parse_args(["evaluate", "m", "d"])
+    assert (ns.n_bootstrap, ns.ci_method, ns.on_bad_image, ns.seed) == (1000, "bca", "error", 0)
+    ns = build_parser().parse_args(["study", "robustness", "m", "d"])
+    assert ns.n_bootstrap == 200 and ns.allow_pickle_weights is False  # robustness keeps its own, smaller default
+
+
+def test_importing_the_cli_loads_neither_torch_nor_transformers():
+    code = ("import sys, hf_medtl.cli; hf_medtl.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,25 @@
+"""`hf-medtl export MODEL_DIR --onnx OUT --check INPUT...`: ONNX, checked against PyTorch on real images."""
+from __future__ import annotations
+
+from hf_medtl.cli.common import model_flags, positive
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="write a saved model as ONNX and check it against PyTorch")
+    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
+    p.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
+    p.add_argument("--check", nargs="+", required=True, metavar="INPUT",
+                   help="real images or folders to compare onnxruntime with PyTorch on (up to 64 images)")
+    p.add_argument("--opset", type=positive, default=18)
+    model_flags(p)
+    p.set_defaults(func=run, passthrough=False)
+
+
+def run(args, rest) -> int:
+    from hf_medtl.inference.export import ATOL, export_onnx
+
+    r = export_onnx(args.model_dir, args.onnx, args.check, opset=args.opset,
+                    allow_pickle_weights=args.allow_pickle_weights, trust_remote_code=args.trust_remote_code)
+    print(f"wrote {r['path']}; onnxruntime matches PyTorch on {r['images_checked']} image(s): largest probability "
+          f"difference {r['max_abs_diff']:.1e} (limit {ATOL:g})")
+    return 0

@@ -1,0 +1,67 @@
+"""`hf-medtl study imbalance|robustness|search`: the studies around a recipe or a saved model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hf_medtl.cli.common import dataclass_flag, model_flags, model_on_data, non_negative, positive, recipe_parser
+from hf_medtl.config.arguments import EvaluationArguments
+
+
+def register(subparsers) -> None:
+    study = subparsers.add_parser("study", help="imbalance, robustness and hyperparameter studies")
+    study.set_defaults(func=run)
+    sub = study.add_subparsers(dest="study", required=True)
+    p = recipe_parser(sub, "imbalance", help="subsample the training split's minority classes; F1 / recall per level",
+                      description="Run RECIPE at each imbalance level; --key value overrides apply to every level.")
+    p.add_argument("--levels", default="none,mild,moderate,severe",
+                   help="comma-separated: none, mild (1:2), moderate (1:5), severe (1:20), a ratio 1:k or a fraction")
+    p.add_argument("--minority", help="comma-separated classes to subsample (default: all but the largest)")
+    p.set_defaults(passthrough=True)
+    p = sub.add_parser("robustness", help="score a saved model under graded perturbations")
+    model_on_data(p, "robustness")
+    p.add_argument("--perturbations", default="all", help="comma-separated names, or all")
+    p.add_argument("--severities", default="0,1,2,3,4,5", help="comma-separated severities in 0..5")
+    p.add_argument("--batch_size", type=positive, default=64)
+    # Fewer resamples than evaluate's default: one interval per perturbation x severity condition.
+    dataclass_flag(p, EvaluationArguments, "n_bootstrap", type=non_negative, default=200,
+                   help="bootstrap resamples per condition")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    model_flags(p)
+    p.set_defaults(passthrough=False)
+    p = recipe_parser(sub, "search", help="Optuna search over the recipe's search_space, scored on validation",
+                      description="Trainer.hyperparameter_search (Optuna) over search_space; --key value overrides.")
+    p.add_argument("--trials", type=positive, default=10, help="number of trials (a rerun continues to this many)")
+    p.set_defaults(passthrough=True)
+
+
+def run(args, rest) -> int:
+    return {"imbalance": _imbalance, "robustness": _robustness, "search": _search}[args.study](args, rest)
+
+
+def _imbalance(args, rest) -> int:
+    from hf_medtl.studies import run_imbalance
+
+    s = run_imbalance(args.recipe, rest, args.levels, args.minority)
+    print("\n".join(f"{r['level']}: test F1 macro {r['f1_macro']:.4f}" for r in s["levels"]) +
+          f"\nreport in {Path(s['output_dir']) / 'report.md'}")
+    return 0
+
+
+def _robustness(args, rest) -> int:
+    from hf_medtl.studies import run_robustness
+
+    s = run_robustness(args.model_dir, args.data, args.output_dir, args.split, args.perturbations, args.severities,
+                       args.batch_size, args.n_bootstrap, args.seed, args.allow_pickle_weights, args.trust_remote_code)
+    worst = min(s["rows"], key=lambda r: r["accuracy"])
+    print(f"{s['images']} images, {len(s['rows'])} conditions; lowest accuracy {worst['accuracy']:.4f} "
+          f"({worst['perturbation']} severity {worst['severity']}); report in {Path(s['output_dir']) / 'report.md'}")
+    return 0
+
+
+def _search(args, rest) -> int:
+    from hf_medtl.studies import run_search
+
+    s = run_search(args.recipe, rest, args.trials)
+    print(f"{s['trials']} trials; best validation accuracy {s['best_value']:.4f} with {s['best_params']}; "
+          f"re-run: hf-medtl finetune {Path(s['output_dir']) / 'best_recipe.json'}")
+    return 0
