@@ -2,7 +2,14 @@
 
 - 8-bit L / RGB / RGBA / LA / P / CMYK / 1: converted to RGB by PIL (alpha is dropped).
 - 16-bit or 32-bit grayscale (PNG/TIFF modes I;16, I, F; MedMNIST arrays that are not uint8): percentile
-  windowing, the 0.5th..99.5th percentile mapped linearly onto 0..255 and clipped.
+  windowing, the 0.5th..99.5th percentile mapped linearly onto 0..255 and clipped. Should those two percentiles
+  coincide (a mostly constant image, a mask), the window is the pixels' minimum..maximum instead; an image of one
+  value throughout is mid-grey 128.
+- Non-finite pixels (float images: parametric maps such as ADC or T1/T2 with a NaN background): the window is
+  computed on the finite pixels only. NaN and -Inf become 0 (the window's low end, black), +Inf becomes 255 (its
+  high end); a one-valued image's finite pixels stay 128, apart from both. A file with no finite pixel at all is
+  refused (DecodeError "no finite pixel value"). Every user of ``decode`` (the data check and training, evaluate,
+  predict, export, the app) gets this rule.
 - DICOM (.dcm, or the DICM preamble): pydicom's Modality LUT (Rescale Slope/Intercept or a Modality LUT
   Sequence), then its VOI LUT (a VOI LUT Sequence, else the first Window Center/Width with the exact DICOM
   formula of VOILUTFunction LINEAR / LINEAR_EXACT / SIGMOID), its output range mapped onto 0..255; with no
@@ -29,13 +36,34 @@ class DecodeError(Exception):
 
 
 def window(arr: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
-    """Map [low, high] (default: the 0.5th and 99.5th percentiles) linearly onto uint8 0..255."""
-    arr = arr.astype(np.float64)
+    """Map [low, high] (default: the finite pixels' percentile window) linearly onto uint8 0..255; non-finite
+    pixels as the module docstring states. DecodeError when no pixel is finite."""
+    arr = arr.astype(np.float64)  # a copy: NaN is replaced in place below
+    finite = np.isfinite(arr)
+    values = arr
+    if not finite.all():
+        if not finite.any():
+            raise DecodeError("no finite pixel value (every pixel is NaN or infinite)")
+        # NaN has no place on the scale (and one NaN makes np.percentile NaN: an all-black image); it joins -Inf
+        # at the low end, which the clip below sends to 0, as it sends +Inf to 255.
+        arr[np.isnan(arr)] = -np.inf
+        values = arr[finite]
     if low is None or high is None:
-        low, high = np.percentile(arr, [LOW_PERCENTILE, HIGH_PERCENTILE])
-    if high <= low:
-        return np.zeros(arr.shape, np.uint8) if arr.max() <= low else np.full(arr.shape, 255, np.uint8)
+        low, high = percentile_window(values)
+    if high <= low:  # one value: above it white, below it black, at it mid-grey (apart from both ends)
+        out = np.full(arr.shape, 128, np.uint8)
+        out[arr > low], out[arr < low] = 255, 0
+        return out
     return np.clip((arr - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
+
+
+def percentile_window(values: np.ndarray) -> tuple[float, float]:
+    """The 0.5th..99.5th percentile of finite ``values``; their minimum..maximum where those coincide, so that a
+    sparse image (a mask, a few bright spots on one background value) keeps its content instead of one colour."""
+    low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if high <= low:
+        low, high = values.min(), values.max()
+    return float(low), float(high)
 
 
 def from_array(arr: np.ndarray) -> Image.Image:

@@ -1,9 +1,19 @@
 """`hf-medtl export MODEL_DIR --onnx OUT`: the saved model as ONNX (pixels in, logits out), with the
-preprocessing and the labels in the file's metadata, checked against PyTorch with onnxruntime on real images."""
+preprocessing and the labels in the file's metadata, checked against PyTorch with onnxruntime on real images.
+
+The file is written to a hidden temporary sibling of OUT, checked there, and only then renamed onto OUT: a failed
+export (an opset the exporter or onnxruntime refuses, probabilities that differ, a full disk, Ctrl-C) leaves nothing
+at OUT, and an earlier good export there stays as it was."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import os
+import secrets
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +22,11 @@ from hf_medtl.errors import HfMedtlError
 
 logger = logging.getLogger("hf_medtl")
 ATOL = 1e-4  # largest difference of any probability between onnxruntime and PyTorch
+# The opsets the TorchScript exporter (torch.onnx.export with dynamo=False) of the pinned torch writes; above 20 it
+# only warns and writes a file it does not stand behind. torch keeps the range in a private module, hence stated here.
+MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 7, 20, 18
+OPSETS = f"--opset {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})"
+INSTALL = 'pip install -e ".[export]"'
 
 
 def preprocessing_metadata(processor, model) -> dict:
@@ -21,8 +36,9 @@ def preprocessing_metadata(processor, model) -> dict:
 
     prep = preprocessing_from_processor(processor)
     return {
-        "decode": "8-bit RGB by hf_medtl.data.decode: 16/32-bit grayscale windowed to its 0.5-99.5th percentiles, "
-                  "DICOM through its Modality and VOI LUTs (MONOCHROME1 inverted), EXIF orientation applied",
+        "decode": "8-bit RGB by hf_medtl.data.decode: 16/32-bit grayscale windowed to the 0.5-99.5th percentiles of "
+                  "its finite pixels (NaN and -Inf black, +Inf white), DICOM through its Modality and VOI LUTs "
+                  "(MONOCHROME1 inverted), EXIF orientation applied",
         "resize": {"height": prep.size[0], "width": prep.size[1], "interpolation": prep.interpolation,
                    "mode": "the whole image squashed to this size, no crop"},
         "rescale": "pixel / 255", "normalize": {"mean": list(prep.mean), "std": list(prep.std)},
@@ -31,37 +47,123 @@ def preprocessing_metadata(processor, model) -> dict:
     }
 
 
-def check_onnx(onnx_path: str | Path, model, processor, images) -> float:
-    """Largest |p_onnxruntime - p_pytorch| over ``images`` and labels; HfMedtlError when above ATOL."""
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0][:200] if text else type(e).__name__)
+
+
+def check_onnx(onnx_path: str | Path, model, processor, images, name: str | Path | None = None) -> float:
+    """Largest |p_onnxruntime - p_pytorch| over ``images`` and labels; HfMedtlError when above ATOL or when
+    onnxruntime cannot run the file. ``name``: how the messages call the file (the path it is meant for)."""
     import onnxruntime as ort
 
     from hf_medtl.inference import core
     from hf_medtl.models import is_multi_label
 
+    name = name or onnx_path
     x = core.pixels(processor, images)
     torch_probs = core.batch_probabilities(model, x)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    onnx_logits = session.run(["logits"], {"pixel_values": x.numpy()})[0]
+    try:
+        with _silenced():  # onnxruntime logs its own warnings (an old opset's optimizer) straight onto descriptor 2
+            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            onnx_logits = session.run(["logits"], {"pixel_values": x.numpy()})[0]
+    except Exception as e:  # onnxruntime's error types (Fail, InvalidGraph, NotImplemented...) share no public base
+        raise HfMedtlError(f"{name}: onnxruntime cannot run the export ({_first_line(e)}); try another "
+                           f"{OPSETS}") from None
     diff = float(np.abs(core.probabilities(onnx_logits, is_multi_label(model)) - torch_probs).max())
     if not diff <= ATOL:
-        raise HfMedtlError(f"{onnx_path}: onnxruntime's probabilities differ from PyTorch's by {diff:.2e} "
-                           f"(> {ATOL:g}) on {len(images)} image(s); do not use this export")
+        raise HfMedtlError(f"{name}: onnxruntime's probabilities differ from PyTorch's by {diff:.2e} "
+                           f"(> {ATOL:g}) on {len(images)} image(s)")
     return diff
 
 
-def export_onnx(model_dir: str | Path, out: str | Path, check_inputs, opset: int = 18, max_check: int = 64,
-                allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> dict:
-    """Write ``out`` (ONNX, dynamic batch) and check it on up to ``max_check`` images of ``check_inputs``."""
+def require_export_packages() -> None:
+    """One line naming the install command when onnx or onnxruntime is missing (they are the [export] extra)."""
+    import importlib
+
+    missing = []
+    for package in ("onnx", "onnxruntime"):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise HfMedtlError(f"export needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                           f"not installed: {INSTALL}")
+
+
+def _destination(out: str | Path, opset: int) -> Path:
+    """``out`` checked before any work: an opset in range, a file name (not a folder) whose folder can exist."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise HfMedtlError(f"--opset {opset} is not supported: the exporter writes {OPSETS}")
+    out = Path(out)
+    if out.is_dir():
+        raise HfMedtlError(f"--onnx {out} is a folder; name the file to write, e.g. {out / 'model.onnx'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # an ancestor that is a file, no permission, a read-only disk
+        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
+        raise HfMedtlError(f"--onnx {out}: its folder cannot be created ({reason})") from None
+    return out
+
+
+@contextlib.contextmanager
+def _silenced():
+    """Nothing the exporter prints reaches the console: on failure it dumps the whole TorchScript graph from C++
+    straight onto file descriptor 1, and it warns about deprecation; the user gets one line saying what to change.
+    (Redirects the process's descriptors 1 and 2: export runs alone, from the command line.)"""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(os.devnull, "w") as null, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _write_onnx(path: Path, model, processor, classes, model_dir, opset: int) -> None:
+    """The ONNX graph with its metadata, at ``path``."""
     import onnx
     import torch
 
-    from hf_medtl.data.decode import DecodeError, decode
     from hf_medtl.data.transforms import preprocessing_from_processor
     from hf_medtl.inference.core import Logits
-    from hf_medtl.models import load_saved_model
+
+    h, w = preprocessing_from_processor(processor).size
+    dummy = torch.zeros(2, 3, h, w)
+    # The TorchScript exporter (dynamo=False): deprecated, but present in the pinned torch and twice as fast as the
+    # torch.export one on CPU for these graphs; both give the same probabilities here (checked after either way).
+    try:
+        with _silenced():
+            torch.onnx.export(Logits(model).eval(), (dummy,), str(path), input_names=["pixel_values"],
+                              output_names=["logits"], opset_version=opset, dynamo=False, verbose=False,
+                              dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
+    except OSError:
+        raise
+    except Exception as e:  # an operator without a form at this opset, among others: its first line says which
+        raise HfMedtlError(f"the ONNX exporter cannot write this model at --opset {opset} ({_first_line(e)}); "
+                           f"try another {OPSETS}") from None
+    graph = onnx.load(str(path))
+    meta = {"hf_medtl.preprocessing": json.dumps(preprocessing_metadata(processor, model)),
+            "hf_medtl.labels": json.dumps(classes), "hf_medtl.source": Path(model_dir).resolve().name}
+    for key, value in meta.items():
+        graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.save(graph, str(path))
+
+
+def _check_images(check_inputs, max_check: int) -> list:
+    from hf_medtl.data.decode import DecodeError, decode
     from hf_medtl.inference.predict import collect_inputs
 
-    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
     files, _ = collect_inputs(check_inputs)
     images = []
     for path in files[:max_check]:
@@ -71,20 +173,29 @@ def export_onnx(model_dir: str | Path, out: str | Path, check_inputs, opset: int
             logger.warning(f"{path}: unreadable ({e}); not used for the check")
     if not images:
         raise HfMedtlError(f"no readable image among {', '.join(map(str, check_inputs))} to check the export on")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    h, w = preprocessing_from_processor(processor).size
-    dummy = torch.zeros(2, 3, h, w)
-    # The TorchScript exporter (dynamo=False): deprecated, but present in the pinned torch and twice as fast as the
-    # torch.export one on CPU for these graphs; both give the same probabilities here (checked below either way).
-    torch.onnx.export(Logits(model).eval(), (dummy,), str(out), input_names=["pixel_values"], output_names=["logits"],
-                      dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset, dynamo=False,
-                      verbose=False)
-    graph = onnx.load(str(out))
-    meta = {"hf_medtl.preprocessing": json.dumps(preprocessing_metadata(processor, model)),
-            "hf_medtl.labels": json.dumps(classes), "hf_medtl.source": Path(model_dir).resolve().name}
-    for key, value in meta.items():
-        graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-    onnx.save(graph, str(out))
-    diff = check_onnx(out, model, processor, images)
+    return images
+
+
+def export_onnx(model_dir: str | Path, out: str | Path, check_inputs, opset: int = DEFAULT_OPSET,
+                max_check: int = 64, allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> dict:
+    """Write ``out`` (ONNX, dynamic batch) once it is checked on up to ``max_check`` images of ``check_inputs``:
+    written to a temporary sibling, checked there, renamed onto ``out``; any failure leaves ``out`` untouched."""
+    from hf_medtl.models import load_saved_model
+
+    require_export_packages()
+    out = _destination(out, opset)
+    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    images = _check_images(check_inputs, max_check)
+    # Same folder, so the rename is atomic; hidden and named per process, so no reader mistakes it for OUT.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        _write_onnx(tmp, model, processor, classes, model_dir, opset)
+        diff = check_onnx(tmp, model, processor, images, name=out)
+        os.replace(tmp, out)
+    except OSError as e:  # a full disk, a read-only folder
+        raise HfMedtlError(f"--onnx {out}: cannot write it ({e.strerror or e}); nothing was written") from None
+    except HfMedtlError as e:  # the exporter or the check refused the file: say that OUT was left as it was
+        raise HfMedtlError(f"{e}; nothing was written") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"path": str(out), "images_checked": len(images), "max_abs_diff": diff, "labels": classes}
