@@ -31,22 +31,53 @@ class Prediction:
 
 
 def collect_inputs(inputs) -> tuple[list[Path], bool]:
-    """(files to predict, whether a folder was given). Folders are searched recursively for image files;
-    named files are kept whatever their suffix (an unreadable one is reported, not skipped silently)."""
-    from hf_medtl.data.types import IMAGE_EXTENSIONS
-
+    """(files to predict, whether a folder was given). Folders are searched recursively, following links, for image
+    files by extension and for DICOM files by content (PACS names them IM0001, without an extension); named files are
+    kept whatever their suffix. Nothing is left out silently: a dangling or looping link, and a folder link back to
+    a folder above it, are kept so that they are reported as unreadable."""
     files, folder = [], False
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             folder = True
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            files += _walk(path)
         else:
             files.append(path)
     if not files:
         raise HfMedtlError(f"no images found in {', '.join(map(str, inputs))}")
     return files, folder
+
+
+def _walk(root: Path) -> list[Path]:
+    """The image candidates under ``root`` (hidden files and folders excepted), sorted; links followed once."""
+    import os
+
+    from hf_medtl.data.types import IMAGE_EXTENSIONS
+
+    found, seen = [], {os.path.realpath(root)}
+    for here, dirs, names in os.walk(root, followlinks=True):
+        here = Path(here)
+        for d in list(dirs):
+            real = os.path.realpath(here / d)
+            if d.startswith(".") or real in seen:
+                dirs.remove(d)
+                if not d.startswith("."):
+                    found.append(here / d)  # a loop: reported, not followed
+            seen.add(real)
+        for name in names:
+            p = here / name
+            if not name.startswith(".") and (p.suffix.lower() in IMAGE_EXTENSIONS or not p.exists() or _is_dicom(p)):
+                found.append(p)
+    return sorted(found)
+
+
+def _is_dicom(path: Path) -> bool:
+    """A DICOM Part 10 file: 'DICM' after its 128-byte preamble."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_dir: str | Path | None = None,
@@ -73,6 +104,8 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
             chunk, images, rows = files[start:start + batch_size], [], []
             for path in chunk:
                 try:
+                    if path.is_dir():  # a folder link back to a folder above it
+                        raise DecodeError("a link to a folder above it (a loop); not followed")
                     images.append(decode(path, max_pixels))
                     rows.append(Prediction(str(path)))
                 except DecodeError as e:

@@ -140,7 +140,27 @@ def load_saved_model(model_dir: str | Path, allow_pickle_weights: bool = False, 
         model = AutoModelForImageClassification.from_pretrained(
             model_dir, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle_weights else True)
         processor = AutoImageProcessor.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{model_dir}: cannot load the saved model ({str(e).splitlines()[0][:160]})") from None
+    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: weights whose shapes disagree with config.json
+        raise ModelError(f"{model_dir}: cannot load the saved model ({str(e).splitlines()[0][:160]}); config.json "
+                         "and the weights must come from the same save") from None
     classes = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    declared = _declared_labels(model_dir / "config.json")
+    if declared is not None and declared != classes:
+        raise ModelError(f"{model_dir}: config.json names {len(declared)} label(s) {declared[:4]}{'...' if len(declared) > 4 else ''} "
+                         f"but the classifier has {len(classes)} output(s); restore the config.json saved with the weights")
     return model.eval(), processor, classes
+
+
+def _declared_labels(config_json: Path) -> list[str] | None:
+    """The class names config.json states (TimmWrapper's label_names, else id2label in id order); None when it
+    states none (then transformers' LABEL_i names are all there is)."""
+    import json
+
+    config = json.loads(config_json.read_text())
+    if config.get("label_names"):
+        return [str(x) for x in config["label_names"]]
+    id2label = config.get("id2label") or {}
+    try:
+        return [id2label[k] for k in sorted(id2label, key=int)] or None
+    except (TypeError, ValueError):
+        return None

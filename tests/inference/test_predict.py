@@ -100,3 +100,25 @@ def test_multi_label_model_gets_a_sigmoid_per_label(trained_run, tmp_path):
         logits = model(pixel_values=eval_transform(processor)(decode(image))[None]).logits[0].double().numpy()
     assert list(p.probabilities.values()) == pytest.approx(1 / (1 + np.exp(-logits)), abs=1e-6)
     assert abs(sum(p.probabilities.values()) - 1) > 1e-3  # independent labels, not a softmax
+
+
+def test_predict_on_a_folder_leaves_nothing_out_silently(trained_run, tmp_path, capsys):
+    """Dangling and looping links and a folder link back to its ancestor are reported as rows with an error; a DICOM
+    file without an extension (PACS naming) is predicted; hidden files stay out."""
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "scans"
+    (folder / "series").mkdir(parents=True)
+    shutil.copy(trained_run.parent / "images" / "benign" / "benign_000.png", folder / "a.png")
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "series" / "IM0001")
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "loop_a").symlink_to(folder / "loop_b")
+    (folder / "loop_b").symlink_to(folder / "loop_a")
+    (folder / "series" / "up").symlink_to(folder)
+    (folder / ".hidden.png").write_bytes(b"x")
+    assert main(["predict", str(trained_run), str(folder), "--format", "csv"]) == 0
+    rows = {r["path"][len(str(folder)) + 1:]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert set(rows) == {"a.png", "gone.png", "loop_a", "loop_b", "series/IM0001", "series/up"}
+    assert rows["a.png"]["prediction"] == "benign" and rows["series/IM0001"]["prediction"] in CLASSES
+    assert rows["gone.png"]["error"] == "file not found" and rows["loop_a"]["error"] and rows["loop_b"]["error"]
+    assert "loop" in rows["series/up"]["error"] and rows["series/up"]["benign"] == ""

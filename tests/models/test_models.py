@@ -32,3 +32,26 @@ def test_random_init_baseline_differs_from_pretrained(tiny_vit):
     key = "vit.embeddings.patch_embeddings.projection.weight"
     assert not torch.equal(pre.state_dict()[key], scratch.state_dict()[key])
     assert scratch.config.id2label == {0: "a", 1: "b"}
+
+
+@pytest.mark.parametrize("change", ["fewer_names", "more_names_and_outputs", "names_and_outputs_shrunk"])
+def test_a_model_whose_labels_disagree_with_its_classifier_is_one_line(trained_run, tmp_path, capsys, change):
+    """config.json's labels edited away from the weights: never served under LABEL_i names, never a traceback."""
+    import json
+    import shutil
+
+    from hf_medtl.cli import main
+    from tests.conftest import errors
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_run, model)
+    config = json.loads((model / "config.json").read_text())
+    config["label_names"] = {"fewer_names": ["benign", "malignant"], "more_names_and_outputs": ["a", "b", "c", "d"],
+                             "names_and_outputs_shrunk": ["a", "b"]}[change]
+    if change != "fewer_names":
+        config["num_classes"] = len(config["label_names"])
+    (model / "config.json").write_text(json.dumps(config))
+    image = trained_run.parent / "images" / "benign" / "benign_000.png"
+    assert main(["predict", str(model), str(image)]) == 2
+    [line] = errors(capsys)
+    assert str(model) in line and "config.json" in line
