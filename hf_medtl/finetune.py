@@ -21,124 +21,21 @@ logger = logging.getLogger("hf_medtl")
 
 
 def run(recipe) -> dict:
-    """Run one recipe end to end; return the test metrics. Every process runs this; the main one writes."""
-    import torch
-    from transformers import set_seed
+    """Run one recipe end to end; return its metrics (the summary, validation and test). Every process runs this;
+    the main one writes."""
+    from hf_medtl import outputs, stages
+    from hf_medtl.evaluation.scoring import score_splits
 
-    from hf_medtl import data, hub, models, outputs
-
-    from hf_medtl.evaluation import evaluate as evaluation
-
-    from hf_medtl.training import feature_cache as features
-
-    from hf_medtl.evaluation import multilabel as multilabel_eval
-
-    from hf_medtl.evaluation import report
-
-    from hf_medtl.training import trainer as train
-
-    args = recipe.training
-    if args.push_to_hub:  # credentials and repo rights checked before any data is read or weight trained
-        hub.preflight(args)
-    set_seed(args.seed)
-    output_dir = Path(args.output_dir)
-    main_process = args.process_index == 0
-
-    # 0. Where things go. A finished run in output_dir stays whole until this one has finished too: its data
-    #    files are written beside the staged outputs, not over the old run's.
-    if main_process:
-        outputs.ensure_writable(output_dir)
-        staging = outputs.staging_dir(output_dir)
-    staging = output_dir / outputs.STAGING
-    data_out = staging if outputs.holds_complete_run(output_dir) else output_dir
-
-    # 1. Data: every image checked, duplicates and patients grouped, split (or the previous split reused),
-    #    all decided and written down before any model is built.
-    splits = data.load_splits(recipe.data, args.seed, output_dir, write=main_process, write_dir=data_out)
-    if main_process:
-        splits.write_manifest(data_out / data.MANIFEST)
-        logger.info(data.summary_line(splits))
-
-    # 2. Backbone: pretrained weights, a new head for our classes, the processor it serves with.
-    multi_label = splits.multi_label
-    model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size, multi_label)
-    datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data,
-                                lambda: args.main_process_first(desc="image cache"))  # rank 0 decodes, others read
-
-    # 3. Train with the adaptive schedule; the model ends holding θ*. A backbone frozen throughout on images
-    #    that are not augmented: its features are computed once (or reused) and the head trains on them.
-    cached = features.applies(recipe)
-    if cached:
-        train_sets = features.cached_datasets(model, processor, datasets, splits, recipe, main_process)
-        trainer, schedule_callback = train.build_trainer(features.HeadOnly(model), processor, train_sets, recipe)
-    else:
-        trainer, schedule_callback = train.build_trainer(model, processor, datasets, recipe)
-    checkpoint = outputs.resolve_checkpoint(args.resume_from_checkpoint, output_dir)
-    if checkpoint:
-        schedule_callback.load_checkpoint(checkpoint)
-    train_output = trainer.train(resume_from_checkpoint=checkpoint)
-    model.to(memory_format=torch.contiguous_format)  # (channels_last on GPUs): saved and served in the standard layout
-
-    # 4. Evaluate θ* on validation and test: the whole model (backbone + trained head) on the images.
-    if cached:
-        trainer = train.inference_trainer(model, args.per_device_eval_batch_size)
-        trainer.processing_class = processor
-    results, predictions = {}, {}
-    for split in ("validation", "test"):
-        predictions[split] = train.predict(trainer, datasets[split], recipe.evaluation.tta)
-    for split in ("validation", "test"):
-        if multi_label:  # thresholds chosen on validation, applied to both
-            thresholds = multilabel_eval.youden_thresholds(predictions["validation"][1], predictions["validation"][0])
-            results[split] = multilabel_eval.score_multilabel(*predictions[split], splits.classes, thresholds)
-        else:
-            results[split] = evaluation.score(*predictions[split], splits.classes, recipe.evaluation, args.seed)
-    history = schedule_callback.history
-    summary = {
-        "epochs_run": len(history),
-        "lr_reductions": history[-1].get("reductions", 0) if history else 0,
-        "best_epoch": schedule_callback.best_epoch,
-        "train_accuracy": next((h["train_accuracy"] for h in history if h["epoch"] == schedule_callback.best_epoch), None),
-        "train_accuracy_mode": recipe.schedule.train_accuracy,
-        "train_runtime_s": train_output.metrics["train_runtime"],
-        "cached_features": cached,
-        "trainable_parameters": phases(history),
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-        "split_counts": splits.counts(),
-        "classes": splits.classes,
-    }
-
-    # 5. Save: model + processor (pipeline-loadable), history, split manifest, resolved recipe, model card,
-    #    report and plots; metrics.json last, so that its presence means a complete run.
-    trainer.save_model(str(staging))  # every rank calls it; only the main one writes
-    if main_process:
-        write_resolved(recipe, staging)
-        (staging / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-        title = f"{output_dir.name}: {recipe.model.model_name_or_path}"
-        if multi_label:
-            probs, labels = predictions["test"]
-            multilabel_eval.write_outputs(staging, title, results, summary, [splits.relpath(s) for s in splits.files("test")],
-                                          labels, probs, splits.classes, recipe.model.model_name_or_path)
-        else:
-            (staging / "README.md").write_text(str(hub.render_model_card(recipe, {**summary, **results}, splits.report)))
-            report.write_report(staging, title, results, predictions, summary, history)
-            for split in ("validation", "test"):  # validation: a cv fold's out-of-fold predictions
-                probs, labels = predictions[split]
-                report.write_predictions(staging / f"predictions_{split}.csv",
-                                         [splits.relpath(s) for s in splits.files(split)], labels, probs, splits.classes)
-        (staging / outputs.MARKER).write_text(json.dumps({**summary, **results}, indent=2) + "\n")
-        outputs.commit(staging, output_dir)
-        if args.push_to_hub:
-            logger.info(f"pushed to https://huggingface.co/{hub.push(output_dir, args)}")
-    return {**summary, **results}
-
-
-def phases(history: list[dict]) -> list[dict]:
-    """The trainable-parameter count of each phase of the run: [{from_epoch, trainable_params}, ...]."""
-    out = []
-    for h in history:
-        if "trainable_params" in h and (not out or out[-1]["trainable_params"] != h["trainable_params"]):
-            out.append({"from_epoch": h["epoch"], "trainable_params": h["trainable_params"]})
-    return out
+    # The run owns output_dir from before any data is read until it has committed or failed: a second run into it
+    # is refused instead of mixing its files with this one's. Rank 0 holds the lock for every rank.
+    with outputs.run_lock(recipe.training.output_dir, take=recipe.training.process_index == 0):
+        run = stages.prepare(recipe)  # output folder, checked split, backbone with a new head, datasets
+        stages.train(run)  # the Trainer with the adaptive schedule; the model ends holding θ*
+        predictions = stages.predict(run)  # θ* on validation and test, with the recipe's TTA
+        results = score_splits(predictions, run.splits.classes, recipe.evaluation, recipe.training.seed)
+        metrics = {**stages.summary(run), **results}
+        stages.save(run, metrics, predictions)  # metrics.json last: its presence means a complete run
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,13 +15,14 @@ def register(subparsers) -> None:
 def run(args, rest) -> int:
     from hf_medtl.config.recipe import load_recipe
     from hf_medtl.data import MANIFEST, load_splits, summary_line
-    from hf_medtl.outputs import STAGING, ensure_writable, holds_complete_run
+    from hf_medtl.outputs import STAGING, ensure_writable, holds_complete_run, run_lock
 
     recipe = load_recipe(args.recipe, rest)  # no backbone needed: nothing is built
-    out = ensure_writable(recipe.training.output_dir)
-    # A finished run's folder keeps its own, consistent data files; this check goes beside them.
-    write_dir = ensure_writable(out / STAGING) if holds_complete_run(out) else out
-    splits = load_splits(recipe.data, recipe.training.seed, out, write_dir=write_dir)
-    splits.write_manifest(write_dir / MANIFEST)
+    # It writes data files into output_dir: not while a run there writes its own (they would disagree).
+    with run_lock(recipe.training.output_dir) as out:
+        # A finished run's folder keeps its own, consistent data files; this check goes beside them.
+        write_dir = ensure_writable(out / STAGING) if holds_complete_run(out) else out
+        splits = load_splits(recipe.data, recipe.training.seed, out, write_dir=write_dir)
+        splits.write_manifest(write_dir / MANIFEST)
     print(summary_line(splits) + f"\nwrote {write_dir / 'data_report.json'} and {write_dir / MANIFEST}")
     return 0

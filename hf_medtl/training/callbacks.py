@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -13,6 +14,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from hf_medtl.console import EPOCH_HEADER, epoch_row
+from hf_medtl.errors import HfMedtlError
 from hf_medtl.outputs import BEST_FILE, STATE_FILE, atomic_write_text
 from hf_medtl.training.schedule import AdaptiveSchedule
 
@@ -145,6 +147,7 @@ class AdaptiveLRCallback(TrainerCallback):
         if self._hook is None or "eval_loss" not in (metrics or {}):
             return  # an evaluation outside training (e.g. the test set), not an epoch end
         train_loss, train_acc = self._train_loss_accuracy(args.device)
+        require_finite(len(self.history) + 1, train_loss, metrics["eval_loss"], args.learning_rate)
         record = {"epoch": len(self.history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                   "train_accuracy_mode": self.mode, "val_loss": metrics["eval_loss"],
                   "val_accuracy": metrics.get("eval_accuracy"), "lr": head_lr(optimizer),
@@ -213,6 +216,18 @@ class AdaptiveLRCallback(TrainerCallback):
             self._hook = None
         if self.best_state is not None:  # θ*: what the run ends with and saves
             model.load_state_dict(self.best_state)
+
+
+def require_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: float) -> None:
+    """Stop a diverged run at the end of the epoch it diverged in: once a loss is NaN or infinite the weights are
+    too, and the run would go on to save a model and metrics that look complete. Raised inside trainer.train(),
+    before this epoch's checkpoint and before anything is committed to output_dir. Every rank sees the same losses
+    (summed and gathered across processes), so every rank stops."""
+    bad = [f"{name} loss {value}" for name, value in (("training", train_loss), ("validation", val_loss))
+           if value is not None and not math.isfinite(value)]
+    if bad:
+        raise HfMedtlError(f"epoch {epoch}: {' and '.join(bad)}: training diverged, no model was saved; lower "
+                           f"learning_rate (this run: {learning_rate:g}), or check the backbone's weights for NaN")
 
 
 def tracker_values(r: dict) -> dict:
