@@ -8,7 +8,7 @@ from transformers import (Trainer, TrainerCallback, TrainingArguments, ViTConfig
 from hf_medtl.training.callbacks import AdaptiveLRCallback
 from hf_medtl.training.schedule import AdaptiveSchedule
 from hf_medtl.training.trainer import accuracy
-from tests.test_schedule import TRACE
+from tests.training.test_schedule import TRACE
 
 
 class TraceSchedule(AdaptiveSchedule):
