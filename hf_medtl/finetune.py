@@ -6,7 +6,6 @@ recipe -> data split -> backbone -> Trainer with the adaptive schedule -> test m
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ if __package__ in (None, ""):  # run as a file (accelerate launch hf_medtl/finet
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from hf_medtl.console import run_command, setup_logging  # noqa: E402
-from hf_medtl.config.recipe import load_recipe, require_model, write_resolved  # noqa: E402
+from hf_medtl.config.recipe import load_recipe, require_model  # noqa: E402
 
 logger = logging.getLogger("hf_medtl")
 

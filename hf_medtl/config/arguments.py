@@ -155,7 +155,7 @@ class ScheduleArguments:
     preset: Optional[Literal["paper"]] = field(default=None, metadata={
         "help": "Defaults for the keys a recipe leaves out. paper: seed 000's settings exactly as the Table-2 "
                 "recipes ran them (constant LR changed only by Algorithm 1, θ* by the schedule, no label smoothing, "
-                "no weight decay, no warm-up, no TTA; see PRESETS in hf_medtl/arguments.py). null: the toolkit's "
+                "no weight decay, no warm-up, no TTA; see PRESETS in hf_medtl/config/arguments.py). null: the toolkit's "
                 "defaults. Keys the recipe (or the command line) sets win over the preset."})
     adaptive_lr: bool = field(default=True, metadata={
         "help": "Use the seed paper's threshold-switched LR reduction and early stop (docs/adaptive-lr.md)."})

@@ -38,7 +38,7 @@ class Recipe:
     resolved: dict  # what to write back: every field of our groups, the TrainingArguments keys that were set
 
 
-def _fields() -> dict[str, tuple[str, Any]]:
+def recipe_fields() -> dict[str, tuple[str, Any]]:
     """key -> (group, type) over all groups; a key appearing twice would be ambiguous."""
     out = {}
     for group, cls in GROUPS.items():
@@ -114,13 +114,13 @@ def _overrides(argv: list[str], fields: dict, where: str) -> dict:
             if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
                 raise RecipeError(f"{where}: --{key} needs a value (--{key} VALUE)")
             raw, i = argv[i + 1], i + 1
-        _check_key(key, fields, where)
+        check_key(key, fields, where)
         out[key] = _parse_override(raw, fields[key][1])
         i += 1
     return out
 
 
-def _check_key(key: str, fields: dict, where: str) -> None:
+def check_key(key: str, fields: dict, where: str) -> None:
     if key not in fields:
         near = difflib.get_close_matches(key, fields, n=1)
         hint = f"; did you mean '{near[0]}'?" if near else "; see the recipe reference in README.md"
@@ -149,9 +149,9 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     """Read ``path``, apply ``argv`` overrides (``--key value``), validate, build the dataclasses."""
     path = Path(path)
     raw = _read(path)
-    fields = _fields()
+    fields = recipe_fields()
     for key in raw:
-        _check_key(key, fields, str(path))
+        check_key(key, fields, str(path))
     overrides = _overrides(list(argv or []), fields, "command line")
     values = {**raw, **overrides}
     for key, value in values.items():

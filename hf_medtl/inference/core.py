@@ -10,15 +10,12 @@ normalised value of black, as a rotated image with black corners would give.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.training.trainer import inference_trainer  # noqa: F401  (re-exported: the Trainer that only predicts)
 
 # The views --tta averages over; the training augmentation flips horizontally and rotates by a few degrees.
 TTA_VIEWS = ("identity", "hflip", "rotate+10", "rotate-10")

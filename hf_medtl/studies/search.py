@@ -26,11 +26,11 @@ JOURNAL, STUDY = "optuna_journal.log", "hf_medtl_search"
 def check_space(space: dict) -> dict[str, str]:
     """key -> its recipe group; a data key (the data is built once), an unknown key or a malformed range is
     refused with one line."""
-    from hf_medtl.config.recipe import _check_key, _fields
+    from hf_medtl.config.recipe import check_key, recipe_fields
 
-    fields, groups = _fields(), {}
+    fields, groups = recipe_fields(), {}
     for key, spec in space.items():
-        _check_key(key, fields, "search_space")
+        check_key(key, fields, "search_space")
         groups[key] = fields[key][0]
         if groups[key] not in ("model", "schedule", "training"):
             raise HfMedtlError(f"search_space: '{key}' is a {groups[key]} key; only model, schedule and training keys "

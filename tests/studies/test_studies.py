@@ -176,12 +176,12 @@ def test_robustness_study_cli(cv_run, tmp_path, capsys):
 
 
 def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, capsys, monkeypatch):
-    from hf_medtl.training import trainer as train
+    from hf_medtl.inference import core
 
     def no_test(*a, **k):
         raise AssertionError("the search predicted a split: only the Trainer's validation pass may run")
 
-    monkeypatch.setattr(train, "predict", no_test)
+    monkeypatch.setattr(core, "dataset_probabilities", no_test)
     images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
     space = {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}, "threshold": {"choices": [0.5, 0.9]},
              "patience": {"low": 1, "high": 2}}
