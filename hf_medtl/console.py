@@ -2,6 +2,7 @@
 that every command prints instead of a traceback."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -57,6 +58,13 @@ def run_command(fn: Callable[[], int]) -> int:
         return fn()
     except HfMedtlError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A full disk is the user's to fix, wherever it struck: one line naming the file, as for any bad input.
+        print(f"error: {e.filename or 'a file'}: no space left on the device ({e.strerror}); free space or point the "
+              "output (output_dir, data_cache_dir, feature_cache_dir) at another disk", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; nothing that looks complete was left behind", file=sys.stderr)

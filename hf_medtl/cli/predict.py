@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from hf_medtl.cli.common import model_flags, positive
 
@@ -32,6 +33,10 @@ def register(subparsers) -> None:
 def run(args, rest) -> int:
     from hf_medtl.inference.core import run_tta_views, views_of
     from hf_medtl.inference.predict import format_predictions, predict
+    from hf_medtl.errors import HfMedtlError
+
+    if args.output and Path(args.output).is_dir():  # before any model is loaded or image decoded
+        raise HfMedtlError(f"--output '{args.output}': is a folder; name a file, e.g. {Path(args.output) / 'predictions.csv'}")
 
     views = run_tta_views(args.model_dir) if args.tta is None else views_of(args.tta)
     preds = predict(args.model_dir, args.inputs, views, args.batch_size, args.cam, args.allow_pickle_weights,

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import enum
 import json
+import math
 import re
 import types
 import typing
@@ -89,6 +90,17 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _finite(value) -> bool:
+    """No NaN or infinity anywhere in a recipe value (lists and search-space dicts included)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
 def _shown(key: str, value) -> str:
     """A value as an error message may show it: never a secret's."""
     return "<hidden>" if "token" in key else json.dumps(value)
@@ -156,9 +168,11 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     values = {**raw, **overrides}
     for key, value in values.items():
         tp = fields[key][1]
+        where = f"command line: --{key}" if key in overrides else f"{path}: '{key}'"
         if not _accepts(tp, value):
-            where = f"command line: --{key}" if key in overrides else f"{path}: '{key}'"
             raise RecipeError(f"{where} must be {_type_name(tp)}, got {_shown(key, value)}")
+        if not _finite(value):  # JSON's NaN / Infinity tokens: every range check would let them through
+            raise RecipeError(f"{where} must be a finite number, got {_shown(key, value)}")
     if values.get("preset"):  # the preset's values for every key the recipe and the command line leave out
         values = {**PRESETS[values["preset"]], **values}
     values.setdefault("output_dir", str(Path("outputs") / path.stem))

@@ -6,6 +6,8 @@ import re
 
 from hf_medtl.config.arguments import DataArguments, ModelArguments, ScheduleArguments
 
+MAX_IMAGE_SIZE = 2048  # px: 4x a 512-px CT slice; 100,000 px would allocate ~30 GB per image
+
 
 def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -> None:
     """Value checks that a type cannot express; raise ValueError with the key and what it accepts."""
@@ -40,6 +42,9 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
     for key, (v, low) in minimum.items():
         if v is not None and v < low:
             raise ValueError(f"'{key}' must be at least {low}, got {v}")
+    if data.image_size is not None and data.image_size > MAX_IMAGE_SIZE:  # memory grows with its square
+        raise ValueError(f"'image_size' must be at most {MAX_IMAGE_SIZE} px, got {data.image_size}; larger inputs "
+                         "(whole-slide images) need tiling")
     positive = {k: training.get(k) for k in ("learning_rate", "num_train_epochs")}
     for key, v in positive.items():
         if v is not None and not v > 0:

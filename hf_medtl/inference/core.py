@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from hf_medtl.errors import HfMedtlError
+from hf_medtl.training.trainer import inference_trainer  # noqa: F401  (the Trainer that only predicts)
 
 # The views --tta averages over; the training augmentation flips horizontally and rotates by a few degrees.
 TTA_VIEWS = ("identity", "hflip", "rotate+10", "rotate-10")

@@ -43,6 +43,23 @@ def check_space(space: dict) -> dict[str, str]:
     return groups
 
 
+def check_values(space: dict, recipe_path, argv: list[str]) -> None:
+    """Each range's bounds and each choice pass the recipe's own checks (a negative learning rate, a threshold
+    above 1 ...); a log range must start above 0. One line naming the key and the value otherwise."""
+    from hf_medtl.config.recipe import RecipeError, load_recipe
+
+    for key, spec in space.items():
+        if spec.get("log") and not spec["low"] > 0:
+            raise HfMedtlError(f"search_space: '{key}' is searched on a log scale, so 'low' must be above 0, got "
+                               f"{json.dumps(spec['low'])}")
+        for value in spec.get("choices") or (spec["low"], spec["high"]):
+            try:
+                load_recipe(recipe_path, [*argv, f"--{key}", json.dumps(value)])
+            except RecipeError as e:
+                raise HfMedtlError(f"search_space: '{key}' value {json.dumps(value)} is not a valid recipe value "
+                                   f"({str(e).split(': ', 1)[-1]})") from None
+
+
 def hp_space(space: dict):
     def suggest(trial) -> dict:
         out = {}
@@ -82,6 +99,7 @@ def run_search(recipe_path: str | Path, argv: list[str], n_trials: int = 10) -> 
     require_model(recipe, recipe_path)
     space = recipe.study.search_space or DEFAULT_SPACE
     groups = check_space(space)
+    check_values(space, recipe_path, argv)  # every bound and choice is a valid recipe value, before any data is read
     out = Path(recipe.training.output_dir)
     staging = begin(out)
     splits = data.load_splits(recipe.data, recipe.training.seed, out, write_dir=staging)

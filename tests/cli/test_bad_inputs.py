@@ -89,6 +89,26 @@ CASES = {
         t, data_dir=str(make_image_folder(t / "d")), output_dir=str(t / "f" / "sub"))])[1], "not writable"),
     "no backbone for finetune": (lambda t: ["finetune", recipe(t, model_name_or_path=None, data_dir="d")],
                                  "'model_name_or_path' is required"),
+    # non-finite numbers: JSON's NaN / Infinity tokens and command-line values, in any key (range checks miss them)
+    **{f"non-finite {key} {raw}": (lambda t, key=key, raw=raw: ["finetune", recipe(t, data_dir="d"), f"--{key}", raw],
+                                   f"--{key} must be a finite number, got")
+       for key, raw in (("num_train_epochs", "Infinity"), ("l1_feature_reg", "NaN"), ("focal_gamma", "NaN"),
+                        ("head_dropout", "NaN"), ("backbone_lr_multiplier", "-Infinity"), ("layer_decay", "NaN"),
+                        ("class_weights", "[1, NaN, 2]"), ("learning_rate", "Infinity"))},
+    "non-finite value in the recipe file": (lambda t: ((t / "nan.json").write_text(
+        '{"model_name_or_path": "m", "data_dir": "d", "l2_feature_reg": NaN}'), ["finetune", str(t / "nan.json")])[1],
+        "'l2_feature_reg' must be a finite number, got NaN"),
+    "image_size beyond any scan": (lambda t: ["finetune", recipe(t, data_dir="d"), "--image_size", "100000"],
+                                   "'image_size' must be at most 2048 px, got 100000"),
+    "search log range from 0": (lambda t: ["study", "search", recipe(t, data_dir=str(make_image_folder(t / "d")),
+                                           search_space={"learning_rate": {"low": 0, "high": 0.1, "log": True}})],
+                                "'learning_rate' is searched on a log scale, so 'low' must be above 0"),
+    "search negative choice": (lambda t: ["study", "search", recipe(t, data_dir=str(make_image_folder(t / "d")),
+                                          search_space={"factor": {"choices": [0.5, -0.3]}})],
+                               "search_space: 'factor' value -0.3 is not a valid recipe value"),
+    "predict output is a folder": (lambda t: (_saved_model(t), (t / "outdir").mkdir(), ["predict", str(t / "m"), str(
+        make_image_folder(t / "d", classes=("a", "b", "c"))), "--output", str(t / "outdir")])[-1],
+        "--output '.*outdir': is a folder"),
     # evaluate
     "evaluate pickle-only model": (lambda t: (_pickle_model(t), ["evaluate", str(t / "m"), str(
         make_image_folder(t / "d", classes=("a", "b", "c")))])[1], "only pickle weights"),
@@ -196,3 +216,29 @@ def test_evaluate_loads_pickle_weights_only_when_allowed(tmp_path):
     assert main(["evaluate", str(tmp_path / "m"), str(tmp_path / "d"), "--allow_pickle_weights", "--n_bootstrap",
                  "0", "--output_dir", str(tmp_path / "ev")]) == 0
     assert len((tmp_path / "ev" / "predictions.csv").read_text().splitlines()) == 7
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_complete_run(tmp_path, capsys, monkeypatch):
+    """ENOSPC while the run writes its outputs (here: the model card): one line naming the file, exit 2, no metrics.json."""
+    import errno
+    import pathlib
+
+    from tests.conftest import tiny_recipe
+
+    real_write = pathlib.Path.write_text
+
+    def full(self, *a, **k):
+        if self.name == "README.md":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write(self, *a, **k)
+
+    root = make_image_folder(tmp_path / "d", per_class=(6, 6, 6))
+    _saved_model(tmp_path)  # a ViT checkpoint to fine-tune
+    argv = ["finetune", str(tiny_recipe(tmp_path, tmp_path / "m", root, num_train_epochs=1, n_bootstrap=0,
+                                        image_size=24))]
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    [line] = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "Traceback" not in err and "README.md: no space left on the device" in line
+    assert not (tmp_path / "run" / "metrics.json").exists()
