@@ -83,6 +83,11 @@ class DataArguments:
         "help": "Names of the integer labels of an npz_file, in label order (default: '0', '1', ...)."})
     file_pattern: str = field(default="**/*", metadata={
         "help": "Glob, relative to each class folder, of the files to use (e.g. '**/400X/*.png' for BreaKHis)."})
+    nifti_slice: Union[int, Literal["middle"], None] = field(default=None, metadata={
+        "help": "3-D NIfTI volumes (.nii, .nii.gz): the slice to classify, an index along nifti_axis or \"middle\". "
+                "null: only 2-D NIfTI images are read (a 3-D volume is refused in one line)."})
+    nifti_axis: int = field(default=2, metadata={
+        "help": "The axis of the NIfTI volume nifti_slice indexes (0, 1 or 2; 2: axial for RAS-oriented volumes)."})
     allow_paths_outside_root: bool = field(default=False, metadata={
         "help": "Read image paths that resolve outside their root (a CSV's folder, a class folder): absolute "
                 "paths, '..', links. Refused by default."})

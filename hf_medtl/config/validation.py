@@ -53,6 +53,9 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
         raise ValueError(f"'cv_folds' must be at least 2 and 'cv_fold' in 0..cv_folds-1, got {data.cv_folds} and {data.cv_fold}")
     if data.imbalance_ratio is not None and not 0.0 < data.imbalance_ratio <= 1.0:
         raise ValueError(f"'imbalance_ratio' must lie in (0, 1], got {data.imbalance_ratio}")
+    if data.nifti_axis not in (0, 1, 2) or isinstance(data.nifti_slice, int) and data.nifti_slice < 0:
+        raise ValueError(f"'nifti_axis' must be 0, 1 or 2 and 'nifti_slice' an index >= 0 or \"middle\", got "
+                         f"{data.nifti_axis} and {data.nifti_slice}")
     if not 0.0 <= data.hflip_prob <= 1.0:
         raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
     from hf_medtl.training.schedule import AdaptiveSchedule

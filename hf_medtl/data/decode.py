@@ -15,6 +15,10 @@
   formula of VOILUTFunction LINEAR / LINEAR_EXACT / SIGMOID), its output range mapped onto 0..255; with no
   VOI information, percentile windowing. MONOCHROME1 inverted so that bright means dense as in MONOCHROME2.
   Multi-frame files are refused (export slices first). Patient attributes are never read into a message.
+- NIfTI (.nii, .nii.gz; nibabel, scaling slope/intercept applied): a 2-D image (or a volume with one slice) is
+  windowed as a 16-bit image, shown as radiological viewers do (array rotated 90 degrees: rows run anterior to
+  posterior). A 3-D volume is refused unless the recipe chooses a slice (nifti_slice, nifti_axis): hf_medtl
+  classifies 2-D images. 4-D (time series) volumes are refused.
 - EXIF orientation is applied (as ``transformers.image_utils.load_image`` does when a pipeline serves), so a
   rotated-EXIF JPEG reaches the model upright in training, evaluation and serving alike.
 - Size: a file whose header declares more than ``max_pixels`` (width x height) is refused before its pixels
@@ -80,6 +84,40 @@ def is_dicom(path: Path) -> bool:
         return True
     with open(path, "rb") as f:
         return f.read(132)[128:132] == b"DICM"
+
+
+def is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def nifti_slice(path: Path, axis: int | None = None, index=None, max_pixels: int | None = None) -> np.ndarray:
+    """The 2-D array of a NIfTI file, oriented for display: the image itself, or slice ``index`` ("middle": the
+    central one) along ``axis`` of a 3-D volume. DecodeError (with what to set) otherwise."""
+    import nibabel
+
+    try:
+        img = nibabel.load(str(path))
+    except (nibabel.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as e:
+        raise DecodeError("not a readable NIfTI file" if "gzip" not in str(e).lower() else "corrupt or truncated") from None
+    shape = tuple(int(s) for s in img.shape)
+    kept = [s for s in shape if s > 1]
+    if len(kept) == 2 or index is None:
+        if len(kept) != 2:
+            raise DecodeError(f"a {len(kept)}-D NIfTI volume {shape}; hf_medtl classifies 2-D images: set nifti_slice "
+                              "(and nifti_axis) to choose one, or export the 2-D slices you mean")
+        _too_large(kept[0], kept[1], max_pixels)
+        arr = np.asarray(img.dataobj).reshape(kept)
+    else:
+        if len(shape) != 3 or axis not in (0, 1, 2):
+            raise DecodeError(f"nifti_slice needs a 3-D volume and nifti_axis 0, 1 or 2; got shape {shape}")
+        at = shape[axis] // 2 if index == "middle" else int(index)
+        if not 0 <= at < shape[axis]:
+            raise DecodeError(f"nifti_slice {index} outside the volume's {shape[axis]} slices along axis {axis}")
+        rest = [s for i, s in enumerate(shape) if i != axis]
+        _too_large(rest[0], rest[1], max_pixels)
+        arr = np.asarray(img.dataobj[tuple(at if i == axis else slice(None) for i in range(3))])
+    return np.rot90(np.asarray(arr, dtype=np.float64)).copy()
 
 
 def _too_large(width: int, height: int, max_pixels: int | None) -> None:
@@ -152,6 +190,8 @@ def decode(source, max_pixels: int | None = None) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise DecodeError("zero-byte file")
+        if is_nifti(path):
+            return from_array(nifti_slice(path, max_pixels=max_pixels))
         if is_dicom(path):
             return decode_dicom(path, max_pixels)
         with Image.open(path) as img:

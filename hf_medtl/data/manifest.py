@@ -45,7 +45,8 @@ class Splits:
         return {split: self.assignment.count(split) for split in SPLITS}
 
     def relpath(self, s: Sample) -> str:
-        return str(s.path) if s.array is not None else os.path.relpath(s.path, self.root)
+        # in-memory images: an .npz entry ('file::split_images/i') as it is; a NIfTI slice by its file, as any file
+        return str(s.path) if s.array is not None and "::" in str(s.path) else os.path.relpath(s.path, self.root)
 
     def write_manifest(self, path: Path) -> None:
         buf = io.StringIO()

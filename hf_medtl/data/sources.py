@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hf_medtl.data.medmnist import read_medmnist_npz
 from hf_medtl.data.multilabel import scan_multilabel
-from hf_medtl.data.types import IMAGE_EXTENSIONS, DataError, FolderScan, Sample, Source, inside
+from hf_medtl.data.types import IMAGE_EXTENSIONS, DataError, FolderScan, Sample, Source, inside, is_image_name
 
 __all__ = ["DataError", "FolderScan", "IMAGE_EXTENSIONS", "Sample", "Source", "read_label_csv", "scan_class_folders",
            "scan_source"]
@@ -28,8 +28,8 @@ def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data
     samples, ignored = [], []
     for name in classes:
         files = sorted(p for p in (root / name).glob(pattern) if p.is_file() and not p.name.startswith("."))
-        images = [inside(p, root / name, allow_outside, key) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-        ignored += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        images = [inside(p, root / name, allow_outside, key) for p in files if is_image_name(p)]
+        ignored += [p for p in files if not is_image_name(p)]
         if not images:
             raise DataError(f"{key} '{root}': class folder '{name}' holds no images matching '{pattern}'; "
                             "add images or remove the folder")
@@ -74,7 +74,28 @@ def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classe
 
 
 def scan_source(a) -> Source:
-    """Dispatch on the recipe's one data source (DataArguments ``a``)."""
+    """The recipe's one data source (DataArguments ``a``), with the chosen slice of each 3-D NIfTI volume."""
+    source = _scan(a)
+    if getattr(a, "nifti_slice", None) is not None:
+        source.samples = [_with_nifti_slice(s, a) for s in source.samples]
+    return source
+
+
+def _with_nifti_slice(s: Sample, a) -> Sample:
+    """A NIfTI sample as its chosen 2-D slice, held in memory like an .npz image (every later stage reads it)."""
+    from hf_medtl.data.decode import DecodeError, is_nifti, nifti_slice
+
+    if s.array is not None or not is_nifti(s.path):
+        return s
+    try:
+        arr = nifti_slice(s.path, a.nifti_axis, a.nifti_slice, a.max_image_pixels)
+    except DecodeError as e:
+        raise DataError(f"'{s.path}': {e}") from None
+    return Sample(s.path, s.label, arr, s.group)
+
+
+def _scan(a) -> Source:
+    """Dispatch on the recipe's one data source."""
     outside = a.allow_paths_outside_root
     if getattr(a, "multilabel_csv", None):
         return scan_multilabel(a)

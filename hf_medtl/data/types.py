@@ -11,8 +11,15 @@ import numpy as np
 
 from hf_medtl.errors import HfMedtlError
 
-# The extensions datasets' imagefolder reads, plus DICOM (upper case matched too).
-IMAGE_EXTENSIONS = {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".jfif", ".pgm", ".ppm", ".dcm", ".dicom"}
+# The extensions datasets' imagefolder reads, plus DICOM and NIfTI (upper case matched too).
+IMAGE_EXTENSIONS = {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".jfif", ".pgm", ".ppm", ".dcm",
+                    ".dicom", ".nii", ".nii.gz"}
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether a file name carries one of IMAGE_EXTENSIONS (".nii.gz" is two suffixes)."""
+    name = path.name.lower()
+    return path.suffix.lower() in IMAGE_EXTENSIONS or name.endswith(".nii.gz")
 
 
 class DataError(HfMedtlError):

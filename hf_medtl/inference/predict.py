@@ -52,7 +52,7 @@ def _walk(root: Path) -> list[Path]:
     """The image candidates under ``root`` (hidden files and folders excepted), sorted; links followed once."""
     import os
 
-    from hf_medtl.data.types import IMAGE_EXTENSIONS
+    from hf_medtl.data.types import is_image_name
 
     found, seen = [], {os.path.realpath(root)}
     for here, dirs, names in os.walk(root, followlinks=True):
@@ -66,7 +66,7 @@ def _walk(root: Path) -> list[Path]:
             seen.add(real)
         for name in names:
             p = here / name
-            if not name.startswith(".") and (p.suffix.lower() in IMAGE_EXTENSIONS or not p.exists() or _is_dicom(p)):
+            if not name.startswith(".") and (is_image_name(p) or not p.exists() or _is_dicom(p)):
                 found.append(p)
     return sorted(found)
 
