@@ -71,6 +71,12 @@ class DataArguments:
         "help": "Pre-split layout: the test folder (class sub-folders), used as it is."})
     csv_file: Optional[str] = field(default=None, metadata={
         "help": "A CSV of labels: columns path (relative to the CSV's folder) and label; split by the ratios below."})
+    path_column: str = field(default="path", metadata={"help": "csv_file: the column holding each image's path."})
+    label_column: str = field(default="label", metadata={"help": "csv_file: the column holding each image's class."})
+    group_column: Optional[str] = field(default="group", metadata={
+        "help": "csv_file: the column holding the patient (subject, study) id; one patient's images stay in one split. "
+                "A column named like patient*, subject*, study*, case* or pid that is not the group column stops the "
+                "run until you name it here, or set null to say the CSV has no patient column."})
     npz_file: Optional[str] = field(default=None, metadata={
         "help": "A MedMNIST .npz ({train,val,test}_images/_labels); its own splits are kept, a missing test split "
                 "is carved out of train by test_ratio."})

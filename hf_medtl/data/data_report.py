@@ -23,6 +23,9 @@ def summary_line(splits) -> str:
         parts.append(f"{bad} unreadable skipped")
     if r["ignored_non_image_files"]:
         parts.append(f"{len(r['ignored_non_image_files'])} non-image files ignored")
+    patients = r.get("leakage_groups", {}).get("patient_groups")
+    if patients:
+        parts.append(f"{patients} patient groups kept within one split")
     parts.append(f"{d['exact_groups']} exact and {d['near_groups']} near duplicate groups kept within one split")
     if d.get("near_candidates"):
         parts.append(f"{d['near_candidates_rejected']} of {d['near_candidates']} near-duplicate candidates rejected "

@@ -110,6 +110,7 @@ def _group(splits: Splits, a) -> list[int]:
     splits.report["leakage_groups"] = {
         "groups_of_2_or_more": sum(len(m) > 1 for m in members.values()),
         "images_in_them": sum(len(m) for m in members.values() if len(m) > 1), "group_regex": a.group_regex,
+        "patient_groups": len(by_key),  # distinct patient ids (group column or group_regex), each kept in one split
         # Copies with different labels: a labelling error, or a false near-duplicate match; either way, look.
         # Each lists the pairs of differently labelled images that were matched directly, with their distance.
         "spanning_labels": [{"images": [rel(samples[i]) for i in m], "labels": sorted({samples[i].label for i in m}),

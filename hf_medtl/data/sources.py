@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from hf_medtl.data.medmnist import read_medmnist_npz
 from hf_medtl.data.multilabel import scan_multilabel
@@ -39,38 +42,76 @@ def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data
     return FolderScan(root, samples, ignored)
 
 
-def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classes: int = 2) -> FolderScan:
-    """A CSV with columns ``path`` (relative to the CSV's folder), ``label`` and optionally ``group`` (e.g. a
+# Column names that say "patient" (or subject, study, case): left unused, their images could sit on both sides of
+# the split, so a CSV that holds one must say which column groups the images (or that none does).
+PATIENT_LIKE = re.compile(r"^(patient|subject|study|case|participant|pid$|mrn$)", re.I)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which CSV columns hold the image path, the label and the patient (leakage group); group None: no patients.
+    ``group_given``: the recipe named the group column (or null) itself, so a patient-like column is its choice."""
+
+    path: str = "path"
+    label: str = "label"
+    group: Optional[str] = "group"
+    group_given: bool = False
+
+
+def _check_columns(csv_file: Path, names: list[str], cols: Columns) -> None:
+    """Every named column exists; a patient-like column the recipe did not account for stops the run."""
+    missing = [c for c in (cols.path, cols.label) if c not in names]
+    if missing:
+        raise DataError(f"csv_file '{csv_file}': needs columns {cols.path},{cols.label} (set path_column / "
+                        f"label_column to yours); missing {', '.join(missing)}; it has {', '.join(names)}")
+    if cols.group_given and cols.group is not None and cols.group not in names:
+        raise DataError(f"csv_file '{csv_file}': group_column '{cols.group}' is not a column; it has {', '.join(names)}")
+    if not cols.group_given and cols.group not in names:
+        unused = [c for c in names if PATIENT_LIKE.match(c.strip()) and c not in (cols.path, cols.label)]
+        if unused:
+            raise DataError(f"csv_file '{csv_file}': column '{unused[0]}' looks like a patient id but is not used, so "
+                            f"one patient's images could land in both training and test; set group_column "
+                            f"'{unused[0]}' (its images stay in one split), or group_column null if it is not one")
+
+
+def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classes: int = 2,
+                   columns: Columns = Columns()) -> FolderScan:
+    """A CSV with a path column (relative to the CSV's folder), a label column and optionally a group column (e.g. a
     patient id: a group is never split across train/validation/test). Every row is checked before any work."""
-    csv_file = Path(csv_file)
+    csv_file, cols = Path(csv_file), columns
     if not csv_file.is_file():
         raise DataError(f"csv_file '{csv_file}': file not found")
     try:
         with open(csv_file, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            missing_cols = {"path", "label"} - set(reader.fieldnames or [])
-            if missing_cols:
-                raise DataError(f"csv_file '{csv_file}': needs columns path,label; missing {', '.join(sorted(missing_cols))}")
+            _check_columns(csv_file, list(reader.fieldnames or []), cols)
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"csv_file '{csv_file}': not a readable UTF-8 CSV ({type(e).__name__})") from None
     samples = []
     for line, r in enumerate(rows, start=2):  # line 1 is the header
-        if None in r or any(r.get(k) is None for k in ("path", "label")):
+        if None in r or any(r.get(k) is None for k in (cols.path, cols.label)):
             raise DataError(f"csv_file '{csv_file}', line {line}: wrong number of fields; each row needs "
                             f"{','.join(reader.fieldnames)}")
-        path, label = r["path"].strip(), r["label"].strip()
+        path, label = r[cols.path].strip(), r[cols.label].strip()
         if not path or not label:
-            raise DataError(f"csv_file '{csv_file}', line {line}: empty {'path' if not path else 'label'}; "
+            raise DataError(f"csv_file '{csv_file}', line {line}: empty {cols.path if not path else cols.label}; "
                             "fill it in or remove the row")
         image = inside(csv_file.parent / path, csv_file.parent, allow_outside, f"csv_file '{csv_file}', line {line}")
         if not image.is_file():
             raise DataError(f"csv_file '{csv_file}', line {line}: image '{path}' does not exist; fix the path "
                             "(relative to the CSV's folder) or remove the row")
-        samples.append(Sample(image, label, group=(r.get("group") or "").strip() or None))
+        group = (r.get(cols.group) or "").strip() or None if cols.group else None
+        samples.append(Sample(image, label, group=group))
     if len({s.label for s in samples}) < min_classes:
-        raise DataError(f"csv_file '{csv_file}': fewer than two classes in column label")
+        raise DataError(f"csv_file '{csv_file}': fewer than two classes in column {cols.label}")
     return FolderScan(csv_file.parent, samples, [])
+
+
+def columns_of(a) -> Columns:
+    """The recipe's CSV column keys (DataArguments ``a``)."""
+    group = getattr(a, "group_column", "group")
+    return Columns(a.path_column, a.label_column, None if group is None else group, group != "group")
 
 
 def scan_source(a) -> Source:
@@ -110,7 +151,7 @@ def _scan(a) -> Source:
         return Source(Path(a.npz_file).resolve().parent, samples, fixed, ratios, [], list(classes))
     if a.data_dir or a.csv_file:
         scan = (scan_class_folders(a.data_dir, a.file_pattern, "data_dir", outside) if a.data_dir
-                else read_label_csv(a.csv_file, outside))
+                else read_label_csv(a.csv_file, outside, columns=columns_of(a)))
         return Source(scan.root, scan.samples, [None] * len(scan.samples),
                       {"validation": a.val_ratio, "test": a.test_ratio}, scan.ignored, scan.classes)
     train = scan_class_folders(a.train_dir, a.file_pattern, "train_dir", outside)
