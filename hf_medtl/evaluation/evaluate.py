@@ -121,6 +121,14 @@ def _multilabel_samples(data, classes: list[str], allow_outside: bool):
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(f"{data}: finding(s) {unknown} are not among the model's labels {classes}")
+    # A finding the CSV does not hold would be scored as all-negative and averaged into the macro scores as if
+    # the CSV had said so. (ChestX-ray's form lists only the findings an image has: one that no row names cannot
+    # be told from one that was never labelled.)
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise DataError(f"{data}: the model's finding(s) {missing} are missing from the CSV (no 0/1 column, or no "
+                        "row's 'Finding Labels' names them) and would be scored as all-negative; score on a CSV "
+                        "that labels every finding of the model")
     return samples
 
 

@@ -1,13 +1,18 @@
 """`hf-medtl cv RECIPE --folds K --seeds N`: grouped, stratified K-fold cross-validation on the non-test pool,
 repeated with seeds seed..seed+N-1; each fold a normal run in ``output_dir/[seed-S/]fold-i`` scored on the one
 shared test split. Writes the mean ± sd and range of every headline metric, the per-fold CIs, the pooled
-out-of-fold predictions scored once per seed, and a fold-by-fold plot."""
+out-of-fold predictions scored once per seed, and a fold-by-fold plot. Multi-label data works the same way (folds
+stratified by finding set, per-finding scores, out-of-fold predictions in the multi-label form). A rerun reuses
+a fold that finished on the same recipe and data, and reruns one that finished on other data
+(hf_medtl.studies.runs.run_variant)."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from hf_medtl.errors import HfMedtlError
 from hf_medtl.evaluation.plots import pyplot, save_figure
 from hf_medtl.evaluation.scoring import HEADLINE, fmt
 from hf_medtl.studies.runs import begin, finish, run_variant
@@ -58,20 +63,45 @@ def _spread(metrics: list[dict]) -> dict:
 
 
 def _out_of_fold(runs: list[dict], base, staging: Path) -> dict:
-    """Per seed: every fold's validation predictions (each pool image exactly once), scored once."""
+    """Per seed: every fold's validation predictions (each pool image exactly once), scored once (multi-label:
+    per finding at 0.5; the headline numbers do not depend on the thresholds)."""
     from hf_medtl.evaluation.scoring import score
     from hf_medtl.evaluation import report
 
     out = {}
     for seed in sorted({r["seed"] for r in runs}):
-        parts = [report.read_predictions(Path(r["dir"]) / "predictions_validation.csv") for r in runs if r["seed"] == seed]
+        dirs = [Path(r["dir"]) for r in runs if r["seed"] == seed]
+        parts = [_fold_predictions(d / "predictions_validation.csv") for d in dirs]
         paths = [p for part in parts for p in part[0]]
-        assert len(set(paths)) == len(paths), "a pool image is in two folds' validation splits"
+        twice = sorted(p for p, n in Counter(paths).items() if n > 1)
+        if twice or any(p[3] != parts[0][3] for p in parts):
+            # run_variant reruns a fold that finished on other data, so this means folds of different splits
+            raise HfMedtlError(f"{dirs[0].parent}: the folds of seed {seed} do not partition one pool "
+                               f"({f'{twice[0]} is held out by two folds' if twice else 'their classes differ'}); "
+                               "remove the fold folders and run cv again")
         labels, probs, classes = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), parts[0][3]
         report.write_predictions(staging / f"predictions_out_of_fold_seed-{seed}.csv", paths, labels, probs, classes)
         m = score(probs, labels, classes, base.evaluation, seed)
         out[str(seed)] = {"n": m["n"], **_headline(m), "ci": m.get("ci", {})}
     return out
+
+
+def _fold_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(paths, labels, probabilities, classes) of a fold's predictions CSV: single-label (label ids, as
+    report.read_predictions reads it) or multi-label (0/1 rows, from its path,true_<f>...,prob_<f>... form)."""
+    import csv
+
+    from hf_medtl.evaluation import report
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        header = list(rows[0]) if rows else []
+    if "label" in header or not rows:  # the single-label form: path,label,predicted,p_<class>...
+        return report.read_predictions(path)
+    classes = [k[len("prob_"):] for k in header if k.startswith("prob_")]
+    table = lambda prefix: np.array([[float(r[prefix + c]) for c in classes] for r in rows]).reshape(  # noqa: E731
+        len(rows), len(classes))
+    return [r["path"] for r in rows], table("true_"), table("prob_"), classes
 
 
 def _label(r: dict) -> str:

@@ -59,6 +59,9 @@ def run_imbalance(recipe_path: str | Path, argv: list[str], levels: str = "none,
     from hf_medtl.config.recipe import load_recipe
 
     base = load_recipe(recipe_path, argv)
+    if base.data.multilabel_csv:  # before any level trains: the study would fail only once the first had
+        raise HfMedtlError(f"study imbalance: multi-label data (multilabel_csv {base.data.multilabel_csv}) is not "
+                           "supported; subsampling minority classes needs one class per image")
     out = Path(base.training.output_dir)
     staging = begin(out)
     extra_minority = ["--minority_classes", '["' + '","'.join(minority.split(",")) + '"]'] if minority else []

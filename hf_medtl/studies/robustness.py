@@ -31,18 +31,12 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     from hf_medtl.data.transforms import eval_transform
     from hf_medtl.evaluation.evaluate import load_samples, readable_samples
     from hf_medtl.evaluation.scoring import score
-    from hf_medtl.models import load_saved_model
 
-    names = list(LEVELS) if perturbations == "all" else [p.strip() for p in perturbations.split(",")]
-    unknown = [p for p in names if p not in LEVELS]
-    levels = sorted({int(s) for s in severities.split(",") if s.strip().isdigit()} | {0})
-    if unknown or any(s not in SEVERITIES for s in levels):
-        raise HfMedtlError(f"--perturbations {perturbations} / --severities {severities}: use any of "
-                           f"{', '.join(LEVELS)} and severities 0..5")
+    names, levels = _conditions(perturbations, severities)
     model_dir = Path(model_dir)
     out = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_robustness_{Path(data).stem}"
+    model, processor, classes = _single_label_model(model_dir, allow_pickle_weights, trust_remote_code)
     staging = begin(out)
-    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
     samples, _ = readable_samples(load_samples(data, split, classes), data, "error", DEFAULT_MAX_IMAGE_PIXELS)
     to_pixels = eval_transform(processor)  # the saved processor: what the model was evaluated with
     trainer = core.inference_trainer(model, batch_size)
@@ -67,6 +61,29 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     finish(staging, out, summary, markdown(summary))
     shutil.rmtree(out / PARTIAL, ignore_errors=True)
     return summary
+
+
+def _conditions(perturbations: str, severities: str) -> tuple[list[str], list[int]]:
+    """(perturbation names, severities with 0) of the command line, checked."""
+    names = list(LEVELS) if perturbations == "all" else [p.strip() for p in perturbations.split(",")]
+    unknown = [p for p in names if p not in LEVELS]
+    levels = sorted({int(s) for s in severities.split(",") if s.strip().isdigit()} | {0})
+    if unknown or any(s not in SEVERITIES for s in levels):
+        raise HfMedtlError(f"--perturbations {perturbations} / --severities {severities}: use any of "
+                           f"{', '.join(LEVELS)} and severities 0..5")
+    return names, levels
+
+
+def _single_label_model(model_dir: Path, allow_pickle_weights: bool, trust_remote_code: bool):
+    """(model, processor, classes) of a saved single-label model; a multi-label one is refused before any work
+    (its data would otherwise be read as a single-label CSV, and the CSV blamed)."""
+    from hf_medtl.models import is_multi_label, load_saved_model
+
+    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    if is_multi_label(model):
+        raise HfMedtlError(f"{model_dir}: a multi-label model; the robustness study supports single-label models "
+                           "only (accuracy and ROC-AUC of one class per image under each perturbation)")
+    return model, processor, classes
 
 
 def _plot(rows: list[dict], names: list[str], path: Path) -> None:

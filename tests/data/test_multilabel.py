@@ -131,3 +131,68 @@ def test_multilabel_bottleneck_on_cached_features(tmp_path, tiny_timm):
     assert cli(["evaluate", str(tmp_path / "run"), str(tmp_path / "cxr")]) == 2  # a folder: one clear line
     assert cli(["compare", str(tmp_path / "run"), "--output_dir", str(tmp_path / "cmp")]) == 0
     assert "| run | cxr |" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+# Bad multi-label CSVs: each one line naming the file (and the line, where one row is at fault), exit 2, before
+# any model is built, and no output that looks like a run. Both forms; several instances of each kind.
+CX = "Image Index,Finding Labels,Follow-up #,Patient ID\n"
+BAD_CSVS = {
+    "chestxray row holding only the Image Index": (CX + "00000_000.png,Mass,0,p0\n00001_000.png\n", "line 3",
+                                                   "Finding Labels"),
+    "chestxray row without its Patient ID cell": (CX + "00000_000.png,Mass,0,p0\n00001_000.png,Nodule\n", "line 3",
+                                                  "Patient ID"),
+    "chestxray empty Finding Labels": (CX + "00000_000.png,Mass,0,p0\n00001_000.png,,0,p1\n", "line 3", "empty"),
+    "chestxray blank Finding Labels": (CX + "00000_000.png,   ,0,p0\n00001_000.png,Nodule,0,p1\n", "line 2", "empty"),
+    "chestxray empty name between separators": (CX + "00000_000.png,Mass||Nodule,0,p0\n", "line 2", "empty finding"),
+    "chestxray No Finding with findings": (CX + "00000_000.png,No Finding|Mass,0,p0\n00001_000.png,Nodule,0,p1\n",
+                                           "line 2", "No Finding"),
+    "chestxray duplicated Finding Labels": ("Image Index,Finding Labels,Finding Labels\n00000_000.png,Mass,Nodule\n",
+                                            "['Finding Labels']", "more than once"),
+    "duplicated finding column": ("path,Mass,Nodule,Mass\nimages/00000_000.png,1,0,0\n", "['Mass']", "more than once"),
+    "duplicated path column": ("path,Mass,Nodule,path\nimages/00000_000.png,1,0,images/00001_000.png\n", "['path']",
+                               "more than once"),
+    "finding name holding the separator": ("path,Mass|Nodule,Effusion\nimages/00000_000.png,1,0\n", "'Mass|Nodule'",
+                                           "separator"),
+    "finding name holding the separator among others": ("path,Mass,Nodule,Effusion|Other\nimages/00000_000.png,1,0,0\n",
+                                                        "'Effusion|Other'", "separator"),
+    "0/1 row missing a finding cell": ("path,Mass,Nodule\nimages/00000_000.png,1,0\nimages/00001_000.png,1\n", "line 3",
+                                       "'Nodule'"),
+    "0/1 row longer than the header": ("path,Mass,Nodule\nimages/00000_000.png,1,0,1\n", "line 2", "header"),
+    "0/1 empty path": ("path,Mass,Nodule\n,1,0\n", "line 2", "'path'"),
+    "0/1 unnamed column holding values": ("path,Mass,Nodule,\nimages/00000_000.png,1,0,1\n", "column 4", "no name"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_CSVS)
+def test_bad_multilabel_csv_is_one_line_before_any_model(tmp_path, tiny_timm, capsys, name):
+    from hf_medtl.cli import main
+    from tests.conftest import errors
+
+    make_multilabel(tmp_path / "cxr", n=4)  # the images the rows name
+    text, where, what = BAD_CSVS[name]
+    bad = tmp_path / "cxr" / "bad.csv"
+    bad.write_text(text)
+    recipe = tiny_recipe(tmp_path, tiny_timm, tmp_path, data_dir=None, multilabel_csv=str(bad), image_size=24,
+                         num_train_epochs=1)
+    assert main(["finetune", str(recipe)]) == 2
+    lines = errors(capsys)
+    assert len(lines) == 1 and "bad.csv" in lines[0] and where in lines[0] and what in lines[0], lines
+    out = tmp_path / "run"
+    assert not (out / "metrics.json").exists() and not (out / "config.json").exists()
+    assert not (out / "split_manifest.csv").exists()
+
+
+def test_no_finding_literal_and_trailing_commas_still_read(tmp_path):
+    """Only the literal "No Finding" is the empty set; the official Data_Entry file ends every line with a comma
+    (an unnamed, empty column), which stays accepted; so does an unnamed empty column in the 0/1 form."""
+    make_multilabel(tmp_path / "cxr", n=3)
+    cx = tmp_path / "cxr" / "Data_Entry_2017.csv"
+    cx.write_text("Image Index,Finding Labels,Patient ID,\n00000_000.png,No Finding,p0,\n"
+                  "00001_000.png,Mass|Nodule,p0,\n00002_000.png, Nodule ,,\n")
+    samples, classes = read_multilabel_csv(cx)
+    assert classes == ["Mass", "Nodule"]
+    assert [(s.label, s.group) for s in samples] == [("", "p0"), ("Mass|Nodule", "p0"), ("Nodule", None)]
+    zero_one = tmp_path / "cxr" / "zero_one.csv"
+    zero_one.write_text("path,Mass,Nodule,\nimages/00000_000.png,1,1,\nimages/00001_000.png,0,0,\n")
+    samples, classes = read_multilabel_csv(zero_one)
+    assert classes == ["Mass", "Nodule"] and [s.label for s in samples] == ["Mass|Nodule", ""]
