@@ -20,19 +20,40 @@ COLUMNS = ("dataset", "model", "train_acc", "val_acc", "test_acc", "test_acc_ci"
 
 
 def row(run_dir: str | Path) -> dict:
+    """A finished run's row (its test split), or an `hf-medtl evaluate` output's (the data it scored, e.g. an
+    external validation set beside the internal test)."""
     run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").is_file() and (run_dir / "report.json").is_file():
+        return _evaluation_row(run_dir)
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         recipe = json.loads((run_dir / "recipe.json").read_text())
     except FileNotFoundError as e:
-        raise HfMedtlError(f"{run_dir}: no {Path(e.filename).name}; not a finished hf_medtl run") from None
-    test, val = metrics["test"], metrics["validation"]
+        raise HfMedtlError(f"{run_dir}: no {Path(e.filename).name}; not a finished hf_medtl run or evaluation") from None
+    return _row(dataset_name(recipe), Path(recipe["model_name_or_path"]).name, metrics["test"], run_dir,
+                train_acc=metrics.get("train_accuracy"), val_acc=metrics["validation"]["accuracy"],
+                epochs=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"])
+
+
+def _evaluation_row(out_dir: Path) -> dict:
+    """The row of `hf-medtl evaluate`'s output: its one scored section; no training columns."""
+    try:
+        report = json.loads((out_dir / "report.json").read_text())
+        [(data, test)] = report["metrics"].items()
+        model = Path(report["summary"]["model"]).name
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HfMedtlError(f"{out_dir}: report.json is not an hf-medtl evaluate report; pass finished runs or "
+                           "evaluate outputs") from None
+    return _row(Path(report["summary"].get("data", data)).stem if data == "test" else data, model, test, out_dir)
+
+
+def _row(dataset: str, model: str, test: dict, run_dir: Path, **training) -> dict:
     ci = test.get("ci", {})  # none with n_bootstrap 0, nor for multi-label runs (no precision / recall either)
-    return {"dataset": dataset_name(recipe), "model": Path(recipe["model_name_or_path"]).name,
-            "train_acc": metrics.get("train_accuracy"), "val_acc": val["accuracy"], "test_acc": test["accuracy"],
-            "test_acc_ci": ci.get("accuracy", [None, None]), "precision": test.get("precision_macro"),
-            "recall": test.get("recall_macro"), "f1": test["f1_macro"], "f1_ci": ci.get("f1_macro", [None, None]),
-            "epochs": metrics["epochs_run"], "lr_reductions": metrics["lr_reductions"], "run": str(run_dir)}
+    return {"dataset": dataset, "model": model, "train_acc": training.get("train_acc"), "val_acc": training.get("val_acc"),
+            "test_acc": test["accuracy"], "test_acc_ci": ci.get("accuracy", [None, None]),
+            "precision": test.get("precision_macro"), "recall": test.get("recall_macro"), "f1": test["f1_macro"],
+            "f1_ci": ci.get("f1_macro", [None, None]), "epochs": training.get("epochs", ""),
+            "lr_reductions": training.get("lr_reductions", ""), "run": str(run_dir)}
 
 
 def _pct(x):
@@ -55,6 +76,8 @@ def _test_predictions(run_dir: Path):
     from hf_medtl.evaluation.report import read_predictions
 
     path = Path(run_dir) / "predictions_test.csv"
+    if not path.is_file():
+        path = Path(run_dir) / "predictions.csv"  # an evaluate output's
     if not path.is_file():
         return None
     with open(path) as f:

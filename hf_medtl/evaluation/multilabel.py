@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_medtl.evaluation.scoring import pct
+from hf_medtl.evaluation.scoring import pct, plain
 from hf_medtl.outputs import atomic_write_text
 
 
 def markdown(title: str, sections: dict, summary: dict) -> str:
-    lines = [f"# {title}", "", *[f"- {k.replace('_', ' ')}: {v}" for k, v in summary.items()], ""]
+    lines = [f"# {title}", "", *[f"- {k.replace('_', ' ')}: {plain(v)}" for k, v in summary.items()], ""]
     for split, m in sections.items():
         lines += [f"## {split} ({m['n']} images)", "",
                   f"Macro ROC-AUC {pct(m['roc_auc_macro'])}; macro F1 at 0.5 {pct(m['f1_macro'])}, at the "

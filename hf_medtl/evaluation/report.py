@@ -9,7 +9,7 @@ import numpy as np
 
 from hf_medtl.evaluation import multilabel
 from hf_medtl.evaluation.plots import plot_all
-from hf_medtl.evaluation.scoring import HEADLINE, fmt
+from hf_medtl.evaluation.scoring import HEADLINE, fmt, plain
 from hf_medtl.metrics.medical_classification.medical_classification import calibration_bins
 
 
@@ -36,7 +36,7 @@ def markdown(title: str, sections: dict[str, dict], summary: dict | None = None,
              history: list[dict] | None = None) -> str:
     lines = [f"# {title}", ""]
     if summary:
-        lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in summary.items()] + [""]
+        lines += [f"- {k.replace('_', ' ')}: {plain(v)}" for k, v in summary.items()] + [""]
     for name, m in sections.items():
         level = int(100 * m.get("confidence_level", 0.95))
         how = {"bca": "BCa bootstrap", "percentile": "percentile bootstrap"}.get(m.get("ci_method"), "bootstrap")

@@ -25,6 +25,24 @@ def pct(value, missing: str = "n/a") -> str:
     return fmt(None, value, missing)
 
 
+def plain(value) -> str:
+    """A summary value as the console writes it: 0.9740 (not 0.9739583333333334), 1,234,567, lists and mappings as
+    short text (never Python's repr)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "n/a"}[value]
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, dict) and {"from_epoch", "trainable_params"} <= set(v) for v in value):
+            return "; ".join(f"from epoch {v['from_epoch']}: {v['trainable_params']:,}" for v in value)
+        return ", ".join(plain(v) for v in value)
+    return str(value)
+
+
 def score(probs: np.ndarray, labels: np.ndarray, classes: list[str], eval_args=None, seed: int = 0,
           thresholds: list[float] | None = None) -> dict:
     """Every metric of ``probs`` against ``labels``. Class ids: the metric module's metrics with bootstrap CIs as

@@ -84,3 +84,22 @@ def test_compare_tabulates_runs(two_runs, tmp_path, capsys):
     vit = next(r for r in rows if "vit" in r["model"])
     assert float(vit["test_acc"]) == metrics["test"]["accuracy"] and int(vit["epochs"]) == metrics["epochs_run"]
     assert main(["compare", str(tmp_path)]) == 2
+
+
+def test_compare_puts_an_external_evaluation_beside_the_internal_test(two_runs, tmp_path, capsys):
+    """Runs and evaluate outputs side by side; two evaluations of the same external images get the paired tests."""
+    external = make_image_folder(tmp_path / "external", per_class=(4, 4, 4), seed=11)
+    for k, run_dir in enumerate(two_runs):
+        assert main(["evaluate", str(run_dir), str(external), "--output_dir", str(tmp_path / f"ev{k}"),
+                     "--n_bootstrap", "0"]) == 0
+    capsys.readouterr()
+    argv = ["compare", *map(str, two_runs), str(tmp_path / "ev0"), str(tmp_path / "ev1"), "--output_dir", str(tmp_path / "cmp")]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(open(tmp_path / "cmp" / "comparison.csv")))
+    assert sorted(r["dataset"] for r in rows) == ["external", "external", "images", "images"]
+    ev0 = json.loads((tmp_path / "ev0" / "report.json").read_text())["metrics"]["external"]
+    [row0] = [r for r in rows if r["run"] == str(tmp_path / "ev0")]
+    assert float(row0["test_acc"]) == ev0["accuracy"] and row0["epochs"] == "" and row0["model"] == "run"
+    pairs = json.loads((tmp_path / "cmp" / "paired.json").read_text())
+    assert {(p["run_a"], p["run_b"]) for p in pairs} >= {("ev0", "ev1")}  # same images: paired; internal vs external: not
+    assert not any({"ev0", "run"} == {p["run_a"], p["run_b"]} for p in pairs)

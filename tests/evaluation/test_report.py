@@ -47,3 +47,21 @@ def test_predictions_csv_rows(tmp_path):
     assert [r["label"] for r in rows] == [CLASSES[i] for i in labels]
     assert all(r["predicted"] == CLASSES[int(np.argmax([float(r[f"p_{c}"]) for c in CLASSES]))] for r in rows)
     assert sum(float(rows[0][f"p_{c}"]) for c in CLASSES) == pytest.approx(1, abs=1e-5)
+
+
+def test_report_md_writes_the_summary_as_the_console_does(tmp_path):
+    """No raw float (0.9739583333333334) and no Python list or dict in report.md."""
+    import re
+
+    from hf_medtl.evaluation.report import markdown
+
+    summary = {"train_accuracy": 0.9739583333333334, "train_runtime_s": 1234.56789, "total_parameters": 3402410,
+               "classes": ["glioma", "meningioma"], "split_counts": {"train": 192, "validation": 24, "test": 24},
+               "trainable_parameters": [{"from_epoch": 1, "trainable_params": 1280}, {"from_epoch": 3, "trainable_params": 4000}],
+               "cached_features": False}
+    text = markdown("run", {}, summary)
+    assert "- train accuracy: 0.9740" in text and "- train runtime s: 1,234.6" in text
+    assert "- total parameters: 3,402,410" in text and "- classes: glioma, meningioma" in text
+    assert "- split counts: train 192, validation 24, test 24" in text and "- cached features: no" in text
+    assert "- trainable parameters: from epoch 1: 1,280; from epoch 3: 4,000" in text
+    assert not re.search(r"\d\.\d{6,}|[\[\]{}]", text)
