@@ -60,7 +60,7 @@ def build_app(model_dir: str | Path, allow_pickle_weights: bool = False, trust_r
             raise gr.Error(f"{Path(path).name}: unreadable ({e})")
         probs = image_probabilities(model, processor, [image], views)[0]
         top = int(probs.argmax())
-        _, overlay = blend(image, image_cams(model, processor, [image], [top])[0], size=384)
+        _, overlay = blend(image, image_cams(model, processor, [image], [top], views)[0], size=384)
         return ({c: float(p) for c, p in zip(classes, probs)},
                 Image.fromarray((overlay * 255).round().astype("uint8")))
 

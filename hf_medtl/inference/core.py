@@ -67,6 +67,18 @@ def view(pixels, name: str, black=None):
     raise HfMedtlError(f"TTA view '{name}' unknown; use {', '.join(TTA_VIEWS)}")
 
 
+def unview(maps, name: str):
+    """A map computed on the TTA view ``name`` (..., H, W), brought back onto the image's own frame (its inverse
+    view; corners a rotation leaves empty are 0)."""
+    from torchvision.transforms.v2 import functional as F
+
+    if name == "identity":
+        return maps
+    if name == "hflip":
+        return torch.flip(maps, dims=[-1])
+    return F.rotate(maps, -float(name[len("rotate"):]), interpolation=F.InterpolationMode.BILINEAR)
+
+
 def black_of(processor) -> tuple[float, ...]:
     """The normalised value of a black pixel under ``processor``: (0 - mean) / std per channel."""
     from hf_medtl.data.transforms import preprocessing_from_processor

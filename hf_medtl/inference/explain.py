@@ -69,11 +69,14 @@ def cam_maps(model, pixel_values, class_ids: list[int]) -> np.ndarray:
     return np.clip(np.nan_to_num(maps), 0.0, 1.0)
 
 
-def image_cams(model, processor, images: list[Image.Image], class_ids: list[int]) -> list[np.ndarray]:
-    """One map per image at that image's own size (height, width), values in [0, 1]."""
-    from hf_medtl.inference.core import pixels
+def image_cams(model, processor, images: list[Image.Image], class_ids: list[int], views=("identity",)) -> list[np.ndarray]:
+    """One map per image at that image's own size (height, width), values in [0, 1]: with TTA ``views`` the mean of
+    each view's map brought back onto the image, as the probabilities shown are the mean over those views."""
+    from hf_medtl.inference import core
 
-    maps = cam_maps(model, pixels(processor, images), class_ids)
+    x, black = core.pixels(processor, images), core.black_of(processor)
+    maps = sum(core.unview(torch.from_numpy(cam_maps(model, core.view(x, v, black), class_ids)), v).numpy()
+               for v in views) / len(views)
     return [np.clip(np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(im.size, Image.BILINEAR)), 0, 1)
             for m, im in zip(maps, images)]
 
@@ -115,17 +118,19 @@ def save_overlay(image: Image.Image, cam: np.ndarray, title: str, path: str | Pa
 
 
 def write_overlays(model, processor, images, predictions: list[tuple[str, float]], names: list[Path],
-                   out_dir: str | Path, titles: list[str] | None = None) -> list[Path]:
-    """Overlay PNGs for (label, probability) ``predictions`` of ``images``; file names from ``names``."""
+                   out_dir: str | Path, titles: list[str] | None = None, views=("identity",)) -> list[Path]:
+    """Overlay PNGs for (label, probability) ``predictions`` of ``images`` (probabilities over the TTA ``views``,
+    whose maps are averaged likewise); file names from ``names``."""
     label2id = {label: i for i, label in model.config.id2label.items()}
-    cams = image_cams(model, processor, images, [label2id[label] for label, _ in predictions])
+    cams = image_cams(model, processor, images, [label2id[label] for label, _ in predictions], views)
     out_dir, written = Path(out_dir), []
     for i, (image, cam, (label, p), name) in enumerate(zip(images, cams, predictions, names)):
         path = out_dir / f"{Path(name).stem}_cam.png"
         while path in written or path.exists():
             path = out_dir / f"{Path(name).stem}_{i}_cam.png"
             i += 10_000
-        title = titles[len(written)] if titles else f"{Path(name).name}: {label} ({p:.1%})"
+        tta = f", mean of {len(views)} views" if len(views) > 1 else ""
+        title = titles[len(written)] if titles else f"{Path(name).name}: {label} ({p:.1%}{tta})"
         written.append(save_overlay(image, cam, title, path))
     return written
 

@@ -118,7 +118,7 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
                     from hf_medtl.inference.explain import write_overlays
 
                     write_overlays(model, processor, images, [r.top(1)[0] for r in rows],
-                                   [Path(r.path) for r in rows], cam_dir)
+                                   [Path(r.path) for r in rows], cam_dir, views=views)
                 results += rows
             bar.update(len(chunk))
     order = {str(p): i for i, p in enumerate(files)}

@@ -65,3 +65,26 @@ def test_evaluate_cam_writes_the_most_confident_errors(trained_run, tmp_path, ca
     assert written[:2] == ["malignant_as_benign_0_cam.png", "malignant_as_benign_1_cam.png"]
     assert all(not name.startswith("malignant_as_malignant") for name in written) and len(written) <= 4
     assert "Grad-CAM overlays of the most confident errors" in capsys.readouterr().out
+
+
+def test_tta_cam_is_the_mean_of_the_views_maps_brought_back(trained_run, tmp_path):
+    """With --tta the overlay shows the views' maps, each brought back onto the image, averaged; a flip's map
+    brought back is the plain map of the mirrored image, mirrored."""
+    import torch
+
+    from hf_medtl.inference import core
+    from hf_medtl.inference.explain import cam_maps
+
+    model, processor, _ = load_saved_model(trained_run)
+    image = Image.open(trained_run.parent / "images" / "benign" / "benign_001.jpg").convert("RGB").resize((48, 48))
+    x = core.pixels(processor, [image])
+    flip_map = cam_maps(model, torch.flip(x, dims=[-1]), [0])[0][:, ::-1]
+    plain_map = cam_maps(model, x, [0])[0]
+    [both] = image_cams(model, processor, [image], [0], views=("identity", "hflip"))
+    expected = Image.fromarray(((plain_map + flip_map) / 2).astype(np.float32), mode="F").resize((48, 48), Image.BILINEAR)
+    np.testing.assert_allclose(both, np.clip(np.asarray(expected), 0, 1), atol=1e-5)
+    [alone] = image_cams(model, processor, [image], [0])
+    assert np.abs(both - alone).max() > 1e-3  # the views' maps differ, so the overlay is not the plain one
+    assert main(["predict", str(trained_run), str(trained_run.parent / "images" / "benign" / "benign_001.jpg"), "--tta",
+                 "--cam", str(tmp_path / "cam")]) == 0
+    assert [p.name for p in (tmp_path / "cam").iterdir()] == ["benign_001_cam.png"]
