@@ -27,10 +27,11 @@ def register(subparsers) -> None:
 def run(args, rest) -> int:
     from hf_medtl.evaluation.evaluate import evaluate_model
 
-    m = evaluate_model(args.model_dir, args.data, args.output_dir, args.split, args.batch_size, args.n_bootstrap,
-                       args.seed, args.ci_method, args.on_bad_image, args.allow_pickle_weights, args.trust_remote_code,
-                       args.allow_paths_outside_root, cam=args.cam, data_cache=not args.no_data_cache,
-                       data_cache_dir=args.data_cache_dir)
+    m = evaluate_model(args.model_dir, args.data, output_dir=args.output_dir, split=args.split,
+                       batch_size=args.batch_size, n_bootstrap=args.n_bootstrap, seed=args.seed, ci_method=args.ci_method,
+                       on_bad_image=args.on_bad_image, allow_pickle_weights=args.allow_pickle_weights,
+                       trust_remote_code=args.trust_remote_code, allow_paths_outside_root=args.allow_paths_outside_root,
+                       cam=args.cam, data_cache=not args.no_data_cache, data_cache_dir=args.data_cache_dir)
     ci = " (95% CI {:.4f}-{:.4f})".format(*m["ci"]["accuracy"]) if "ci" in m else ""
     print(f"{m['n']} images: accuracy {m['accuracy']:.4f}{ci}, F1 macro {m['f1_macro']:.4f}; report in {m['output_dir']}")
     if args.cam:

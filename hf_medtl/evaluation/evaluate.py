@@ -66,7 +66,7 @@ def _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache: boo
     return make(samples, classes, eval_tf, max_pixels, load=load)
 
 
-def evaluate_model(model_dir: str | Path, data: str | Path, output_dir: str | Path | None = None, split: str = "test",
+def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str | Path | None = None, split: str = "test",
                    batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0, ci_method: str = "bca",
                    on_bad_image: str = "error", allow_pickle_weights: bool = False, trust_remote_code: bool = False,
                    allow_paths_outside_root: bool = False, max_image_pixels: int | None = None, cam: int = 0,
