@@ -1,6 +1,6 @@
 """What duplicate leakage does to a test score, and how well the leakage guard finds copies.
 
-    python benchmarks/leakage.py recipes/brain_lite0.json [--key value ...]
+    python benchmarks/leakage.py benchmarks/recipes/brain_lite0.json [--key value ...]
     python benchmarks/leakage.py guard [--per-size 200] [--out outputs/leakage_guard.json]
 
 The first runs the same recipe split naively (duplicates may straddle train/test) and leak-free (exact and

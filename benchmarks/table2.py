@@ -1,7 +1,7 @@
 """Table 2 of Khoa & Tri (seed 000): run the recipes whose data and weights are here, and tabulate them beside
 the paper's published figures.
 
-    python benchmarks/table2.py [--only brain_*,covid_ct_vit] [--also recipes/brain_lite0.json]
+    python benchmarks/table2.py [--only brain_*,covid_ct_vit] [--also benchmarks/recipes/brain_lite0.json]
                                 [--output_dir outputs/table2] [--key value ...]
 
 Every `recipes/{brain,covid_ct,breakhis}_{resnet,densenet,convnext,vit,vit_lowlr}.json` (or the --only subset)
@@ -53,7 +53,7 @@ def missing(recipe) -> str | None:
     for key in ("data_dir", "train_dir", "test_dir", "csv_file", "npz_file"):
         value = getattr(d, key)
         if value and not Path(value).exists():
-            return f"no data at {key} '{value}' (see README, The recipes)"
+            return f"no data at {key} '{value}' (see docs/running.md, The shipped recipes)"
     model = recipe.model.model_name_or_path
     if Path(model).is_dir():
         return None

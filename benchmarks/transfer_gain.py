@@ -1,6 +1,6 @@
 """Transfer-learning gain on real data: the same recipe from ImageNet weights and from random weights.
 
-    python benchmarks/transfer_gain.py recipes/brain_lite0.json [--key value ...]
+    python benchmarks/transfer_gain.py benchmarks/recipes/brain_lite0.json [--key value ...]
 
 Both runs share the process, the machine and the split; prints test accuracy, epochs, LR reductions and wall
 time of each, and their ratios, and writes them to <output_dir>/../transfer_gain.json.
