@@ -1,6 +1,7 @@
 """hf_medtl: transfer learning for medical image classification on the Hugging Face stack."""
 
 __version__ = "0.1.0"
+__all__ = ["load_model", "predict"]
 
 
 def load_model(model_dir, allow_pickle_weights: bool = False, trust_remote_code: bool = False):
@@ -11,8 +12,11 @@ def load_model(model_dir, allow_pickle_weights: bool = False, trust_remote_code:
     return load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
 
 
-# `hf_medtl.predict(model_dir, inputs, ...)`: the function of hf_medtl.inference.predict. Light: that module imports
-# torch only when called.
-from hf_medtl.inference.predict import predict  # noqa: E402
+def __getattr__(name: str):
+    # `hf_medtl.predict(model_dir, inputs, ...)`: hf_medtl.inference.predict's function, imported on first use so that
+    # `import hf_medtl` (and `hf-medtl --help`) stays light.
+    if name == "predict":
+        from hf_medtl.inference.predict import predict
 
-__all__ = ["load_model", "predict"]
+        return predict
+    raise AttributeError(f"module 'hf_medtl' has no attribute '{name}'")
