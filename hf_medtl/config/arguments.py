@@ -88,6 +88,16 @@ class DataArguments:
                 "finding (optional 'group'), or ChestX-ray14's Data_Entry_2017.csv ('Image Index' in images/ beside "
                 "it, 'Finding Labels' split on '|', 'No Finding' = none, 'Patient ID' as the leakage group). "
                 "Trains sigmoid outputs with BCE; split stratified per label."})
+    dataset_name: Optional[str] = field(default=None, metadata={
+        "help": "A Hugging Face dataset: a Hub id (e.g. org/name), a local save_to_disk folder, a folder of parquet "
+                "files (or one .parquet), or an imagefolder (images + metadata.csv/.jsonl with file_name and label). "
+                "Its own validation/test splits (validation, valid, val, dev; test) are kept, missing ones carved out "
+                "of train by val_ratio / test_ratio. Columns: image_column, label_column (a ClassLabel's names are the "
+                "classes), group_column (a patient-like column left unused stops the run, as for csv_file)."})
+    dataset_config_name: Optional[str] = field(default=None, metadata={
+        "help": "dataset_name: the configuration (subset) of a Hub dataset that has several; null: its default."})
+    image_column: str = field(default="image", metadata={
+        "help": "dataset_name: the column holding each image (an Image feature, or image file paths)."})
     dataset_id: Optional[str] = field(default=None, metadata={
         "help": "The data's Hugging Face Hub dataset id (e.g. albertvillanova/medmnist-v2), for the model card's "
                 "metadata; null: the card names the data but links no Hub dataset."})

@@ -202,12 +202,15 @@ GENERIC_NAMES = {"training", "train", "testing", "test", "labels", "label", "met
 
 
 def dataset_name(resolved: dict) -> str:
-    """A dataset's display name from its recipe source (data_dir, train_dir, csv_file, npz_file, multilabel_csv): the first
-    folder or file name that says something (Kaggle's Training/, a labels.csv say nothing). Never a path."""
-    keys = ("data_dir", "train_dir", "csv_file", "npz_file", "multilabel_csv")
+    """A dataset's display name from its recipe source (data_dir, train_dir, csv_file, npz_file, multilabel_csv,
+    the dataset_name key): a Hub dataset id as it is, else the first folder or file name that says something
+    (Kaggle's Training/, a labels.csv say nothing). Never a path."""
+    keys = ("data_dir", "train_dir", "csv_file", "npz_file", "multilabel_csv", "dataset_name")
     source = next((resolved.get(k) for k in keys if resolved.get(k)), None)
     if not source:
         return "unknown"
+    if source == resolved.get("dataset_name") and not Path(str(source)).expanduser().exists():
+        return str(source)  # a Hub id (org/name) names the data better than any part of it
     path = Path(str(source).split("::")[0]).expanduser().resolve()
     while path.stem.lower() in GENERIC_NAMES and path.parent != path:
         path = path.parent

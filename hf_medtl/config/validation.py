@@ -11,10 +11,12 @@ MAX_IMAGE_SIZE = 2048  # px: 4x a 512-px CT slice; 100,000 px would allocate ~30
 
 def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -> None:
     """Value checks that a type cannot express; raise ValueError with the key and what it accepts."""
-    sources = [k for k in ("data_dir", "train_dir", "csv_file", "npz_file", "multilabel_csv") if getattr(data, k)]
+    sources = [k for k in ("data_dir", "train_dir", "csv_file", "npz_file", "multilabel_csv", "dataset_name")
+               if getattr(data, k)]
     if len(sources) != 1 and not (data.test_dir and sources == []):
         raise ValueError("give exactly one data source: 'data_dir' (class folders), 'train_dir' + 'test_dir' "
-                         f"(pre-split), 'csv_file', 'npz_file' or 'multilabel_csv'; got {', '.join(sources) or 'none'}")
+                         "(pre-split), 'csv_file', 'npz_file', 'multilabel_csv' or 'dataset_name' (a Hugging Face "
+                         f"dataset); got {', '.join(sources) or 'none'}")
     if data.train_dir and not data.test_dir or data.test_dir and not data.train_dir:
         raise ValueError("a pre-split layout needs both 'train_dir' and 'test_dir'")
     ranges = {"val_ratio": (data.val_ratio, 0.0, 1.0, "strictly between 0 and 1"),

@@ -140,6 +140,11 @@ def _scan(a) -> Source:
     outside = a.allow_paths_outside_root
     if getattr(a, "multilabel_csv", None):
         return scan_multilabel(a)
+    if getattr(a, "dataset_name", None):
+        from hf_medtl.data.hf_datasets import scan_dataset  # here: `datasets` is imported only for a dataset
+
+        cols = columns_of(a)
+        return scan_dataset(a, cols.group, cols.group_given, PATIENT_LIKE)
     if a.npz_file:
         parts = read_medmnist_npz(a.npz_file, a.class_names)
         samples = [s for items in parts.values() for s in items]

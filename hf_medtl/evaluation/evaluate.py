@@ -15,11 +15,17 @@ logger = logging.getLogger("hf_medtl")
 
 def load_samples(data: str | Path, split: str, model_classes: list[str], file_pattern: str = "**/*",
                  allow_outside: bool = False):
-    """The samples of ``data``: a folder of class sub-folders, a label CSV, or one split of a MedMNIST .npz."""
+    """The samples of ``data``: a folder of class sub-folders, a label CSV, one split of a MedMNIST .npz, or one
+    split of a Hugging Face dataset (a save_to_disk folder, parquet files, an imagefolder with metadata)."""
+    from hf_medtl.data.hf_datasets import local_kind, read_split
+
     data = Path(data)
     if not data.exists():
-        raise DataError(f"{data}: not found; pass a folder of class sub-folders, a label CSV or a .npz")
-    if data.suffix == ".npz":
+        raise DataError(f"{data}: not found; pass a folder of class sub-folders, a label CSV, a .npz or a dataset "
+                        "(save_to_disk folder, parquet, imagefolder with metadata.csv)")
+    if local_kind(data):
+        samples = read_split(data, split)
+    elif data.suffix == ".npz":
         parts = read_medmnist_npz(data, model_classes, only=split)  # integer labels are the model's ids
         key = {"val": "validation"}.get(split, split)
         if key not in parts:

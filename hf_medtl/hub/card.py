@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from hf_medtl.config.recipe import dataset_name
+from hf_medtl.data.hf_datasets import hub_id as hub_dataset_id
 from hf_medtl.evaluation.scoring import HEADLINE, fmt
 
 TEMPLATE = "image_classification.md"
@@ -113,8 +114,9 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
     if "youden" in test:  # multi-label: sigmoid outputs, per-finding scores
         return ModelCard(multilabel_card(card_title(recipe), test, classes, r["model_name_or_path"]))
     hub_id, short, origin, base_license = base_model_info(r["model_name_or_path"])
-    data, name, data_id = dataset_name(r), card_title(recipe), r.get("dataset_id")
-    # A Hub dataset id only when the recipe gives one: a folder name is never presented as one.
+    data, name, data_id = dataset_name(r), card_title(recipe), r.get("dataset_id") or hub_dataset_id(r.get("dataset_name"))
+    # A Hub dataset id only when the recipe gives one (dataset_id, or a Hub id as dataset_name): a folder name is
+    # never presented as one.
     results = [EvalResult(task_type="image-classification", task_name="Image Classification",
                           dataset_type=data_id or "local",
                           dataset_name=data, dataset_split="test", metric_type=mtype, metric_name=HEADLINE[key],
