@@ -4,6 +4,7 @@ transformers."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import hf_medtl
@@ -23,6 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `hf-medtl finetune --help | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     ns, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if rest and not ns.passthrough:

@@ -135,7 +135,7 @@ def _overrides(argv: list[str], fields: dict, where: str) -> dict:
 def check_key(key: str, fields: dict, where: str) -> None:
     if key not in fields:
         near = difflib.get_close_matches(key, fields, n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else "; see the recipe reference in README.md"
+        hint = f"; did you mean '{near[0]}'?" if near else "; see the recipe reference in docs/recipes.md"
         raise RecipeError(f"{where}: unknown key '{key}'{hint}")
 
 
@@ -223,7 +223,7 @@ def write_resolved(recipe: Recipe, output_dir: str | Path) -> Path:
     return out
 
 
-if __name__ == "__main__":  # the README's recipe reference
+if __name__ == "__main__":  # docs/recipes.md
     from hf_medtl.config.reference import reference_markdown
 
     print(reference_markdown())

@@ -1,5 +1,5 @@
 """The recipe reference, built from the argument dataclasses' own defaults and help text: as Markdown for the
-README, and as plain text for the recipe commands' --help. It imports transformers (the training group), so the
+docs/recipes.md, and as plain text for the recipe commands' --help. It imports transformers (the training group), so the
 command line loads it only when --help is asked."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def rows() -> Iterator[tuple[str, type, list[tuple[str, str, str]]]]:
 
 
 def reference_markdown() -> str:
-    """The README's recipe reference: one table per group."""
+    """docs/recipes.md: one table per group."""
     lines = []
     for group, cls, keys in rows():
         title = f"**{cls.__name__}**" if group != "training" else TRAINING_MARKDOWN

@@ -27,7 +27,7 @@ SUBPIXEL_STEPS = (0.5, 0.25)  # after the best whole shift: a 2-px shift of a 22
 _COARSE_SHIFTS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
 
 # Pixel distance (standard deviations) that confirms a candidate, by resolution. Calibrated on the shared
-# datasets (`python benchmarks/leakage.py guard`; README "Duplicate leakage"): planted copies of real images
+# datasets (`python benchmarks/leakage.py guard`; docs/data.md): planted copies of real images
 # stay below them; distinct MedMNIST images lie above the small-image one.
 SMALL_IMAGE_SIZE = 64  # px, shorter side: below it, 64 hash bits say little and the strict rule applies
 PIXEL_DISTANCE = {"small": 0.08, "large": 0.12}

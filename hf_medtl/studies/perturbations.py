@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 SEVERITIES = (0, 1, 2, 3, 4, 5)
-# The parameter of each perturbation at severity 0..5 (the README's robustness table repeats these).
+# The parameter of each perturbation at severity 0..5 (docs/studies.md's robustness table repeats these).
 LEVELS = {
     "gaussian_noise": (0.0, 0.04, 0.08, 0.12, 0.18, 0.26),  # sd on the 0..1 intensity scale
     "blur": (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),  # Gaussian radius in pixels of a 224-px image
