@@ -17,6 +17,7 @@ from hf_medtl.data.decode import decode
 from hf_medtl.data.sources import scan_class_folders
 from hf_medtl.data.transforms import build_transforms, preprocessing_from_processor
 from tests.conftest import REPO, make_image_folder
+from tests.data.cache_helpers import full_disk
 
 
 def mixed_folder(root, per_class=(4, 4, 4)):
@@ -52,8 +53,8 @@ def test_train_copy_is_the_decoded_image_when_small_and_keeps_aspect_when_large(
     small = Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28, 3), dtype=np.uint8))
     large = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 600, 3), dtype=np.uint8))
     v = cache.Variant("train", (128, 128), "bicubic", crop_scale_min=0.8)
-    assert np.array_equal(np.asarray(v.apply(small)), np.asarray(small))  # its crops are the uncached crops
-    out = v.apply(large)
+    assert np.array_equal(np.asarray(v.apply(small)[0]), np.asarray(small))  # its crops are the uncached crops
+    out, _ = v.apply(large)
     assert out.size[0] / out.size[1] == pytest.approx(1.5, abs=0.01)
     assert min(out.size) * np.sqrt(0.8 * 0.75) >= 128 - 1  # the smallest random crop still covers 128 px
     assert max(out.size) < 600
@@ -159,3 +160,36 @@ def test_evaluate_reuses_the_runs_cache_and_scores_what_decoding_scores(tmp_path
     assert "0 of 18 copies decoded now" in outs["cached"]
     assert "image cache" not in outs["files"]
     assert outs["cached_rows"] == outs["files_rows"] and len(outs["files_rows"]) == 18
+
+
+def test_a_full_disk_while_building_is_one_line_and_the_partial_chunk_goes_at_once(tmp_path, tiny_timm, capsys,
+                                                                                  monkeypatch):
+    from hf_medtl.cli import main
+    from tests.conftest import errors, tiny_recipe
+
+    data = make_image_folder(tmp_path / "data", per_class=(6, 6, 6))
+    root = tmp_path / "images"
+    full_disk(monkeypatch, root)
+    recipe = tiny_recipe(tmp_path, tiny_timm, data, num_train_epochs=1, n_bootstrap=0, data_cache_dir=str(root))
+    assert main(["finetune", str(recipe)]) == 2
+    lines = errors(capsys)
+    assert len(lines) == 1 and f"image cache '{root}'" in lines[0], lines
+    assert "no space left" in lines[0] and "data_cache_dir" in lines[0]
+    assert not [p for p in root.rglob("*") if p.is_file()]  # no partial chunk keeps the space for an hour
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_temporary_folders_of_writers_that_are_gone_are_removed_by_the_next_build(tmp_path):
+    import socket
+
+    data = make_image_folder(tmp_path / "data", per_class=(2, 2, 2))
+    samples = scan_class_folders(data).samples
+    variant, root = cache.Variant("eval", (16, 16), "bilinear"), tmp_path / "cache"
+    folder = root / variant.folder
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    (folder / f".tmp-{host}-{dead.pid}-abc").mkdir(parents=True)  # a killed build's, minutes old
+    (folder / f".tmp-{host}-{os.getpid()}-def").mkdir()  # a live build's
+    cache.build(sample_keys(samples), [s.source for s in samples], variant, root)
+    assert sorted(p.name for p in folder.glob(".tmp-*")) == [f".tmp-{host}-{os.getpid()}-def"]
