@@ -40,11 +40,27 @@ def preprocessing_metadata(processor, model) -> dict:
                   "its finite pixels (NaN and -Inf black, +Inf white), DICOM through its Modality and VOI LUTs "
                   "(MONOCHROME1 inverted), EXIF orientation applied",
         "resize": {"height": prep.size[0], "width": prep.size[1], "interpolation": prep.interpolation,
-                   "mode": "the whole image squashed to this size, no crop"},
+                   "mode": _resize_mode(processor)},
         "rescale": "pixel / 255", "normalize": {"mean": list(prep.mean), "std": list(prep.std)},
         "layout": "float32 NCHW, RGB", "output": "logits",
         "probabilities": "sigmoid per label" if is_multi_label(model) else "softmax over labels",
     }
+
+
+def _resize_mode(processor) -> str:
+    """How the saved processor brings an image to the input size: squashed whole (hf_medtl's own processors), or
+    resized and centre-cropped (a checkpoint's processor that crops), with the settings it uses."""
+    config = getattr(processor, "data_config", None)
+    if config:  # timm: resize to input_size / crop_pct, then centre crop
+        pct = config.get("crop_pct", 1.0)
+        return ("the whole image squashed to this size, no crop" if pct >= 1.0 and config.get("crop_mode") != "center"
+                else f"timm eval transform: resized by crop_pct {pct} ({config.get('crop_mode', 'center')}), then "
+                     "centre-cropped to this size")
+    size = getattr(processor, "size", None) or {}
+    if getattr(processor, "do_center_crop", False) or "shortest_edge" in size:
+        return (f"{type(processor).__name__}: shorter side resized to {size.get('shortest_edge', size)} (crop_pct "
+                f"{getattr(processor, 'crop_pct', None)}), then centre-cropped to this size")
+    return "the whole image squashed to this size, no crop"
 
 
 def _first_line(e: BaseException) -> str:
