@@ -82,6 +82,11 @@ def train(run: Run) -> None:
         run.schedule.load_checkpoint(checkpoint)
     run.train_metrics = run.trainer.train(resume_from_checkpoint=checkpoint).metrics
     run.model.to(memory_format=torch.contiguous_format)  # (channels_last on GPUs): saved and served in the standard layout
+    from hf_medtl.models import lora
+
+    if lora.applies(recipe.model):  # merged before scoring: what predict scores is the plain model that is saved
+        adapter = run.staging / "adapter" if recipe.model.save_adapter and run.main_process else None
+        lora.merge(run.model, adapter)
     if run.cached:  # scored as it is served: the whole model (backbone + trained head) on the images
         run.trainer = training.inference_trainer(run.model, recipe.training.per_device_eval_batch_size)
         run.trainer.processing_class = run.processor

@@ -20,11 +20,13 @@ class ModelArguments:
                 "holding an HF-format checkpoint (e.g. one written by `hf-medtl convert`)."})
     pretrained: bool = field(default=True, metadata={
         "help": "false: same architecture, random weights (the no-transfer baseline to measure the gain against)."})
-    finetune_strategy: Literal["full", "linear_probe", "partial", "gradual"] = field(default="full", metadata={
+    finetune_strategy: Literal["full", "linear_probe", "partial", "gradual", "lora", "dora"] = field(default="full", metadata={
         "help": "full: update every weight (seed 000). linear_probe: freeze the backbone, train the new head. "
                 "partial: the head and the backbone's last trainable_stages stages train (seed 002's 'last few "
                 "layers'). gradual: start like partial and unfreeze one more stage at each epoch of "
-                "unfreeze_at_epochs. Stages: timm's group_matcher, or an HF model's encoder stages/layers."})
+                "unfreeze_at_epochs. Stages: timm's group_matcher, or an HF model's encoder stages/layers. "
+                "lora / dora: the backbone stays frozen, low-rank adapters (peft's LoRA, or DoRA) on "
+                "lora_target_modules and the head train; the adapters are merged into the saved weights."})
     trainable_stages: Optional[int] = field(default=None, metadata={
         "help": "partial: how many of the backbone's last stages train (default 1). gradual: how many train from "
                 "epoch 1 (default 0, the head only)."})
@@ -35,6 +37,19 @@ class ModelArguments:
     layer_decay: Optional[float] = field(default=None, metadata={
         "help": "Layer-wise LR decay (timm's param_groups_layer_decay): backbone stage i of S trains at "
                 "learning_rate x backbone_lr_multiplier x layer_decay^(S-i); e.g. 0.75. null: none."})
+    lora_r: int = field(default=8, metadata={"help": "lora / dora: the rank r of each adapter (B @ A, A: r x in)."})
+    lora_alpha: int = field(default=16, metadata={
+        "help": "lora / dora: the adapters' scale is lora_alpha / lora_r (peft's lora_alpha)."})
+    lora_dropout: float = field(default=0.0, metadata={
+        "help": "lora / dora: dropout on the adapters' input during training, in [0, 1)."})
+    lora_target_modules: Optional[list[str]] = field(default=None, metadata={
+        "help": "lora / dora: the layers that get adapters, by module name or its last part(s) (peft's "
+                "target_modules), e.g. [\"q_proj\", \"v_proj\"]. null: per family, the attention query and value "
+                "projections of a ViT-like model (query/value, q_proj/v_proj, or timm's fused qkv), the 1x1 "
+                "(pointwise) convolutions of a CNN (and its pointwise Linear layers, as ConvNeXt's)."})
+    save_adapter: bool = field(default=False, metadata={
+        "help": "lora / dora: also write the adapter alone (adapter_config.json + adapter_model.safetensors, the "
+                "head included) to output_dir/adapter/, for peft's PeftModel.from_pretrained on the base model."})
     head: Literal["linear", "bottleneck"] = field(default="linear", metadata={
         "help": "linear: the backbone family's own head, re-initialised. bottleneck: seed 001's compression head "
                 "z -> h = W'z (bottleneck_dim units) -> softmax(V'h + b), penalised by l1/l2_feature_reg."})

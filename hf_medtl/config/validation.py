@@ -85,3 +85,26 @@ def validate_model(m: ModelArguments) -> None:
             raise ValueError(f"'{key}' must lie in [{low:g}, {high if high is not None else 'inf'}], got {v}")
     if isinstance(m.class_weights, list) and any(w < 0 for w in m.class_weights):
         raise ValueError(f"'class_weights' must not be negative, got {m.class_weights}")
+    _validate_lora(m)
+
+
+LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "save_adapter")
+
+
+def _validate_lora(m: ModelArguments) -> None:
+    """The adapters' keys: in range for lora / dora, left at their defaults for every other strategy (where they
+    would silently do nothing)."""
+    if m.finetune_strategy not in ("lora", "dora"):
+        defaults = ModelArguments()
+        changed = [k for k in LORA_KEYS if getattr(m, k) != getattr(defaults, k)]
+        if changed:
+            raise ValueError(f"'{changed[0]}' applies to finetune_strategy 'lora' or 'dora', not '{m.finetune_strategy}'")
+        return
+    if m.lora_r < 1:
+        raise ValueError(f"'lora_r' must be at least 1, got {m.lora_r}")
+    if m.lora_alpha <= 0:
+        raise ValueError(f"'lora_alpha' must be above 0, got {m.lora_alpha}")
+    if not 0.0 <= m.lora_dropout < 1.0:
+        raise ValueError(f"'lora_dropout' must lie in [0, 1), got {m.lora_dropout}")
+    if m.lora_target_modules is not None and (not m.lora_target_modules or not all(m.lora_target_modules)):
+        raise ValueError(f"'lora_target_modules' must name at least one module (or be null), got {m.lora_target_modules}")

@@ -13,6 +13,7 @@ from typing import Optional
 from torch import nn
 
 from hf_medtl.models.heads import ModelError, classifier_head
+from hf_medtl.models import lora
 from hf_medtl.models.modeling_medtl import MedtlForImageClassification
 
 logger = logging.getLogger("hf_medtl")
@@ -118,6 +119,8 @@ def apply_strategy(model, model_args, epoch: int = 1) -> int:
     if model_args.finetune_strategy == "linear_probe":
         freeze_backbone(model)
         return trainable_parameters(model)
+    if lora.applies(model_args):  # adapters injected once, when the model is built (merged after training)
+        return lora.inject(model, model_args)
     stages = backbone_stages(model)
     k = model_args.trainable_stages
     if k is not None and not 0 <= k <= len(stages):
