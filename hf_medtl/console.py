@@ -71,16 +71,33 @@ def run_command(fn: Callable[[], int]) -> int:
         return 130
 
 
-EPOCH_HEADER = "epoch | train loss | train acc | val loss | val acc |    lr     | monitoring     | decision"
+EPOCH_HEADER = ("epoch | train loss | train acc | val loss | val acc |    lr     | monitoring     |   time |     ETA | "
+                "decision")
 
 
-def epoch_row(r: dict) -> str:
-    """One aligned line per epoch, as Keras' LR-adjust callback prints: the numbers and what was decided."""
+def duration(seconds: float) -> str:
+    """A short wall time: 0.04s, 12.3s, 4m05s, 2h10m."""
+    if seconds < 0.995:
+        return f"{seconds:.2f}s"
+    if seconds < 59.95:
+        return f"{seconds:.1f}s"
+    if seconds < 3599.5:
+        return "{}m{:02d}s".format(*divmod(round(seconds), 60))
+    return "{}h{:02d}m".format(*divmod(round(seconds / 60), 60))
+
+
+def epoch_row(r: dict, timing: tuple[float, float | None] | None = None) -> str:
+    """One aligned line per epoch, as Keras' LR-adjust callback prints: the numbers, the epoch's wall time and the
+    time the remaining epochs would take at its pace ("≤": the schedule may stop sooner; "-": none remain), and
+    what was decided. ``timing``: (seconds, ETA seconds or None), from hf_medtl.training.progress.EpochClock."""
     decision = ", ".join(t for k, t in (("save_best", "θ* saved"), ("reduced", f"LR reduced to x{r.get('lr_scale', 1):g}"),
                                          ("stop", "stop")) if r.get(k)) or "-"
     val_acc = r.get("val_accuracy")
     penalties = (f" | L1 {r['train_l1_feature_reg']:.4f} L2 {r['train_l2_feature_reg']:.4f}"
                  if r.get("train_l1_feature_reg") or r.get("train_l2_feature_reg") else "")
+    seconds, eta = timing or (None, None)
+    took = duration(seconds) if seconds is not None else "-"
+    left = f"≤{duration(eta)}" if eta is not None else "-"
     return (f"{r['epoch']:5d} | {r['train_loss']:10.4f} | {r['train_accuracy']:9.4f} | {r['val_loss']:8.4f} | "
             f"{val_acc if val_acc is not None else float('nan'):7.4f} | {r['lr']:.3e} | {r.get('monitor', '-'):14s} | "
-            f"{decision}{penalties}")
+            f"{took:>6s} | {left:>7s} | {decision}{penalties}")

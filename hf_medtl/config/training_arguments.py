@@ -46,8 +46,10 @@ class MedTrainingArguments(TrainingArguments):
         "help": "bfloat16 autocast; null: on for GPUs that support it (older GPUs get fp16 with loss scaling), off on CPU."})
     channels_last: Optional[bool] = field(default=None, metadata={
         "help": "Channels-last memory format for convolutional backbones; null: on with a GPU (tensor cores), off on CPU."})
-    disable_tqdm: Optional[bool] = field(default=True, metadata={
-        "help": "No per-step progress bar: one aligned row per epoch is printed instead (set false for the bar)."})
+    disable_tqdm: Optional[bool] = field(default=False, metadata={
+        "help": "false: a progress bar over each epoch's steps on the main process (stderr), closed before the "
+                "epoch's row (time, ETA) is printed; true: no bar, the rows alone. transformers' own bar (one over "
+                "the whole run, printing raw log dicts) is never shown."})
 
 
 GROUPS = {"model": ModelArguments, "data": DataArguments, "schedule": ScheduleArguments,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from hf_medtl.config.arguments import DataArguments, ModelArguments, ScheduleArguments
+from hf_medtl.config.extras import check_report_to
 
 MAX_IMAGE_SIZE = 2048  # px: 4x a 512-px CT slice; 100,000 px would allocate ~30 GB per image
 
@@ -60,6 +61,7 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
                          f"{data.nifti_axis} and {data.nifti_slice}")
     if not 0.0 <= data.hflip_prob <= 1.0:
         raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
+    check_report_to(training.get("report_to"))  # here, not when the Trainer is built after the data and the model
     from hf_medtl.training.schedule import AdaptiveSchedule
 
     AdaptiveSchedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)

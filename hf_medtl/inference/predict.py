@@ -88,6 +88,7 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
     ``tta``: None -> the views the run was evaluated with (run_tta_views); True -> TTA_VIEWS; False -> none.
     ``cam_dir``: also write a Grad-CAM overlay PNG per image for its top class (hf_medtl.inference.explain)."""
     from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS
     from hf_medtl.data.decode import DecodeError, decode
@@ -99,7 +100,9 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
     files, folder = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
     max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
     results = []
-    with tqdm(total=len(files), desc="predict", unit="img", disable=not folder, leave=False) as bar:
+    # While the bar is open, hf_medtl's lines (an unreadable file) go through tqdm.write: above the bar, never into it.
+    with tqdm(total=len(files), desc="predict", unit="img", disable=not folder, leave=False) as bar, \
+            logging_redirect_tqdm(loggers=[logger], tqdm_class=tqdm):
         for start in range(0, len(files), batch_size):
             chunk, images, rows = files[start:start + batch_size], [], []
             for path in chunk:

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from hf_medtl.console import EPOCH_HEADER, epoch_row
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.outputs import BEST_FILE, STATE_FILE, atomic_write_text
+from hf_medtl.training.progress import EpochClock
 from hf_medtl.training.schedule import AdaptiveSchedule
 
 logger = logging.getLogger("hf_medtl")
@@ -98,6 +99,7 @@ class AdaptiveLRCallback(TrainerCallback):
         self.best_epoch: Optional[int] = None
         self._sums: Optional[torch.Tensor] = None  # loss * n, correct, n over this epoch's training batches
         self._hook = None
+        self.clock = EpochClock()  # the epoch row's time and ETA
 
     # -- measuring -------------------------------------------------------------------------------------------
     def _count(self, module, args, kwargs, output):
@@ -142,6 +144,7 @@ class AdaptiveLRCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._sums = None
+        self.clock.start()
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, optimizer=None, lr_scheduler=None, **kwargs):
         if self._hook is None or "eval_loss" not in (metrics or {}):
@@ -172,7 +175,8 @@ class AdaptiveLRCallback(TrainerCallback):
             self.log(tracker_values(record))
         if record["epoch"] == 1:
             logger.info(EPOCH_HEADER)
-        logger.info(epoch_row(record))  # the main process's; every rank's with HF_MEDTL_LOG_ALL_RANKS=1
+        timing = self.clock.lap(record["epoch"], state.num_train_epochs, control.should_training_stop, args.device)
+        logger.info(epoch_row(record, timing))  # the main process's; every rank's with HF_MEDTL_LOG_ALL_RANKS=1
 
     def _select(self, record: dict) -> bool:
         """Whether this epoch's weights become θ* under the theta_star rule (not the schedule's)."""

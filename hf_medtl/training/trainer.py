@@ -13,6 +13,7 @@ from transformers import Trainer, TrainingArguments, default_data_collator
 from transformers.trainer_callback import PrinterCallback
 
 from hf_medtl.training.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
+from hf_medtl.training.progress import EpochProgressBar
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.training.schedule import AdaptiveSchedule
 from hf_medtl.models import is_multi_label, keep_frozen_in_eval_mode
@@ -173,11 +174,14 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
             for p in model.parameters():
                 p.requires_grad_(True)
             changes["ddp_find_unused_parameters"] = True
+    # Last, so that it opens after the others' epoch-begin lines. The Trainer's own bar (disable_tqdm below) would
+    # print raw log dicts and run over the whole run.
+    callbacks.append(EpochProgressBar(enabled=not args.disable_tqdm))
     if m.finetune_strategy != "full":
         keep_frozen_in_eval_mode(model)
     if args.channels_last if args.channels_last is not None else torch.cuda.is_available() and is_convolutional(model):
         model.to(memory_format=torch.channels_last)
-    trainer_args = dataclasses.replace(args, push_to_hub=False, hub_token=None, **changes)
+    trainer_args = dataclasses.replace(args, push_to_hub=False, hub_token=None, disable_tqdm=True, **changes)
     trainer = MedTrainer(model=model, args=trainer_args, train_dataset=datasets["train"],
                          eval_dataset=datasets["validation"], processing_class=processor,
                          data_collator=default_data_collator, compute_metrics=accuracy, callbacks=callbacks,
