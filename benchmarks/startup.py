@@ -5,6 +5,11 @@
         [--images 1000] [--size 128]
 
 Writes benchmarks/results/startup.json.
+
+    python benchmarks/startup.py --help_only [--baseline OTHER_CHECKOUT] [--runs 21]
+
+only times `hf-medtl --help` (the median of N runs, interleaved with the same command from another checkout of
+hf_medtl, e.g. the commit before a change, when --baseline is given) and writes benchmarks/results/startup_help.json.
 """
 import argparse
 import json
@@ -44,11 +49,35 @@ def timed(cmd: list[str], env: dict, until_first_step: bool = False) -> float:
     return time.time() - start
 
 
+def help_only(baseline: str | None, runs: int) -> None:
+    """Median seconds of `python -m hf_medtl.cli --help` here and (interleaved, same load) in ``baseline``."""
+    import statistics
+
+    here = str(Path(__file__).resolve().parents[1])
+    trees = {"this checkout": here, **({"baseline": str(Path(baseline).resolve())} if baseline else {})}
+    times = {name: [] for name in trees}
+    for _ in range(runs):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": tree}
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "hf_medtl.cli", "--help"], env=env, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - start)
+    rows = {name: round(1000 * statistics.median(v), 1) for name, v in times.items()}
+    print(json.dumps({"hf-medtl --help, median ms": rows, "runs": runs}, indent=2))
+    out = Path(__file__).parent / "results" / "startup_help.json"
+    out.write_text(json.dumps({"cpus": os.cpu_count(), "runs": runs, "median_ms": rows}, indent=2) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser()
     model_and_data_arguments(p, 1000)
     p.add_argument("--size", type=int, default=128)
+    p.add_argument("--help_only", action="store_true", help="only time `hf-medtl --help`")
+    p.add_argument("--baseline", help="with --help_only: another checkout of hf_medtl to time beside this one")
+    p.add_argument("--runs", type=int, default=21)
     a = p.parse_args()
+    if a.help_only:
+        return help_only(a.baseline, a.runs)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -109,11 +109,14 @@ def check_available(model_args) -> None:
     """Fail in one line, within HF_HUB_ETAG_TIMEOUT seconds, when the backbone is a Hub id that is not in the HF
     cache and cannot be had from the Hub (unreachable, no such repo, gated). prepare() calls it before the data
     check, which would otherwise run first, only for the load to spend ~2 minutes on retries. A cached model
-    passes without the network (_loading); local folders, and offline mode, are left to load_backbone, whose
-    errors name them without any wait."""
+    passes without the network (_loading); with HF_HUB_OFFLINE=1 an uncached one fails at once; local folders are
+    left to load_backbone, whose errors name them without any wait."""
     name = model_args.model_name_or_path
-    if not _is_hub_id(name) or _offline() or _cached(name):
+    if not _is_hub_id(name) or _cached(name):
         return
+    if _offline():  # nothing to ask: a Hub id that is not in the cache cannot load
+        raise ModelError(f"model_name_or_path '{name}': not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids "
+                         "downloading it; unset HF_HUB_OFFLINE, or pass a local checkpoint folder")
     answer, why = _hub_answer(name)
     if answer == "unreachable":
         raise _not_found(name, why, unreachable=True)

@@ -108,8 +108,9 @@ EXPECTED_BAD = {"benign/zero.png": "zero-byte", "benign/truncated.jpg": "truncat
                 "malignant/random.jpg": "not an image", "malignant/notes.png": "not an image"}
 
 
-def test_bad_images_stop_before_training_with_a_list(bad_corpus, tmp_path, capsys):
-    recipe = write_recipe(tmp_path / "r.json", model_name_or_path="unused", data_dir=str(bad_corpus),
+def test_bad_images_stop_before_training_with_a_list(bad_corpus, tmp_path, capsys, tiny_vit):
+    # (a real local checkpoint: a Hub id that is not in the cache stops a run before the data check, offline)
+    recipe = write_recipe(tmp_path / "r.json", model_name_or_path=str(tiny_vit), data_dir=str(bad_corpus),
                           output_dir=str(tmp_path / "out"))
     assert main(["finetune", str(recipe)]) == 2
     err = capsys.readouterr().err

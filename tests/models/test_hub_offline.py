@@ -67,8 +67,11 @@ def test_a_model_in_the_hf_cache_trains_with_the_hub_unreachable(tmp_path, image
 def test_what_the_pre_flight_leaves_to_the_load(tmp_path, tiny_vit, monkeypatch):
     """Local folders, non-Hub names and offline mode (the tests' own setting) never touch the network."""
     monkeypatch.setattr(backbones, "_hub_answer", lambda name: pytest.fail(f"asked the Hub about {name}"))
-    for name in (str(tiny_vit), str(tmp_path / "absent"), "./x", "not a repo id!", "nobody/no-such-model"):
+    for name in (str(tiny_vit), str(tmp_path / "absent"), "./x", "not a repo id!"):
         backbones.check_available(ModelArguments(model_name_or_path=name))
+    # Offline, a Hub id that is not in the cache cannot load: one line at once, still without asking the Hub.
+    with pytest.raises(ModelError, match="'nobody/no-such-model': not in the Hugging Face cache, and HF_HUB_OFFLINE=1"):
+        backbones.check_available(ModelArguments(model_name_or_path="nobody/no-such-model"))
 
 
 @pytest.mark.parametrize("answer,words", [
