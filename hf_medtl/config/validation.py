@@ -2,6 +2,7 @@
 ValueError naming the key in quotes, so that the recipe parser can blame the file or the command line."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from hf_medtl.config.arguments import DataArguments, ModelArguments, ScheduleArguments
@@ -64,7 +65,8 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
     check_report_to(training.get("report_to"))  # here, not when the Trainer is built after the data and the model
     from hf_medtl.training.schedule import AdaptiveSchedule
 
-    AdaptiveSchedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)
+    # The schedule checks its own values (threshold, patience, factor), whether or not adaptive_lr is on.
+    AdaptiveSchedule.from_arguments(dataclasses.replace(schedule, adaptive_lr=True))
 
 
 def validate_model(m: ModelArguments) -> None:
