@@ -14,6 +14,7 @@
   Sequence), then its VOI LUT (a VOI LUT Sequence, else the first Window Center/Width with the exact DICOM
   formula of VOILUTFunction LINEAR / LINEAR_EXACT / SIGMOID), its output range mapped onto 0..255; with no
   VOI information, percentile windowing. MONOCHROME1 inverted so that bright means dense as in MONOCHROME2.
+  PALETTE COLOR through its red/green/blue lookup tables (the stored values are indices, not intensities).
   Multi-frame files are refused (export slices first). Patient attributes are never read into a message.
 - NIfTI (.nii, .nii.gz; nibabel, scaling slope/intercept applied): a 2-D image (or a volume with one slice) is
   windowed as a 16-bit image, shown as radiological viewers do (array rotated 90 degrees: rows run anterior to
@@ -154,6 +155,8 @@ def decode_dicom(path: Path, max_pixels: int | None = None) -> Image.Image:
         _too_large(int(ds.Columns), int(ds.Rows), max_pixels)
         arr = ds.pixel_array
         photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+        if photometric == "PALETTE COLOR":  # the stored values are palette indices, not intensities
+            return Image.fromarray(_palette_rgb(arr, ds))
         if not photometric.startswith("MONOCHROME"):
             return from_array(arr)
         arr = apply_modality_lut(arr, ds)
@@ -174,6 +177,15 @@ def decode_dicom(path: Path, max_pixels: int | None = None) -> Image.Image:
     if photometric == "MONOCHROME1":
         out = 255 - out
     return Image.fromarray(out).convert("RGB")
+
+
+def _palette_rgb(arr: np.ndarray, ds) -> np.ndarray:
+    """A PALETTE COLOR image through its red/green/blue lookup tables, as 8-bit RGB (16-bit table entries scaled)."""
+    from pydicom.pixels import apply_color_lut
+
+    rgb = apply_color_lut(arr, ds)
+    bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    return np.clip(np.round(rgb.astype(np.float64) * 255.0 / (2 ** bits - 1)), 0, 255).astype(np.uint8)
 
 
 def decode(source, max_pixels: int | None = None) -> Image.Image:

@@ -122,3 +122,23 @@ def test_predict_on_a_folder_leaves_nothing_out_silently(trained_run, tmp_path, 
     assert rows["a.png"]["prediction"] == "benign" and rows["series/IM0001"]["prediction"] in CLASSES
     assert rows["gone.png"]["error"] == "file not found" and rows["loop_a"]["error"] and rows["loop_b"]["error"]
     assert "loop" in rows["series/up"]["error"] and rows["series/up"]["benign"] == ""
+
+
+def test_palette_color_dicom_is_decoded_through_its_lookup_tables(trained_run, tmp_path, capsys):
+    """A PALETTE COLOR DICOM's stored values are palette indices: decoded through its red/green/blue tables, not as
+    grey indices; predict serves it like any image."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_color_lut
+
+    from hf_medtl.data.decode import decode
+
+    path = get_testdata_file("examples_palette.dcm")
+    ds = pydicom.dcmread(path)
+    expected = np.round(apply_color_lut(ds.pixel_array, ds) * 255.0 / 65535).astype(np.uint8)
+    decoded = np.asarray(decode(path))
+    assert decoded.shape == (ds.Rows, ds.Columns, 3) and np.array_equal(decoded, expected)
+    assert not np.array_equal(decoded[..., 0], ds.pixel_array)  # not the grey indices
+    assert main(["predict", str(trained_run), path, "--format", "json"]) == 0
+    [p] = json.loads(capsys.readouterr().out)
+    assert p["error"] is None and abs(sum(p["probabilities"].values()) - 1) < 1e-5
