@@ -60,6 +60,11 @@ class ModelArguments:
     l2_feature_reg: float = field(default=0.0, metadata={"help": "lambda2: adds lambda2 x ||h||_2^2 (batch mean) to the loss."})
     head_dropout: float = field(default=0.0, metadata={
         "help": "Dropout before the classifier (seed 003); above 0 the model uses hf_medtl's head class."})
+    pooling: Optional[Literal["cls", "mean", "cls+mean"]] = field(default=None, metadata={
+        "help": "Set: the backbone is loaded as an encoder (AutoModel) with hf_medtl's head on its output pooled as "
+                "said: cls (the CLS token), mean (of the patch tokens; of the feature maps for CNNs), cls+mean (both "
+                "concatenated, as DINOv2's classifier). null: the family's classifier when transformers has one "
+                "(else the encoder's pooler_output, or its CLS token / the maps' global average)."})
     head_init: Literal["default", "xavier_uniform", "kaiming_normal", "he", "lecun_normal", "orthogonal",
                        "trunc_normal"] = field(default="default", metadata={
         "help": "Initialisation of the head's weights (biases zero): default keeps the backbone family's; he is "

@@ -89,6 +89,8 @@ def validate_model(m: ModelArguments) -> None:
             raise ValueError(f"'{key}' must lie in [{low:g}, {high if high is not None else 'inf'}], got {v}")
     if isinstance(m.class_weights, list) and any(w < 0 for w in m.class_weights):
         raise ValueError(f"'class_weights' must not be negative, got {m.class_weights}")
+    if m.pooling is not None and m.pooling not in ("cls", "mean", "cls+mean"):  # from Python, past the recipe's types
+        raise ValueError(f"'pooling' must be one of cls, mean, cls+mean (or null), got {m.pooling!r}")
     _validate_lora(m)
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 from pathlib import Path
 
+from hf_medtl.models.encoders import encoder_config, load_encoder
 from hf_medtl.models.heads import ModelError, init_head, register_auto_classes, with_medtl_head
 from hf_medtl.models.strategies import apply_strategy
 
@@ -152,7 +153,10 @@ def load_backbone(model_args, classes: list[str], image_size: int | None = None,
             if not hasattr(processor, "image_mean") and not hasattr(processor, "data_config"):
                 raise ModelError(f"model_name_or_path '{name}': its processor ({type(processor).__name__}) is not "
                                  "an image processor with a mean and std")
-            if model_args.pretrained:
+            encoder = encoder_config(name, model_args)  # None: the family's own image-classification class
+            if encoder is not None:
+                model = load_encoder(name, encoder, model_args, labels, image_size)
+            elif model_args.pretrained:
                 model = AutoModelForImageClassification.from_pretrained(
                     name, ignore_mismatched_sizes=True, trust_remote_code=trust,
                     use_safetensors=None if model_args.allow_pickle_weights else True, **labels)
@@ -165,7 +169,7 @@ def load_backbone(model_args, classes: list[str], image_size: int | None = None,
     if hasattr(model.config, "label_names"):  # TimmWrapper saves these over id2label; the base's are stale
         model.config.label_names = list(classes)
     processor = serving_processor(model, processor, image_size)
-    if model_args.head == "bottleneck" or model_args.head_dropout > 0:
+    if (model_args.head == "bottleneck" or model_args.head_dropout > 0) and encoder is None:
         register_auto_classes()
         model = with_medtl_head(model, model_args)
     init_head(model, model_args.head_init)

@@ -75,15 +75,20 @@ def init_head(model, how: str) -> None:
                 module.bias.zero_()
 
 
+def head_config(backbone_config, model_args, **kwargs) -> MedtlClassifierConfig:
+    """hf_medtl's head as the recipe sets it, around ``backbone_config``; ``kwargs``: labels, encoder pooling."""
+    return MedtlClassifierConfig(
+        backbone_config=backbone_config, head=model_args.head, bottleneck_dim=model_args.bottleneck_dim,
+        head_dropout=model_args.head_dropout, l1_feature_reg=model_args.l1_feature_reg,
+        l2_feature_reg=model_args.l2_feature_reg, **kwargs)
+
+
 def with_medtl_head(model, model_args):
     """``model`` (a classifier with its new head) rebuilt around hf_medtl's head: its pretrained backbone
     weights are kept, its last Linear replaced by [bottleneck W ->] dropout -> classifier."""
     config = model.config
-    medtl_config = MedtlClassifierConfig(
-        backbone_config=config, head=model_args.head, bottleneck_dim=model_args.bottleneck_dim,
-        head_dropout=model_args.head_dropout, l1_feature_reg=model_args.l1_feature_reg,
-        l2_feature_reg=model_args.l2_feature_reg, num_labels=config.num_labels, id2label=config.id2label,
-        label2id=config.label2id, problem_type=config.problem_type)
+    medtl_config = head_config(config, model_args, num_labels=config.num_labels, id2label=config.id2label,
+                               label2id=config.label2id, problem_type=config.problem_type)
     if hasattr(config, "pretrained_cfg"):  # TimmWrapperImageProcessor reads it from the top of config.json
         medtl_config.pretrained_cfg = config.pretrained_cfg
         medtl_config.image_processor_type = "TimmWrapperImageProcessor"  # AutoImageProcessor's pointer to it

@@ -10,12 +10,13 @@ with the Auto* factories, which loads it without remote code.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
 MODEL_TYPE = "hf_medtl_classifier"
@@ -27,12 +28,19 @@ class MedtlClassifierConfig(PretrainedConfig):
     keys_to_ignore_at_inference = ["features"]
 
     def __init__(self, backbone_config=None, head: str = "linear", bottleneck_dim: int = 256,
-                 head_dropout: float = 0.0, l1_feature_reg: float = 0.0, l2_feature_reg: float = 0.0, **kwargs):
+                 head_dropout: float = 0.0, l1_feature_reg: float = 0.0, l2_feature_reg: float = 0.0,
+                 encoder: bool = False, pooling: Optional[str] = None, num_prefix_tokens: int = 0,
+                 feature_dim: Optional[int] = None, **kwargs):
         if isinstance(backbone_config, dict):
             backbone_config = AutoConfig.for_model(**backbone_config)
         self.backbone_config = backbone_config
         self.head, self.bottleneck_dim, self.head_dropout = head, bottleneck_dim, head_dropout
         self.l1_feature_reg, self.l2_feature_reg = l1_feature_reg, l2_feature_reg
+        # encoder: backbone_config is an AutoModel's (no classification class), pooled as ``pooling`` says
+        # ('pooler', 'cls', 'mean', 'cls+mean'); the token layout and width are measured once when the model is
+        # built (hf_medtl/models/encoders.py), since no config field states them across families.
+        self.encoder, self.pooling = encoder, pooling
+        self.num_prefix_tokens, self.feature_dim = num_prefix_tokens, feature_dim
         super().__init__(**kwargs)
 
 
@@ -59,6 +67,40 @@ def strip_classifier(model) -> int:
         raise ValueError(f"{type(model).__name__}: its classifier is {type(head).__name__}, not a Linear layer")
     setattr(parent, name, nn.Identity())
     return head.in_features
+
+
+def pool(output, pooling: str, num_prefix_tokens: int) -> torch.Tensor:
+    """An encoder's output pooled to one vector per image: its pooler_output; the CLS token; the mean of the
+    patch tokens (after the CLS and register tokens; of the whole map for feature maps); or CLS and mean
+    concatenated, as Dinov2ForImageClassification does."""
+    if pooling == "pooler":
+        return output.pooler_output.flatten(1)
+    h = output.last_hidden_state
+    if h.dim() == 4:  # (batch, channels, height, width): global average
+        return h.mean((2, 3))
+    cls, patches = h[:, 0], h[:, num_prefix_tokens:].mean(1)
+    return {"cls": cls, "mean": patches, "cls+mean": torch.cat([cls, patches], 1)}[pooling]
+
+
+def encode(encoder, pixel_values):
+    """The encoder's output for ``pixel_values``; CLIP / SigLIP take another input size than their config's only
+    when asked to interpolate their position embeddings (DINOv2 and DINOv3 always do)."""
+    takes = "interpolate_pos_encoding" in inspect.signature(encoder.forward).parameters
+    return encoder(pixel_values=pixel_values, **({"interpolate_pos_encoding": True} if takes else {}))
+
+
+class PooledEncoder(nn.Module):
+    """An AutoModel encoder whose pooled output stands in for a classifier's logits, so that everything that
+    reads ``model.backbone(pixel_values=...).logits`` (the feature cache) treats both kinds of backbone alike."""
+
+    def __init__(self, config: "MedtlClassifierConfig"):
+        super().__init__()
+        self.encoder = AutoModel.from_config(config.backbone_config)
+        self.pooling, self.num_prefix_tokens = config.pooling, config.num_prefix_tokens
+
+    def forward(self, pixel_values=None):
+        pooled = pool(encode(self.encoder, pixel_values), self.pooling, self.num_prefix_tokens)
+        return ImageClassifierOutput(logits=pooled)
 
 
 def feature_penalty(h: torch.Tensor, l1: float, l2: float, reduction: str = "mean"):
@@ -95,8 +137,11 @@ class MedtlForImageClassification(PreTrainedModel):
 
     def __init__(self, config: MedtlClassifierConfig):
         super().__init__(config)
-        self.backbone = AutoModelForImageClassification.from_config(config.backbone_config)
-        width = strip_classifier(self.backbone)
+        if getattr(config, "encoder", False):
+            self.backbone, width = PooledEncoder(config), config.feature_dim
+        else:
+            self.backbone = AutoModelForImageClassification.from_config(config.backbone_config)
+            width = strip_classifier(self.backbone)
         self.bottleneck = nn.Linear(width, config.bottleneck_dim, bias=False) if config.head == "bottleneck" else None
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = nn.Linear(config.bottleneck_dim if self.bottleneck is not None else width, config.num_labels)

@@ -48,6 +48,22 @@ def _hf_stages(model, prefix: str, head: set[str]) -> list[list[str]]:
     if block_key is None:
         raise ModelError(f"{type(model).__name__}: hf_medtl does not know its stages (no encoder stages/layers); "
                          "use finetune_strategy 'full' or 'linear_probe'")
+    return _grouped(base, base_prefix, block_key, head)
+
+
+def _encoder_stages(encoder, prefix: str, head: set[str]) -> list[list[str]]:
+    """An AutoModel encoder's stages: all of it is backbone (DINOv3's base_model is only its inner layer stack, its
+    embeddings and final norm sit beside it), grouped by its outermost list of layers, wherever that list sits."""
+    names = [n for n, m in encoder.named_modules() if isinstance(m, nn.ModuleList) and n.rsplit(".", 1)[-1] in
+             ("stages", "layer", "layers", "blocks")]
+    if not names:
+        raise ModelError(f"{type(encoder).__name__}: hf_medtl does not know its stages (no list of layers); "
+                         "use finetune_strategy 'full' or 'linear_probe'")
+    return _grouped(encoder, prefix, min(names, key=lambda n: n.count(".")), head)
+
+
+def _grouped(base, base_prefix: str, block_key: str, head: set[str]) -> list[list[str]]:
+    """The stem (before the blocks), one stage per block, what follows the blocks joined to the last stage."""
     blocks = _attr(base, block_key)
     stem, stages, post = [], [[] for _ in blocks], []
     for name, _ in base.named_parameters():
@@ -67,6 +83,8 @@ def _hf_stages(model, prefix: str, head: set[str]) -> list[list[str]]:
 def backbone_stages(model) -> list[list[str]]:
     """Parameter names of the backbone (head excluded), grouped into its stages, input side first."""
     head = head_parameter_names(model)
+    if isinstance(model, MedtlForImageClassification) and getattr(model.config, "encoder", False):
+        return _encoder_stages(model.backbone.encoder, "backbone.encoder.", head)  # the AutoModel in the wrapper
     if isinstance(model, MedtlForImageClassification):
         inner = model.backbone
         prefix = "backbone."

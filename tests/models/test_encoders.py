@@ -1,0 +1,142 @@
+"""Any image encoder as a backbone: checkpoints that AutoModel loads (DINOv2 with `pooling` set, SigLIP and CLIP
+vision towers and DINOv3, which have no image-classification class) train through `hf-medtl finetune` with
+hf_medtl's head on their pooled output, save as MedtlForImageClassification, and pipeline() serves the
+probabilities the run wrote to predictions_test.csv on non-square images; `partial` trains their last encoder layer
+and the head only; a pooling the model cannot give is one line, exit 2, before training."""
+import csv
+import json
+
+import pytest
+import torch
+
+from hf_medtl.cli import main as cli
+from tests.conftest import CLASSES, errors, tiny_recipe
+from tests.inference.test_serving import non_square_folder
+
+SIZES = dict(image_size=24, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+             intermediate_size=64)
+
+
+def _save(path, model_class, config, processor):
+    with torch.random.fork_rng():  # the same weights whichever tests ran first
+        torch.manual_seed(0)
+        model_class(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    """name -> a local checkpoint of a 2-layer encoder for 24-px images, saved with the processor its family ships."""
+    from transformers import (BitImageProcessor, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, Dinov2Config,
+                              Dinov2Model, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel)
+    from transformers.models.dinov3_vit import DINOv3ViTConfig, DINOv3ViTImageProcessor, DINOv3ViTModel
+
+    root = tmp_path_factory.mktemp("encoders")
+    return {
+        "dinov2": _save(root / "dinov2", Dinov2Model, Dinov2Config(**SIZES), BitImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 24, "width": 24})),
+        "siglip": _save(root / "siglip", SiglipVisionModel, SiglipVisionConfig(**SIZES), SiglipImageProcessor(
+            size={"height": 24, "width": 24})),
+        "clip": _save(root / "clip", CLIPVisionModel, CLIPVisionConfig(**SIZES), CLIPImageProcessor(
+            size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24})),
+        "dinov3": _save(root / "dinov3", DINOv3ViTModel, DINOv3ViTConfig(**SIZES, num_register_tokens=2),
+                        DINOv3ViTImageProcessor(size={"height": 24, "width": 24})),
+    }
+
+
+# (name, pooling in the recipe, pooling saved, tokens before the patches, pooled width)
+CASES = [("dinov2", "cls", "cls", 1, 32), ("dinov2", "mean", "mean", 1, 32), ("dinov2", "cls+mean", "cls+mean", 1, 64),
+         ("siglip", None, "pooler", 0, 32), ("siglip", "mean", "mean", 0, 32), ("clip", None, "pooler", 0, 32),
+         ("clip", "cls+mean", "cls+mean", 1, 64), ("dinov3", None, "pooler", 0, 32), ("dinov3", "mean", "mean", 3, 32)]
+
+
+@pytest.mark.parametrize("name,pooling,saved,prefix,width", CASES)
+def test_encoder_trains_and_pipeline_serves_the_runs_predictions(tmp_path, encoders, name, pooling, saved, prefix,
+                                                                 width):
+    from transformers import pipeline
+
+    data = non_square_folder(tmp_path / "data")
+    size = 32 if name == "clip" else 24  # CLIP at another size than its config's: positions interpolated
+    extra = {"pooling": pooling} if pooling else {}
+    recipe = tiny_recipe(tmp_path, encoders[name], data, num_train_epochs=1, image_size=size, n_bootstrap=0,
+                         dedupe=False, head="bottleneck", bottleneck_dim=8, **extra)
+    assert cli(["finetune", str(recipe)]) == 0
+    out = tmp_path / "run"
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["MedtlForImageClassification"] and config["encoder"] is True
+    assert "modeling_medtl.MedtlForImageClassification" in config["auto_map"]["AutoModelForImageClassification"]
+    assert (config["pooling"], config["num_prefix_tokens"], config["feature_dim"]) == (saved, prefix, width)
+    with open(out / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    classifier = pipeline("image-classification", model=str(out))
+    assert classifier.image_processor.size == {"height": size, "width": size}  # squashed, not cropped
+    for row in rows:
+        served = {p["label"]: p["score"] for p in classifier(str(data / row["path"]), top_k=len(CLASSES))}
+        for c in CLASSES:
+            assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=1e-5), (name, row["path"], c)
+
+
+def test_pooling_is_what_it_says_on_the_encoders_tokens(encoders):
+    """cls+mean is [CLS, mean of the patch tokens after CLS and registers], computed here from the tokens."""
+    from transformers import AutoModel
+
+    from hf_medtl.config.arguments import ModelArguments
+    from hf_medtl.models.encoders import encoder_config, load_encoder
+
+    args = ModelArguments(model_name_or_path=str(encoders["dinov3"]), pooling="cls+mean")
+    model = load_encoder(args.model_name_or_path, encoder_config(args.model_name_or_path, args), args,
+                         dict(num_labels=3), 24).eval()
+    reference = AutoModel.from_pretrained(encoders["dinov3"]).eval()
+    pixels = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        tokens = reference(pixel_values=pixels).last_hidden_state  # CLS, 2 registers, 9 patches
+        pooled = model.backbone(pixel_values=pixels).logits
+    assert tokens.shape[1] == 1 + 2 + 9
+    torch.testing.assert_close(pooled, torch.cat([tokens[:, 0], tokens[:, 3:].mean(1)], 1))
+
+
+# The modules after the encoder layers: they belong to the last stage, as in every other family
+LAYERS = {"dinov2": ("encoder.layer", ["layernorm"]),
+          "siglip": ("encoder.layers", ["post_layernorm", "head"]),
+          "clip": ("encoder.layers", ["post_layernorm"]),
+          "dinov3": ("model.layer", ["norm"])}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_partial_trains_the_last_encoder_layer_and_the_head_only(tmp_path, encoders, name):
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    data = non_square_folder(tmp_path / "data")
+    recipe = tiny_recipe(tmp_path, encoders[name], data, num_train_epochs=1, image_size=24, n_bootstrap=0,
+                         dedupe=False, finetune_strategy="partial", trainable_stages=1, pooling="mean")
+    assert cli(["finetune", str(recipe)]) == 0
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    base = AutoModel.from_pretrained(encoders[name])
+    layers, post = LAYERS[name]
+    last = base.get_submodule(layers)[-1]
+    head = 32 * len(CLASSES) + len(CLASSES)  # the linear head on the 32 mean-pooled features
+    expected = sum(p.numel() for m in [last] + [base.get_submodule(n) for n in post] for p in m.parameters()) + head
+    assert metrics["trainable_parameters"][0]["trainable_params"] == expected
+    # what was frozen is the checkpoint's; the last layer moved
+    saved = AutoModelForImageClassification.from_pretrained(out).backbone.encoder
+    first, trained = base.get_submodule(layers)[0], saved.get_submodule(layers)
+    for (key, before), after in zip(first.state_dict().items(), trained[0].state_dict().values()):
+        torch.testing.assert_close(after, before, rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(a, b) for a, b in zip(last.parameters(), trained[-1].parameters()))
+
+
+@pytest.mark.parametrize("backbone,pooling,message", [
+    ("tiny_resnet", "cls", "gives feature maps, which have no CLS token"),
+    ("siglip", "cls+mean", "has no CLS token"),
+    ("tiny_timm", "mean", "applies to transformers encoders, not to 'timm_wrapper'"),
+])
+def test_a_pooling_the_model_cannot_give_is_one_line_before_training(tmp_path, image_folder, encoders, request,
+                                                                      capsys, backbone, pooling, message):
+    model_dir = encoders[backbone] if backbone in encoders else request.getfixturevalue(backbone)
+    recipe = tiny_recipe(tmp_path, model_dir, image_folder, num_train_epochs=1, image_size=32, pooling=pooling)
+    assert cli(["finetune", str(recipe)]) == 2
+    err = errors(capsys)
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run" / "metrics.json").exists() and not list((tmp_path / "run").glob("checkpoint-*"))
