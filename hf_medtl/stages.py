@@ -110,6 +110,7 @@ def summary(run: Run) -> dict:
         "train_accuracy_mode": run.recipe.schedule.train_accuracy,
         "train_runtime_s": run.train_metrics["train_runtime"],
         "cached_features": run.cached,
+        "budget": getattr(run.schedule, "budget", None),  # how the epoch count was chosen (training/budget.py)
         "trainable_parameters": phases(history),
         "total_parameters": sum(p.numel() for p in run.model.parameters()),
         "split_counts": run.splits.counts(),

@@ -213,13 +213,26 @@ class ScheduleArguments:
     train_accuracy: Literal["running", "full"] = field(default="running", metadata={
         "help": "running: counted during the training pass (augmented, no extra cost). full: an extra "
                 "eval-mode pass over the training set at each epoch end (the paper's definition)."})
-    theta_star: Literal["schedule", "val_loss", "val_accuracy", "last"] = field(default="val_accuracy", metadata={
+    theta_star: Literal["schedule", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1_macro", "last"] = field(
+            default="val_accuracy", metadata={
         "help": "Which epoch's weights the run ends with and saves (θ*). schedule: Algorithm 1's saves (seed 000; "
                 "while training accuracy stays below T, only epochs that improve it and the validation loss; "
                 "without adaptive_lr, the last weights). val_loss / val_accuracy: the best validation loss / "
-                "accuracy (ties: lower loss) over the whole run. last: the last epoch's. The schedule still "
-                "reduces the LR and stops. Default val_accuracy: schedule kept an under-trained epoch whenever training "
+                "accuracy (ties: lower loss) over the whole run; val_balanced_accuracy / val_f1_macro: the best "
+                "balanced accuracy / macro F1 (single-label; imbalanced classes). last: the last epoch's. The "
+                "schedule still reduces the LR and stops. Default val_accuracy: schedule kept an under-trained epoch whenever training "
                 "accuracy never reached T (README 'Against the transformers example recipe')."})
+    min_train_steps: Optional[int] = field(default=None, metadata={
+        "help": "A budget in optimiser steps: train max(num_train_epochs, ceil(min_train_steps / steps per epoch)) "
+                "epochs (steps per epoch from the training split, batch size, processes, gradient accumulation), so "
+                "that small data trains long enough. The schedule still stops a converged run. null: num_train_epochs."})
+    time_budget_minutes: Optional[float] = field(default=None, metadata={
+        "help": "A wall-clock budget: after the first epoch the run sizes its epochs from that epoch's time (never past "
+                "the epoch count above) and stops at the end of the last that fits. null: no limit."})
+    ema_decay: Optional[float] = field(default=None, metadata={
+        "help": "Keep an exponential moving average of the weights (timm ModelEmaV3, with its warm-up: the decay grows "
+                "to this value with the step), scored on validation each epoch; it becomes θ* when it wins under a "
+                "val_* theta_star rule, and is then the saved model. e.g. 0.999; null: off."})
 
 
 @dataclass

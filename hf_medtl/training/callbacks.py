@@ -20,7 +20,7 @@ from hf_medtl.training.progress import EpochClock
 from hf_medtl.training.schedule import AdaptiveSchedule
 
 logger = logging.getLogger("hf_medtl")
-THETA_STAR = ("schedule", "val_loss", "val_accuracy", "last")
+THETA_STAR = ("schedule", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1_macro", "last")
 
 
 def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
@@ -153,7 +153,8 @@ class AdaptiveLRCallback(TrainerCallback):
         require_finite(len(self.history) + 1, train_loss, metrics["eval_loss"], args.learning_rate)
         record = {"epoch": len(self.history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                   "train_accuracy_mode": self.mode, "val_loss": metrics["eval_loss"],
-                  "val_accuracy": metrics.get("eval_accuracy"), "lr": head_lr(optimizer),
+                  "val_accuracy": metrics.get("eval_accuracy"), **single_label_scores(metrics),
+                  "lr": head_lr(optimizer),
                   "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
         if self.loss_terms is not None:
             record.update(self.loss_terms())
@@ -182,8 +183,9 @@ class AdaptiveLRCallback(TrainerCallback):
         """Whether this epoch's weights become θ* under the theta_star rule (not the schedule's)."""
         if self.theta_star == "last":
             return True
-        loss, acc = record["val_loss"], record.get("val_accuracy") or 0.0
-        key = [loss] if self.theta_star == "val_loss" else [-acc, loss]
+        loss = record["val_loss"]
+        # A score rule (accuracy, balanced accuracy, macro F1) ties to the lower validation loss.
+        key = [loss] if self.theta_star == "val_loss" else [-(record.get(self.theta_star) or 0.0), loss]
         if self.best_key is None or key < self.best_key:
             self.best_key = key
             return True
@@ -220,6 +222,11 @@ class AdaptiveLRCallback(TrainerCallback):
             self._hook = None
         if self.best_state is not None:  # θ*: what the run ends with and saves
             model.load_state_dict(self.best_state)
+
+
+def single_label_scores(metrics: dict) -> dict:
+    """Balanced accuracy and macro F1 on validation (single-label runs), for the θ* rules that follow them."""
+    return {f"val_{k}": metrics[f"eval_{k}"] for k in ("balanced_accuracy", "f1_macro") if f"eval_{k}" in metrics}
 
 
 def require_finite(epoch: int, train_loss: float, val_loss: float, learning_rate: float) -> None:

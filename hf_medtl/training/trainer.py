@@ -12,6 +12,8 @@ import torch
 from transformers import Trainer, TrainingArguments, default_data_collator
 from transformers.trainer_callback import PrinterCallback
 
+from hf_medtl.training import ema
+from hf_medtl.training.budget import TimeBudgetCallback, plan_epochs
 from hf_medtl.training.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
 from hf_medtl.training.progress import EpochProgressBar
 from hf_medtl.errors import HfMedtlError
@@ -27,11 +29,17 @@ def _logits(predictions):
 
 
 def accuracy(eval_pred) -> dict:
-    """Accuracy; for multi-label (0/1 label rows) the mean per-label accuracy at probability 0.5."""
+    """Accuracy; for multi-label (0/1 label rows) the mean per-label accuracy at probability 0.5. Single-label also
+    balanced accuracy and macro F1, which θ* may follow when classes are imbalanced."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
     logits, labels = _logits(eval_pred.predictions), eval_pred.label_ids
     if labels.ndim == 2:
         return {"accuracy": float(((logits > 0) == (labels > 0.5)).mean())}
-    return {"accuracy": float((logits.argmax(-1) == labels).mean())}
+    predicted = logits.argmax(-1)
+    return {"accuracy": float((predicted == labels).mean()),
+            "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+            "f1_macro": float(f1_score(labels, predicted, average="macro", zero_division=0))}
 
 
 def _machine_defaults(args, n_train: int):
@@ -167,6 +175,11 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
     # Trainer never holds the token, so that training_args.bin and checkpoints cannot leak it.
     m = recipe.model
     changes = _machine_defaults(args, len(datasets["train"]))
+    # From the training split as the Trainer will batch it, before the Trainer sizes its LR schedule over the epochs.
+    drop_last = changes.get("dataloader_drop_last", args.dataloader_drop_last)
+    budget = plan_epochs(sched, args, len(datasets["train"]), drop_last)
+    if budget["epochs"] != args.num_train_epochs:
+        changes["num_train_epochs"] = budget["epochs"]
     callbacks = [callback]
     if m.finetune_strategy == "gradual":
         callbacks.append(StrategyCallback(m))
@@ -188,6 +201,7 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
                          compute_loss_func=loss, optimizer_cls_and_kwargs=optimizer_groups(recipe, model, args),
                          sampler=recipe.data.sampler)
     trainer.remove_callback(PrinterCallback)  # its raw dicts would interleave with the callback's epoch rows
+    _add_budget_and_ema(trainer, callback, recipe, budget)
     callback.log = trainer.log
     if loss is not None:
         loss.observer = callback.count
@@ -199,6 +213,19 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
 
         callback.evaluate_train = evaluate_train
     return trainer, callback
+
+
+def _add_budget_and_ema(trainer, callback, recipe, budget: dict) -> None:
+    """The callbacks that run after the adaptive one at each epoch's end: the EMA's scoring, then the time budget
+    (whose first-epoch time then includes the EMA's validation pass)."""
+    sched = recipe.schedule
+    if sched.theta_star in ("val_balanced_accuracy", "val_f1_macro") and is_multi_label(trainer.model.config):
+        raise HfMedtlError(f"theta_star '{sched.theta_star}' needs one class per image; for multi-label use "
+                           "val_loss or val_accuracy")
+    callback.budget = budget  # the metrics' "budget" entry (stages.summary), completed by the time budget
+    ema.attach(trainer, callback, sched.ema_decay)
+    if sched.time_budget_minutes is not None:
+        trainer.add_callback(TimeBudgetCallback(sched.time_budget_minutes, budget))
 
 
 def inference_trainer(model, batch_size: int = 64):

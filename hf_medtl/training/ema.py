@@ -1,0 +1,89 @@
+"""An exponential moving average of the weights (timm's ModelEmaV3), scored on validation at every epoch's end and
+kept as θ* when it wins under the run's θ* rule. The adaptive schedule keeps deciding on the live weights."""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from transformers import TrainerCallback
+
+logger = logging.getLogger("hf_medtl")
+# θ* rules that compare validation scores: only under these can the averaged weights compete with the live ones.
+SCORED_RULES = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1_macro")
+
+
+def _cpu_copy(state: dict) -> dict:
+    # contiguous: a channels-last model's weights are saved (safetensors) in the standard layout
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+class EmaCallback(TrainerCallback):
+    """Updates the EMA after every optimiser step; at each epoch's end (after the adaptive callback has recorded
+    the epoch) evaluates it with the Trainer on the validation set, adds ``ema_val_*`` to the epoch's history, and,
+    when it beats θ* so far, stores its weights as ``adaptive.best_state`` (what the run restores, scores and saves).
+
+    Built after the Trainer has placed the model on its device (the copy lives beside it), before training
+    registers any hook on the model (deepcopy would copy them)."""
+
+    def __init__(self, model, decay: float, adaptive, trainer=None):
+        from timm.utils import ModelEmaV3
+
+        # timm's warm-up: the decay grows with the step towards ``decay``, so that a run of a few hundred steps
+        # averages its recent weights instead of staying near the pretrained ones.
+        self.ema = ModelEmaV3(model, decay=decay, use_warmup=True)
+        self.adaptive, self.trainer = adaptive, trainer
+        self._in_eval = False
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.ema.set(model)  # from the weights training starts at (a resumed checkpoint's, when resuming)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.ema.update(model, step=state.global_step)
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        if self._in_eval or "eval_loss" not in (metrics or {}) or not self.adaptive.history:
+            return  # outside training, or this callback's own pass
+        if "ema_val_loss" in self.adaptive.history[-1]:
+            return  # already scored (the last record is a resumed run's)
+        record, scores = self.adaptive.history[-1], self._evaluate(model)
+        record.update({f"ema_val_{k}": v for k, v in scores.items()})
+        if self.adaptive.theta_star in SCORED_RULES and self._wins(record):
+            self.adaptive.best_state = _cpu_copy(self.ema.module.state_dict())
+            self.adaptive.best_epoch = record["epoch"]
+            record["ema_best"] = True
+            logger.info(f"epoch {record['epoch']}: the weights' EMA is θ* so far (validation loss "
+                        f"{scores['loss']:.4f}, accuracy {scores.get('accuracy', float('nan')):.4f})")
+
+    def _evaluate(self, model) -> dict:
+        """The EMA's validation scores, computed by the Trainer exactly as the live weights' are: the EMA weights
+        are swapped into the model for the pass, and the live ones put back."""
+        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._in_eval = True
+        try:
+            with torch.no_grad():
+                model.load_state_dict(self.ema.module.state_dict())
+            metrics = self.trainer.evaluate(metric_key_prefix="ema")
+        finally:
+            with torch.no_grad():
+                model.load_state_dict(live)
+            self._in_eval = False
+        return {k[len("ema_"):]: v for k, v in metrics.items()
+                if k in ("ema_loss", "ema_accuracy", "ema_balanced_accuracy", "ema_f1_macro")}
+
+    def _wins(self, record: dict) -> bool:
+        """Whether the EMA beats θ* so far under the run's rule (the adaptive callback's own comparison)."""
+        candidate = {"epoch": record["epoch"], "val_loss": record["ema_val_loss"]}
+        for key in ("accuracy", "balanced_accuracy", "f1_macro"):
+            if f"ema_val_{key}" in record:
+                candidate[f"val_{key}"] = record[f"ema_val_{key}"]
+        return self.adaptive._select(candidate)
+
+
+def attach(trainer, adaptive, decay: Optional[float]) -> Optional[EmaCallback]:
+    """Add the EMA callback to a built Trainer (after the adaptive callback, so that the epoch is recorded first)."""
+    if decay is None:
+        return None
+    callback = EmaCallback(trainer.model, decay, adaptive, trainer)
+    trainer.add_callback(callback)
+    return callback

@@ -1,0 +1,116 @@
+"""The run's budget (min_train_steps, time_budget_minutes), the EMA of the weights (ema_decay) and the imbalance-aware
+θ* rules (val_balanced_accuracy, val_f1_macro), through `hf-medtl finetune` on generated images."""
+import csv
+import json
+import math
+
+import pytest
+
+from hf_medtl.finetune import main
+from hf_medtl.training import budget as budget_module
+from hf_medtl.training.ema import EmaCallback
+from tests.conftest import CLASSES, errors, make_image_folder, tiny_recipe
+
+
+def finetune(tmp_path, model_dir, images, **extra):
+    recipe = tiny_recipe(tmp_path, model_dir, images, image_size=24, n_bootstrap=0, **extra)
+    assert main([str(recipe)]) == 0
+    out = tmp_path / "run"
+    return out, json.loads((out / "metrics.json").read_text()), json.loads((out / "history.json").read_text())
+
+
+def test_min_train_steps_derives_the_epoch_count(tmp_path, tiny_vit, hf_medtl_log):
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    out, metrics, history = finetune(tmp_path, tiny_vit, images, num_train_epochs=2, min_train_steps=10,
+                                     adaptive_lr=False, theta_star="last")
+    budget, n_train = metrics["budget"], metrics["split_counts"]["train"]
+    steps = math.ceil(n_train / 8) if n_train % 8 != 1 else n_train // 8
+    assert budget["steps_per_epoch"] == steps and budget["min_train_steps"] == 10
+    assert budget["epochs"] == math.ceil(10 / steps) > 2 and budget["chosen_by"] == "min_train_steps"
+    assert len(history) == metrics["epochs_run"] == budget["epochs"]
+    assert any(line.startswith(f"budget: {budget['epochs']:g} epochs") for line in hf_medtl_log.messages)
+
+
+def test_without_a_budget_the_recipes_epochs_are_kept(tmp_path, tiny_vit):
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    _, metrics, history = finetune(tmp_path, tiny_vit, images, num_train_epochs=2, adaptive_lr=False)
+    assert metrics["budget"]["chosen_by"] == "num_train_epochs" and len(history) == 2
+    assert "stopped_by" not in metrics["budget"]
+
+
+def test_a_time_budget_stops_the_run_after_the_epochs_that_fit(tmp_path, tiny_vit, monkeypatch, hf_medtl_log):
+    ticks = iter(range(0, 10_000, 60))  # every reading of the clock is a minute later: the first epoch takes 60 s
+    monkeypatch.setattr(budget_module, "clock", lambda: next(ticks))
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    _, metrics, history = finetune(tmp_path, tiny_vit, images, num_train_epochs=5, time_budget_minutes=2.5,
+                                   adaptive_lr=False)
+    assert len(history) == 2 and metrics["epochs_run"] == 2  # 150 s / 60 s per epoch
+    budget = metrics["budget"]
+    assert budget["first_epoch_s"] == 60 and budget["time_budget_epochs"] == 2
+    assert budget["stopped_by"] == "time_budget" and budget["time_budget_minutes"] == 2.5
+    assert any("the run trains at most 2 of 5 epochs" in line for line in hf_medtl_log.messages)
+
+
+def test_the_ema_is_scored_every_epoch_and_theta_star_records_when_it_wins(tmp_path, tiny_vit):
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    _, metrics, history = finetune(tmp_path, tiny_vit, images, num_train_epochs=3, ema_decay=0.9,
+                                   adaptive_lr=False, theta_star="val_loss")
+    assert all(isinstance(h["ema_val_loss"], float) and 0 <= h["ema_val_accuracy"] <= 1 for h in history)
+    # θ* is the best validation loss of the live and the averaged weights together.
+    candidates = [(h["val_loss"], h["epoch"]) for h in history] + [(h["ema_val_loss"], h["epoch"]) for h in history]
+    best_loss = min(loss for loss, _ in candidates)
+    assert metrics["best_epoch"] in [e for loss, e in candidates if loss == best_loss]
+    won = [h["epoch"] for h in history if h.get("ema_best")]
+    if won and won[-1] == metrics["best_epoch"]:
+        assert history[won[-1] - 1]["ema_val_loss"] == best_loss
+
+
+def test_when_the_ema_wins_the_saved_model_is_the_ema_and_serves_the_runs_predictions(tmp_path, tiny_timm,
+                                                                                      monkeypatch):
+    """The EMA is made to win at every epoch (its rule is tested above), so θ* is the last epoch's EMA weights."""
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    seen = []
+
+    def always(self, record):
+        seen.append({k: v.detach().clone() for k, v in self.ema.module.state_dict().items()})
+        return True
+
+    monkeypatch.setattr(EmaCallback, "_wins", always)
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    out, metrics, history = finetune(tmp_path, tiny_timm, images, num_train_epochs=3, ema_decay=0.9,
+                                     adaptive_lr=False, learning_rate=5e-3)
+    assert len(seen) == 3 and metrics["best_epoch"] == 3 and history[-1]["ema_best"] is True
+    saved = load_file(str(out / "model.safetensors"))
+    ema = seen[-1]
+    assert set(saved) == set(ema)
+    for key, value in ema.items():
+        assert (saved[key].float() - value.float()).abs().max() <= 1e-6, key
+    with open(out / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    classifier = pipeline("image-classification", model=str(out))
+    for row in rows:
+        served = {p["label"]: p["score"] for p in classifier(str(images / row["path"]), top_k=len(CLASSES))}
+        for c in CLASSES:
+            assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=1e-5), (row["path"], c)
+
+
+@pytest.mark.parametrize("rule", ["val_balanced_accuracy", "val_f1_macro"])
+def test_theta_star_follows_balanced_accuracy_or_macro_f1(tmp_path, tiny_vit, rule):
+    images = make_image_folder(tmp_path / "images", per_class=(14, 6, 4))
+    _, metrics, history = finetune(tmp_path, tiny_vit, images, num_train_epochs=4, adaptive_lr=False,
+                                   theta_star=rule)
+    assert all(0 <= h["val_balanced_accuracy"] <= 1 and 0 <= h["val_f1_macro"] <= 1 for h in history)
+    best = min(history, key=lambda h: (-h[rule], h["val_loss"]))  # ties: the lower validation loss
+    assert metrics["best_epoch"] == best["epoch"]
+
+
+@pytest.mark.parametrize("key,value", [("min_train_steps", 0), ("time_budget_minutes", 0), ("time_budget_minutes", -1),
+                                       ("ema_decay", 0), ("ema_decay", 1.0), ("ema_decay", 1.5)])
+def test_bad_budget_and_ema_values_are_one_line_errors(tmp_path, tiny_vit, image_folder, capsys, key, value):
+    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, n_bootstrap=0, **{key: value})
+    assert main([str(recipe)]) == 2
+    lines = errors(capsys)
+    assert len(lines) == 1 and f"'{key}'" in lines[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()
