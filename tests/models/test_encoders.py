@@ -140,3 +140,68 @@ def test_a_pooling_the_model_cannot_give_is_one_line_before_training(tmp_path, i
     err = errors(capsys)
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "run" / "metrics.json").exists() and not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_an_encoder_model_loads_in_plain_transformers_with_remote_code(tmp_path, encoders):
+    """The saved modeling_medtl.py holds the pooling too: a process without hf_medtl serves the run's probabilities."""
+    import os
+    import subprocess
+    import sys
+
+    data = non_square_folder(tmp_path / "data")
+    recipe = tiny_recipe(tmp_path, encoders["dinov3"], data, num_train_epochs=1, image_size=24, n_bootstrap=0,
+                         dedupe=False, pooling="cls+mean")
+    assert cli(["finetune", str(recipe)]) == 0
+    out = tmp_path / "run"
+    with open(out / "predictions_test.csv") as f:
+        row = next(csv.DictReader(f))
+    code = ("import sys, json; from transformers import pipeline; "
+            f"p = pipeline('image-classification', model={str(out)!r}, trust_remote_code=True); "
+            f"r = p({str(data / row['path'])!r}, top_k=3); "
+            "assert 'hf_medtl' not in sys.modules; print(json.dumps({x['label']: x['score'] for x in r}))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    for c in CLASSES:
+        assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=1e-5), c
+
+
+def test_a_linear_probe_on_cached_encoder_features_trains_the_same_head(tmp_path, image_folder, encoders):
+    """The feature cache reads the pooled output through the same wrapper as training on images does."""
+    from safetensors.torch import load_file
+
+    from hf_medtl.config.recipe import load_recipe
+    from hf_medtl.finetune import run
+
+    recipe = tiny_recipe(tmp_path, encoders["siglip"], image_folder, num_train_epochs=2, image_size=24, n_bootstrap=0,
+                         finetune_strategy="linear_probe", augment=False, feature_cache_dir=str(tmp_path / "cache"))
+    images = run(load_recipe(recipe, ["--cache_features", "false", "--output_dir", str(tmp_path / "uncached")]))
+    cached = run(load_recipe(recipe, ["--output_dir", str(tmp_path / "cached")]))
+    assert cached["cached_features"] and not images["cached_features"]
+    a, b = load_file(tmp_path / "uncached" / "model.safetensors"), load_file(tmp_path / "cached" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_an_encoders_stages_are_its_stem_and_each_layer_covering_all_but_the_head(encoders, name):
+    """What partial, gradual and layer_decay count in: the embeddings, then one stage per encoder layer (the final
+    norm / pooler with the last), every backbone parameter exactly once."""
+    from hf_medtl.config.arguments import ModelArguments
+    from hf_medtl.models.encoders import encoder_config, load_encoder
+    from hf_medtl.models.strategies import backbone_stages, head_parameter_names
+
+    args = ModelArguments(model_name_or_path=str(encoders[name]))
+    model = load_encoder(args.model_name_or_path, encoder_config(args.model_name_or_path, args), args,
+                         dict(num_labels=3), 24)
+    stages = backbone_stages(model)
+    layers, post = LAYERS[name]
+    stem = ("backbone.encoder.embeddings.", "backbone.encoder.pre_layrnorm.")  # CLIP normalises before its layers
+    assert len(stages) == 1 + 2 and all(n.startswith(stem) for n in stages[0])
+    for i in (0, 1):
+        assert any(n.startswith(f"backbone.encoder.{layers}.{i}.") for n in stages[1 + i])
+    assert any(n.startswith(f"backbone.encoder.{post[0]}.") for n in stages[-1])
+    named = [n for s in stages for n in s]
+    assert sorted(named) == sorted(set(dict(model.named_parameters())) - head_parameter_names(model))
