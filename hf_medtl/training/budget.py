@@ -49,10 +49,11 @@ class TimeBudgetCallback(TrainerCallback):
         self.seconds, self.budget = minutes * 60.0, budget
         self.epochs_allowed = None
         self._started = None
-        self._epochs = 0
+        self._epochs = self._done = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._started, self._epochs = clock(), 0
+        # A resumed run has its checkpoint's epochs behind it: the budget sizes what is left (of this invocation).
+        self._started, self._epochs, self._done = clock(), 0, int((state.epoch or 0) + 1e-6)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._started = None
@@ -64,12 +65,13 @@ class TimeBudgetCallback(TrainerCallback):
         if self.epochs_allowed is None:
             first = slowest_rank(clock() - self._started, args.device)
             planned = int(state.num_train_epochs)
-            self.epochs_allowed = min(max(int(self.seconds // max(first, 1e-9)), 1), planned)
+            self.epochs_allowed = min(self._done + max(int(self.seconds // max(first, 1e-9)), 1), planned)
             self.budget.update(first_epoch_s=round(first, 3), time_budget_epochs=self.epochs_allowed)
             logger.info(f"time budget {self.seconds / 60:g} min: the first epoch took {first:.1f} s, so the run "
                         f"trains at most {self.epochs_allowed} of {planned} epochs")
-        if self._epochs >= self.epochs_allowed and not control.should_training_stop:
+        epoch = self._done + self._epochs
+        if epoch >= self.epochs_allowed and not control.should_training_stop:
             control.should_training_stop = True
-            if self._epochs < int(state.num_train_epochs):
+            if epoch < int(state.num_train_epochs):
                 self.budget["stopped_by"] = "time_budget"
-                logger.info(f"time budget: stopping after epoch {self._epochs}")
+                logger.info(f"time budget: stopping after epoch {epoch}")

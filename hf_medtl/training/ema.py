@@ -37,6 +37,10 @@ class EmaCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.ema.set(model)  # from the weights training starts at (a resumed checkpoint's, when resuming)
+        if self.adaptive.theta_star not in SCORED_RULES:
+            logger.info(f"ema_decay: the EMA is scored each epoch but never kept: theta_star "
+                        f"'{self.adaptive.theta_star}' does not compare validation scores (use val_loss, val_accuracy, "
+                        "val_balanced_accuracy or val_f1_macro)")
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.ema.update(model, step=state.global_step)

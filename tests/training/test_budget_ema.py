@@ -19,6 +19,26 @@ def finetune(tmp_path, model_dir, images, **extra):
     return out, json.loads((out / "metrics.json").read_text()), json.loads((out / "history.json").read_text())
 
 
+@pytest.mark.parametrize("n,batch,world,accumulate,drop_last,steps", [
+    (18, 8, 1, 1, False, 3), (18, 8, 1, 1, True, 2), (18, 8, 2, 1, False, 2), (18, 8, 1, 2, False, 2),
+    (40, 8, 1, 2, False, 3), (3, 8, 1, 1, True, 1)])
+def test_steps_per_epoch_counts_as_the_trainer_does(n, batch, world, accumulate, drop_last, steps):
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(per_device_train_batch_size=batch, world_size=world, gradient_accumulation_steps=accumulate)
+    assert budget_module.steps_per_epoch(n, args, drop_last) == steps
+
+
+def test_min_train_steps_below_the_recipes_epochs_keeps_them():
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(per_device_train_batch_size=8, world_size=1, gradient_accumulation_steps=1,
+                           num_train_epochs=5.0)
+    schedule = SimpleNamespace(min_train_steps=6, time_budget_minutes=None)
+    plan = budget_module.plan_epochs(schedule, args, 18, False)
+    assert plan["epochs"] == 5.0 and plan["chosen_by"] == "num_train_epochs" and plan["steps_per_epoch"] == 3
+
+
 def test_min_train_steps_derives_the_epoch_count(tmp_path, tiny_vit, hf_medtl_log):
     images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
     out, metrics, history = finetune(tmp_path, tiny_vit, images, num_train_epochs=2, min_train_steps=10,
@@ -29,6 +49,13 @@ def test_min_train_steps_derives_the_epoch_count(tmp_path, tiny_vit, hf_medtl_lo
     assert budget["epochs"] == math.ceil(10 / steps) > 2 and budget["chosen_by"] == "min_train_steps"
     assert len(history) == metrics["epochs_run"] == budget["epochs"]
     assert any(line.startswith(f"budget: {budget['epochs']:g} epochs") for line in hf_medtl_log.messages)
+
+
+def test_the_adaptive_schedule_still_stops_a_run_with_a_step_budget(tmp_path, tiny_vit):
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    _, metrics, history = finetune(tmp_path, tiny_vit, images, num_train_epochs=2, min_train_steps=60, threshold=0.0,
+                                   patience=1, stop_patience=1)
+    assert metrics["budget"]["epochs"] == 20 and len(history) < 20 and history[-1]["stop"]
 
 
 def test_without_a_budget_the_recipes_epochs_are_kept(tmp_path, tiny_vit):
@@ -63,6 +90,14 @@ def test_the_ema_is_scored_every_epoch_and_theta_star_records_when_it_wins(tmp_p
     won = [h["epoch"] for h in history if h.get("ema_best")]
     if won and won[-1] == metrics["best_epoch"]:
         assert history[won[-1] - 1]["ema_val_loss"] == best_loss
+
+
+def test_under_a_rule_that_compares_no_scores_the_ema_is_scored_but_not_kept(tmp_path, tiny_vit, hf_medtl_log):
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    _, metrics, history = finetune(tmp_path, tiny_vit, images, num_train_epochs=2, ema_decay=0.9,
+                                   adaptive_lr=False, theta_star="last")
+    assert all("ema_val_loss" in h and not h.get("ema_best") for h in history) and metrics["best_epoch"] == 2
+    assert any("the EMA is scored each epoch but never kept" in line for line in hf_medtl_log.messages)
 
 
 def test_when_the_ema_wins_the_saved_model_is_the_ema_and_serves_the_runs_predictions(tmp_path, tiny_timm,
