@@ -2,6 +2,8 @@
 
 Seed 001's bottleneck compression head: pooled features z -> h = W^T z (k units) -> dropout -> V^T h + b, trained
 with cross-entropy + l1 * ||h||_1 + l2 * ||h||_2^2 (batch means); or a linear head with dropout before it.
+The backbone is a classifier with its last Linear removed, or (``encoder``) an AutoModel encoder pooled by
+``pool`` (pooler_output, CLS token, mean of the patch tokens, or both) for architectures without a classifier.
 
 Self-contained on purpose (torch and transformers only): ``save_pretrained`` copies this file beside the weights
 with an ``auto_map`` in config.json, so that ``AutoModelForImageClassification`` and ``pipeline()`` load the

@@ -143,7 +143,8 @@ def test_a_pooling_the_model_cannot_give_is_one_line_before_training(tmp_path, i
 
 
 def test_an_encoder_model_loads_in_plain_transformers_with_remote_code(tmp_path, encoders):
-    """The saved modeling_medtl.py holds the pooling too: a process without hf_medtl serves the run's probabilities."""
+    """The saved modeling_medtl.py holds the pooling too: a process without hf_medtl serves the run's probabilities;
+    the model exports to ONNX."""
     import os
     import subprocess
     import sys
@@ -165,6 +166,8 @@ def test_an_encoder_model_loads_in_plain_transformers_with_remote_code(tmp_path,
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     for c in CLASSES:
         assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=1e-5), c
+    # and ONNX export traces the pooling (DINOv3's RoPE included); --check compares ONNX with torch on images
+    assert cli(["export", str(out), "--onnx", str(tmp_path / "m.onnx"), "--check", str(data / "benign")]) == 0
 
 
 def test_a_linear_probe_on_cached_encoder_features_trains_the_same_head(tmp_path, image_folder, encoders):
