@@ -62,20 +62,22 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
                          f"{data.nifti_axis} and {data.nifti_slice}")
     if not 0.0 <= data.hflip_prob <= 1.0:
         raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
-    budget = {"min_train_steps": (schedule.min_train_steps, schedule.min_train_steps is None or schedule.min_train_steps >= 1,
-                                  "at least 1"),
-              "time_budget_minutes": (schedule.time_budget_minutes,
-                                      schedule.time_budget_minutes is None or schedule.time_budget_minutes > 0, "above 0"),
-              "ema_decay": (schedule.ema_decay, schedule.ema_decay is None or 0 < schedule.ema_decay < 1,
-                            "strictly between 0 and 1")}
-    for key, (v, ok, text) in budget.items():
-        if not ok:
-            raise ValueError(f"'{key}' must be {text} (or null), got {v}")
+    _validate_budget(schedule)
     check_report_to(training.get("report_to"))  # here, not when the Trainer is built after the data and the model
     from hf_medtl.training.schedule import AdaptiveSchedule
 
     # The schedule checks its own values (threshold, patience, factor), whether or not adaptive_lr is on.
     AdaptiveSchedule.from_arguments(dataclasses.replace(schedule, adaptive_lr=True))
+
+
+def _validate_budget(s: ScheduleArguments) -> None:
+    """The run's budget and weight averaging: each null (off) or in range."""
+    checks = {"min_train_steps": (s.min_train_steps, lambda v: v >= 1, "at least 1"),
+              "time_budget_minutes": (s.time_budget_minutes, lambda v: v > 0, "above 0"),
+              "ema_decay": (s.ema_decay, lambda v: 0 < v < 1, "strictly between 0 and 1")}
+    for key, (v, ok, text) in checks.items():
+        if v is not None and not ok(v):
+            raise ValueError(f"'{key}' must be {text} (or null), got {v}")
 
 
 def validate_model(m: ModelArguments) -> None:
