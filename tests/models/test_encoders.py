@@ -208,3 +208,41 @@ def test_an_encoders_stages_are_its_stem_and_each_layer_covering_all_but_the_hea
     assert any(n.startswith(f"backbone.encoder.{post[0]}.") for n in stages[-1])
     named = [n for s in stages for n in s]
     assert sorted(named) == sorted(set(dict(model.named_parameters())) - head_parameter_names(model))
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated")  # peft's probe, in PeftModel
+def test_lora_on_an_encoder_trains_its_attention_adapters_and_the_head_and_serves_merged(tmp_path, encoders):
+    from transformers import pipeline
+
+    data = non_square_folder(tmp_path / "data")
+    recipe = tiny_recipe(tmp_path, encoders["dinov3"], data, num_train_epochs=1, image_size=24, n_bootstrap=0,
+                         dedupe=False, finetune_strategy="lora", lora_r=4, lora_alpha=8)
+    assert cli(["finetune", str(recipe)]) == 0
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    adapters = 2 * 2 * 4 * (32 + 32)  # q_proj and v_proj (32 -> 32) in each of 2 layers, rank 4: A + B
+    assert metrics["trainable_parameters"][0]["trainable_params"] == adapters + 32 * len(CLASSES) + len(CLASSES)
+    with open(out / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    classifier = pipeline("image-classification", model=str(out))
+    for row in rows:
+        served = {p["label"]: p["score"] for p in classifier(str(data / row["path"]), top_k=len(CLASSES))}
+        for c in CLASSES:
+            assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=1e-5), (row["path"], c)
+
+
+def test_a_config_saved_before_encoders_builds_the_classifier_backbone_as_before(tmp_path):
+    """config.json of an hf_medtl head written before the encoder keys existed: no encoder, no pooling."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from hf_medtl.models import MedtlClassifierConfig, MedtlForImageClassification
+
+    backbone = ViTConfig(image_size=24, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64).to_dict()
+    old = {"model_type": "hf_medtl_classifier", "backbone_config": backbone, "head": "bottleneck", "bottleneck_dim": 8,
+           "head_dropout": 0.1, "l1_feature_reg": 0.0, "l2_feature_reg": 0.0, "num_labels": 3}
+    model = MedtlForImageClassification(MedtlClassifierConfig(**old))
+    assert isinstance(model.backbone, ViTForImageClassification) and model.bottleneck.in_features == 32
+    model.save_pretrained(tmp_path)
+    again = MedtlForImageClassification.from_pretrained(tmp_path)
+    assert again.config.encoder is False and isinstance(again.backbone, ViTForImageClassification)
