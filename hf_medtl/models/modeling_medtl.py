@@ -85,10 +85,17 @@ def pool(output, pooling: str, num_prefix_tokens: int) -> torch.Tensor:
 
 
 def encode(encoder, pixel_values):
-    """The encoder's output for ``pixel_values``; CLIP / SigLIP take another input size than their config's only
-    when asked to interpolate their position embeddings (DINOv2 and DINOv3 always do)."""
-    takes = "interpolate_pos_encoding" in inspect.signature(encoder.forward).parameters
-    return encoder(pixel_values=pixel_values, **({"interpolate_pos_encoding": True} if takes else {}))
+    """The encoder's output for ``pixel_values``; CLIP / SigLIP / ViT-MAE take another input size than their
+    config's only when asked to interpolate their position embeddings (DINOv2 and DINOv3 always do)."""
+    takes = inspect.signature(encoder.forward).parameters
+    kwargs = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in takes else {}
+    if "noise" in takes and getattr(encoder.config, "mask_ratio", None) == 0:
+        # ViT-MAE shuffles its patches by random noise even when it masks none: increasing noise keeps their order,
+        # so that the same image gives the same output to the last bit, without drawing from the RNG
+        patch = encoder.config.patch_size
+        n = (pixel_values.shape[-2] // patch) * (pixel_values.shape[-1] // patch)
+        kwargs["noise"] = torch.arange(n, device=pixel_values.device, dtype=torch.float32).expand(len(pixel_values), n)
+    return encoder(pixel_values=pixel_values, **kwargs)
 
 
 class PooledEncoder(nn.Module):

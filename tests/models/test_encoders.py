@@ -1,5 +1,5 @@
 """Any image encoder as a backbone: checkpoints that AutoModel loads (DINOv2 with `pooling` set, SigLIP and CLIP
-vision towers and DINOv3, which have no image-classification class) train through `hf-medtl finetune` with
+vision towers, DINOv3 and ViT-MAE, which have no image-classification class) train through `hf-medtl finetune` with
 hf_medtl's head on their pooled output, save as MedtlForImageClassification, and pipeline() serves the
 probabilities the run wrote to predictions_test.csv on non-square images; `partial` trains their last encoder layer
 and the head only; a pooling the model cannot give is one line, exit 2, before training."""
@@ -29,7 +29,8 @@ def _save(path, model_class, config, processor):
 def encoders(tmp_path_factory):
     """name -> a local checkpoint of a 2-layer encoder for 24-px images, saved with the processor its family ships."""
     from transformers import (BitImageProcessor, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, Dinov2Config,
-                              Dinov2Model, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel)
+                              Dinov2Model, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel, ViTImageProcessor,
+                              ViTMAEConfig, ViTMAEModel)
     from transformers.models.dinov3_vit import DINOv3ViTConfig, DINOv3ViTImageProcessor, DINOv3ViTModel
 
     root = tmp_path_factory.mktemp("encoders")
@@ -42,13 +43,16 @@ def encoders(tmp_path_factory):
             size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24})),
         "dinov3": _save(root / "dinov3", DINOv3ViTModel, DINOv3ViTConfig(**SIZES, num_register_tokens=2),
                         DINOv3ViTImageProcessor(size={"height": 24, "width": 24})),
+        "vit_mae": _save(root / "vit_mae", ViTMAEModel, ViTMAEConfig(**SIZES), ViTImageProcessor(
+            size={"height": 24, "width": 24})),
     }
 
 
 # (name, pooling in the recipe, pooling saved, tokens before the patches, pooled width)
 CASES = [("dinov2", "cls", "cls", 1, 32), ("dinov2", "mean", "mean", 1, 32), ("dinov2", "cls+mean", "cls+mean", 1, 64),
          ("siglip", None, "pooler", 0, 32), ("siglip", "mean", "mean", 0, 32), ("clip", None, "pooler", 0, 32),
-         ("clip", "cls+mean", "cls+mean", 1, 64), ("dinov3", None, "pooler", 0, 32), ("dinov3", "mean", "mean", 3, 32)]
+         ("clip", "cls+mean", "cls+mean", 1, 64), ("dinov3", None, "pooler", 0, 32), ("dinov3", "mean", "mean", 3, 32),
+         ("vit_mae", None, "cls", 1, 32)]
 
 
 @pytest.mark.parametrize("name,pooling,saved,prefix,width", CASES)
@@ -57,7 +61,7 @@ def test_encoder_trains_and_pipeline_serves_the_runs_predictions(tmp_path, encod
     from transformers import pipeline
 
     data = non_square_folder(tmp_path / "data")
-    size = 32 if name == "clip" else 24  # CLIP at another size than its config's: positions interpolated
+    size = 32 if name in ("clip", "vit_mae") else 24  # another size than their config's: positions interpolated
     extra = {"pooling": pooling} if pooling else {}
     recipe = tiny_recipe(tmp_path, encoders[name], data, num_train_epochs=1, image_size=size, n_bootstrap=0,
                          dedupe=False, head="bottleneck", bottleneck_dim=8, **extra)
@@ -67,6 +71,7 @@ def test_encoder_trains_and_pipeline_serves_the_runs_predictions(tmp_path, encod
     assert config["architectures"] == ["MedtlForImageClassification"] and config["encoder"] is True
     assert "modeling_medtl.MedtlForImageClassification" in config["auto_map"]["AutoModelForImageClassification"]
     assert (config["pooling"], config["num_prefix_tokens"], config["feature_dim"]) == (saved, prefix, width)
+    assert config["backbone_config"].get("mask_ratio", 0.0) == 0.0  # ViT-MAE keeps every patch
     with open(out / "predictions_test.csv") as f:
         rows = list(csv.DictReader(f))
     classifier = pipeline("image-classification", model=str(out))
