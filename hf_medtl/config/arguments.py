@@ -179,6 +179,23 @@ class DataArguments:
         "help": "Random resized crop: smallest area fraction kept (1.0 disables the crop)."})
     rotation_degrees: float = field(default=10.0, metadata={"help": "Random rotation range, +/- degrees (0 disables)."})
     hflip_prob: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip (0 disables)."})
+    auto_augment: Optional[Literal["trivial", "rand"]] = field(default=None, metadata={
+        "help": "Automatic augmentation policy on training images (after the flip, before the tensor): trivial "
+                "(TrivialAugmentWide: one random op at a random strength per image) or rand (RandAugment: "
+                "num_ops 2 at rand_augment_magnitude). Evaluation is never augmented. null: none."})
+    rand_augment_magnitude: int = field(default=9, metadata={
+        "help": "auto_augment 'rand': the strength of each op, 0..30 (torchvision's magnitude bins: 31)."})
+    mixup_alpha: float = field(default=0.0, metadata={
+        "help": "MixUp on training batches: each image becomes lam x itself + (1 - lam) x another, its label the same "
+                "mix, lam ~ Beta(alpha, alpha); e.g. 0.2-0.4. 0: off. Single-label only; the loss takes the soft labels, "
+                "and the running training accuracy counts an image correct when the prediction is its soft label's "
+                "largest class (train_accuracy 'full' scores the unmixed images)."})
+    cutmix_alpha: float = field(default=0.0, metadata={
+        "help": "CutMix on training batches: a box of another image is pasted in, the label mixed by area, lam ~ "
+                "Beta(alpha, alpha); e.g. 1.0. 0: off. With mixup_alpha too, each batch gets one of the two at random."})
+    mixup_prob: float = field(default=1.0, metadata={
+        "help": "Probability that a training batch is mixed (MixUp or CutMix), in [0, 1]; unmixed batches keep "
+                "their labels (as one-hot rows)."})
     sampler: Literal["random", "balanced"] = field(default="random", metadata={
         "help": "random: the Trainer's shuffling. balanced: draw training images with probability inversely "
                 "proportional to their class frequency (with replacement, seeded per epoch), one epoch = n images."})

@@ -63,6 +63,7 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
     if not 0.0 <= data.hflip_prob <= 1.0:
         raise ValueError(f"'hflip_prob' must lie in [0, 1], got {data.hflip_prob}")
     _validate_budget(schedule)
+    _validate_augmentation(data)
     check_report_to(training.get("report_to"))  # here, not when the Trainer is built after the data and the model
     from hf_medtl.training.schedule import AdaptiveSchedule
 
@@ -78,6 +79,33 @@ def _validate_budget(s: ScheduleArguments) -> None:
     for key, (v, ok, text) in checks.items():
         if v is not None and not ok(v):
             raise ValueError(f"'{key}' must be {text} (or null), got {v}")
+
+
+def _validate_augmentation(d: DataArguments) -> None:
+    """TrivialAugment / RandAugment and MixUp / CutMix: in range, and only where they act (on with augment, the
+    magnitude with 'rand', the probability with a mix), so that a key never silently does nothing."""
+    if not 0 <= d.rand_augment_magnitude <= 30:
+        raise ValueError(f"'rand_augment_magnitude' must lie in 0..30, got {d.rand_augment_magnitude}")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(d, key) < 0:
+            raise ValueError(f"'{key}' must be at least 0 (0: off), got {getattr(d, key)}")
+    if not 0.0 <= d.mixup_prob <= 1.0:
+        raise ValueError(f"'mixup_prob' must lie in [0, 1], got {d.mixup_prob}")
+    mixing = d.mixup_alpha > 0 or d.cutmix_alpha > 0
+    defaults = DataArguments()
+    changed = [k for k in AUGMENT_KEYS if getattr(d, k) != getattr(defaults, k)]
+    if changed and not d.augment:
+        raise ValueError(f"'{changed[0]}' augments training images: it needs 'augment' true")
+    if d.rand_augment_magnitude != defaults.rand_augment_magnitude and d.auto_augment != "rand":
+        raise ValueError(f"'rand_augment_magnitude' applies to auto_augment 'rand', not {d.auto_augment!r}")
+    if d.mixup_prob != defaults.mixup_prob and not mixing:
+        raise ValueError("'mixup_prob' applies when 'mixup_alpha' or 'cutmix_alpha' is above 0")
+    if mixing and d.multilabel_csv:  # a mixed 0/1 row is not a probability over classes
+        raise ValueError(f"'{'mixup_alpha' if d.mixup_alpha > 0 else 'cutmix_alpha'}' mixes single-label images; "
+                         "multi-label data ('multilabel_csv') is not supported")
+
+
+AUGMENT_KEYS = ("auto_augment", "rand_augment_magnitude", "mixup_alpha", "cutmix_alpha", "mixup_prob")
 
 
 def validate_model(m: ModelArguments) -> None:

@@ -167,9 +167,11 @@ def eval_transform(processor) -> EvalTransform:
 
 
 def build_transforms(prep: Preprocessing, augment: bool = True, crop_scale_min: float = 0.8,
-                     rotation_degrees: float = 10.0, hflip_prob: float = 0.5):
+                     rotation_degrees: float = 10.0, hflip_prob: float = 0.5, auto_augment: str | None = None,
+                     rand_augment_magnitude: int = 9):
     """(train, eval) transforms. Eval is the processor (the serving one squashes the whole image, never crops:
-    a lesion may sit at the border)."""
+    a lesion may sit at the border). ``auto_augment`` ('trivial', 'rand') adds TrivialAugmentWide / RandAugment
+    to training only, on the PIL image after the flip."""
     from torchvision import transforms as T  # here, so that the data check runs without importing torch
     from torchvision.transforms import InterpolationMode
 
@@ -183,4 +185,18 @@ def build_transforms(prep: Preprocessing, augment: bool = True, crop_scale_min: 
         train.append(T.RandomRotation(rotation_degrees))
     if hflip_prob > 0:
         train.append(T.RandomHorizontalFlip(hflip_prob))
+    if auto_augment is not None:
+        train.append(_auto_augment(auto_augment, rand_augment_magnitude, mode))
     return T.Compose(train + [T.ToTensor(), T.Normalize(prep.mean, prep.std)]), evaluation
+
+
+def _auto_augment(policy: str, magnitude: int, mode):
+    """The policy as a transform on the PIL image (RGB: a grey medical image is loaded as RGB, so the colour ops
+    act on all three channels alike). Its geometric ops resample with the model's interpolation."""
+    from torchvision.transforms import v2
+
+    if policy == "trivial":
+        return v2.TrivialAugmentWide(interpolation=mode)
+    if policy == "rand":
+        return v2.RandAugment(num_ops=2, magnitude=magnitude, interpolation=mode)
+    raise ValueError(f"auto_augment must be 'trivial', 'rand' or null, got {policy!r}")

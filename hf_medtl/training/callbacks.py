@@ -107,14 +107,18 @@ class AdaptiveLRCallback(TrainerCallback):
         if module.training and labels is not None:
             self.count(output.logits, labels)
 
-    def count(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def count(self, logits: torch.Tensor, labels: torch.Tensor, soft: bool = False) -> None:
         """Add one training batch to the epoch's running loss and accuracy (from the forward hook, or from the
         loss function when the Trainer keeps labels out of the forward). Multi-label (0/1 rows): BCE averaged
-        over labels, and accuracy as the mean per-label accuracy at probability 0.5."""
+        over labels, and accuracy as the mean per-label accuracy at probability 0.5. ``soft`` (MixUp / CutMix rows
+        of class probabilities): cross-entropy against them; correct when the prediction is the row's largest."""
         with torch.no_grad():
             # Our own sum, not output.loss: the Trainer may have the model divide by a cross-process count.
             logits = logits.detach().float()
-            if labels.shape == logits.shape and labels.ndim == 2:
+            if soft:
+                loss_sum = torch.nn.functional.cross_entropy(logits, labels.float(), reduction="sum")
+                correct = (logits.argmax(-1) == labels.argmax(-1)).sum()
+            elif labels.shape == logits.shape and labels.ndim == 2:
                 target = labels.float()
                 bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
                 loss_sum = bce.mean(1).sum()

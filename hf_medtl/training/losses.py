@@ -70,12 +70,26 @@ class ClassificationLoss:
                 p_t = torch.where(labels > 0.5, torch.sigmoid(logits), 1 - torch.sigmoid(logits))
                 ce = (1 - p_t) ** self.gamma * ce
             return ce
+        if labels.ndim == 2:  # MixUp / CutMix: probability rows (hf_medtl.training.mixing)
+            return self._soft(logits, labels.float(), w)
         ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.label_smoothing)
         if self.loss == "focal":
             p_t = torch.softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
             ce = (1 - p_t) ** self.gamma * ce
         if w is not None:
             ce = ce * w[labels]
+        return ce
+
+    def _soft(self, logits: torch.Tensor, target: torch.Tensor, w) -> torch.Tensor:
+        """The hard-label terms extended to a mixed label y (rows of class probabilities): cross-entropy against y
+        (smoothed as a hard label is), p_t = sum p_c y_c for focal, and the class weight sum w_c y_c; each equals
+        the hard-label term when y is one-hot."""
+        ce = F.cross_entropy(logits, target, reduction="none", label_smoothing=self.label_smoothing)
+        if self.loss == "focal":
+            p_t = (torch.softmax(logits, -1) * target).sum(1)
+            ce = (1 - p_t) ** self.gamma * ce
+        if w is not None:
+            ce = ce * (target @ w)
         return ce
 
     def __call__(self, outputs, labels, num_items_in_batch=None):
@@ -86,8 +100,9 @@ class ClassificationLoss:
         penalties = (feature_penalty(features, self.l1, self.l2, "sum") if features is not None and (self.l1 or self.l2)
                      else (logits.new_zeros(()).float(), logits.new_zeros(()).float()))
         per_label = items.shape[1] if items.ndim == 2 else 1
-        # Items the Trainer counted (labels.ne(-100)): images, or image x label for multi-label.
-        denominator = num_items_in_batch / per_label if num_items_in_batch is not None else n
+        # Items the Trainer counted (labels.ne(-100)): images, or image x label for a multi-label or mixed label row.
+        per_row = labels.shape[1] if labels.ndim == 2 else 1
+        denominator = num_items_in_batch / per_row if num_items_in_batch is not None else n
         data = items.sum() / per_label
         loss = (data + penalties[0] + penalties[1]) / denominator
         if torch.is_grad_enabled():  # a training batch (evaluation runs under no_grad)
@@ -96,7 +111,9 @@ class ClassificationLoss:
                                      penalties[1].detach().double(), torch.tensor(float(n), dtype=torch.float64,
                                                                                   device=logits.device)])
                 self.totals = batch if self.totals is None else self.totals + batch
-            if self.observer is not None:
+            if self.observer is not None and labels.ndim == 2 and not self.multi_label:
+                self.observer(logits.detach(), labels, soft=True)
+            elif self.observer is not None:
                 self.observer(logits.detach(), labels)
         return loss
 

@@ -12,7 +12,7 @@ import torch
 from transformers import Trainer, TrainingArguments, default_data_collator
 from transformers.trainer_callback import PrinterCallback
 
-from hf_medtl.training import ema
+from hf_medtl.training import ema, mixing
 from hf_medtl.training.budget import TimeBudgetCallback, plan_epochs
 from hf_medtl.training.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
 from hf_medtl.training.progress import EpochProgressBar
@@ -100,21 +100,24 @@ class BalancedSampler(torch.utils.data.Sampler):
 
 
 class MedTrainer(Trainer):
-    """The Trainer with two extension points filled: the training sampler ('balanced' draws classes evenly),
-    and drop_last applied to training batches only."""
+    """The Trainer with its extension points filled: the training sampler ('balanced' draws classes evenly),
+    drop_last and ``train_collator`` (MixUp / CutMix) applied to training batches only."""
 
-    def __init__(self, *args, sampler: str = "random", **kwargs):
-        self.sampler = sampler
+    def __init__(self, *args, sampler: str = "random", train_collator=None, **kwargs):
+        self.sampler, self.train_collator = sampler, train_collator
         super().__init__(*args, **kwargs)
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, **kwargs):
-        # dataloader_drop_last is for training batches only: validation and test must see every image.
-        keep = self.args.dataloader_drop_last
+        # dataloader_drop_last is for training batches only: validation and test must see every image; and so is
+        # the mixing collator: evaluation (the training set's 'full' pass included) scores unmixed images.
+        keep, collator = self.args.dataloader_drop_last, self.data_collator
         self.args.dataloader_drop_last = keep and is_training
+        if is_training and self.train_collator is not None:
+            self.data_collator = self.train_collator
         try:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, **kwargs)
         finally:
-            self.args.dataloader_drop_last = keep
+            self.args.dataloader_drop_last, self.data_collator = keep, collator
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -132,7 +135,8 @@ def loss_function(recipe, model, train_dataset) -> ClassificationLoss | None:
     multi_label = is_multi_label(config)
     l1, l2 = m.l1_feature_reg, m.l2_feature_reg
     smoothing = recipe.training.label_smoothing_factor
-    if m.class_weights is None and m.loss == "cross_entropy" and not (l1 or l2) and not multi_label and not smoothing:
+    if (m.class_weights is None and m.loss == "cross_entropy" and not (l1 or l2) and not multi_label and not smoothing
+            and not mixing.is_mixing(recipe.data)):  # (the model's own loss would read mixed label rows as multi-label)
         return None  # (label smoothing goes through ours, so that the running training accuracy is counted)
     if (l1 or l2) and not hasattr(config, "l1_feature_reg"):
         raise HfMedtlError("l1_feature_reg / l2_feature_reg penalise hf_medtl's head: set head 'bottleneck' (or "
@@ -199,7 +203,7 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
                          eval_dataset=datasets["validation"], processing_class=processor,
                          data_collator=default_data_collator, compute_metrics=accuracy, callbacks=callbacks,
                          compute_loss_func=loss, optimizer_cls_and_kwargs=optimizer_groups(recipe, model, args),
-                         sampler=recipe.data.sampler)
+                         sampler=recipe.data.sampler, train_collator=mixing.train_collator(recipe.data, model.config))
     trainer.remove_callback(PrinterCallback)  # its raw dicts would interleave with the callback's epoch rows
     _add_budget_and_ema(trainer, callback, recipe, budget)
     callback.log = trainer.log
