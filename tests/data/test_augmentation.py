@@ -48,6 +48,29 @@ def test_auto_augment_changes_training_images_and_leaves_evaluation_the_processo
     assert off is off_eval  # augment false: training images are the evaluation ones
 
 
+def test_a_runs_evaluation_tensors_are_the_processors_whatever_the_augmentation_keys(image_folder, tiny_timm):
+    """Validation, test and the unaugmented training copy: eval_transform(processor) of each decoded file."""
+    from transformers import AutoModelForImageClassification, AutoImageProcessor
+
+    from hf_medtl.config.recipe import DataArguments
+    from hf_medtl.data import load_splits, preprocessing_from_processor, to_datasets
+    from hf_medtl.data.decode import decode
+    from hf_medtl.data.transforms import eval_transform
+    from hf_medtl.models import serving_processor
+
+    model = AutoModelForImageClassification.from_pretrained(tiny_timm)
+    processor = serving_processor(model, AutoImageProcessor.from_pretrained(tiny_timm), 24)
+    keys = dict(data_dir=str(image_folder), auto_augment="rand", rand_augment_magnitude=20, mixup_alpha=0.4,
+                cutmix_alpha=1.0)
+    splits = load_splits(DataArguments(**keys), 0)
+    sets = to_datasets(splits, preprocessing_from_processor(processor), DataArguments(**keys))
+    transform = eval_transform(processor)
+    for split, name in (("validation", "validation"), ("test", "test"), ("train_eval", "train")):
+        files = splits.files(name)
+        for i in range(len(files)):
+            assert torch.equal(sets[split][i]["pixel_values"], transform(decode(files[i].source))), (split, i)
+
+
 def _batch(n=4, size=6):
     """Image i is filled with i and labelled i, so that a mix can be read off its pixels."""
     return [{"pixel_values": torch.full((3, size, size), float(i)), "labels": i} for i in range(n)]
