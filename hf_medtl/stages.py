@@ -73,6 +73,10 @@ def train(run: Run) -> None:
     import torch
 
     recipe = run.recipe
+    if recipe.model.finetune_strategy == "knn":  # no gradient training: a bank of training features (models/knn.py)
+        from hf_medtl.models import knn
+
+        return knn.fit(run)
     if run.cached:
         sets = feature_cache.cached_datasets(run.model, run.processor, run.datasets, run.splits, recipe, run.main_process)
         run.trainer, run.schedule = training.build_trainer(feature_cache.HeadOnly(run.model), run.processor, sets, recipe)
@@ -111,6 +115,7 @@ def summary(run: Run) -> dict:
         "train_runtime_s": run.train_metrics["train_runtime"],
         "cached_features": run.cached,
         "budget": getattr(run.schedule, "budget", None),  # how the epoch count was chosen (training/budget.py)
+        **({"knn": run.schedule.knn} if hasattr(run.schedule, "knn") else {}),  # k and metric chosen, and why
         "trainable_parameters": phases(history),
         "total_parameters": sum(p.numel() for p in run.model.parameters()),
         "split_counts": run.splits.counts(),

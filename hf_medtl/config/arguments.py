@@ -20,13 +20,15 @@ class ModelArguments:
                 "holding an HF-format checkpoint (e.g. one written by `hf-medtl convert`)."})
     pretrained: bool = field(default=True, metadata={
         "help": "false: same architecture, random weights (the no-transfer baseline to measure the gain against)."})
-    finetune_strategy: Literal["full", "linear_probe", "partial", "gradual", "lora", "dora"] = field(default="full", metadata={
+    finetune_strategy: Literal["full", "linear_probe", "partial", "gradual", "lora", "dora", "knn"] = field(default="full", metadata={
         "help": "full: update every weight (seed 000). linear_probe: freeze the backbone, train the new head. "
                 "partial: the head and the backbone's last trainable_stages stages train (seed 002's 'last few "
                 "layers'). gradual: start like partial and unfreeze one more stage at each epoch of "
                 "unfreeze_at_epochs. Stages: timm's group_matcher, or an HF model's encoder stages/layers. "
                 "lora / dora: the backbone stays frozen, low-rank adapters (peft's LoRA, or DoRA) on "
-                "lora_target_modules and the head train; the adapters are merged into the saved weights."})
+                "lora_target_modules and the head train; the adapters are merged into the saved weights. "
+                "knn: no training; the k nearest training images by the frozen backbone's L2-normalised features "
+                "vote (knn_k, knn_metric, knn_weights; needs augment false)."})
     trainable_stages: Optional[int] = field(default=None, metadata={
         "help": "partial: how many of the backbone's last stages train (default 1). gradual: how many train from "
                 "epoch 1 (default 0, the head only)."})
@@ -50,6 +52,14 @@ class ModelArguments:
     save_adapter: bool = field(default=False, metadata={
         "help": "lora / dora: also write the adapter alone (adapter_config.json + adapter_model.safetensors, the "
                 "head included) to output_dir/adapter/, for peft's PeftModel.from_pretrained on the base model."})
+    knn_k: Optional[int] = field(default=None, metadata={
+        "help": "knn: how many nearest training images vote. null: chosen by validation accuracy among "
+                "1, 3, 5, 7, 11, 15, 21."})
+    knn_metric: Optional[Literal["cosine", "euclidean"]] = field(default="cosine", metadata={
+        "help": "knn: the distance between L2-normalised features: cosine (1 - cos) or euclidean. null: chosen "
+                "by validation accuracy."})
+    knn_weights: Literal["uniform", "distance"] = field(default="uniform", metadata={
+        "help": "knn: each of the k neighbours votes once (uniform) or by 1 / its distance (distance)."})
     head: Literal["linear", "bottleneck"] = field(default="linear", metadata={
         "help": "linear: the backbone family's own head, re-initialised. bottleneck: seed 001's compression head "
                 "z -> h = W'z (bottleneck_dim units) -> softmax(V'h + b), penalised by l1/l2_feature_reg."})

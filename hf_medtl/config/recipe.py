@@ -181,7 +181,7 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     try:
         parts = {g: GROUPS[g](**groups[g]) for g in GROUPS if g != "training"}
         validate(parts["data"], parts["schedule"], groups["training"])
-        validate_model(parts["model"])
+        validate_model(parts["model"], parts["data"])
         training = MedTrainingArguments(**groups["training"])
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0]

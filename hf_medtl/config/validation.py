@@ -108,8 +108,8 @@ def _validate_augmentation(d: DataArguments) -> None:
 AUGMENT_KEYS = ("auto_augment", "rand_augment_magnitude", "mixup_alpha", "cutmix_alpha", "mixup_prob")
 
 
-def validate_model(m: ModelArguments) -> None:
-    """The model keys' value checks (strategy, heads, loss)."""
+def validate_model(m: ModelArguments, data: DataArguments | None = None) -> None:
+    """The model keys' value checks (strategy, heads, loss); ``data``: the data keys a strategy depends on."""
     if m.finetune_strategy == "gradual" and not m.unfreeze_at_epochs:
         raise ValueError("finetune_strategy 'gradual' needs 'unfreeze_at_epochs', e.g. [3, 5]")
     if m.unfreeze_at_epochs and m.finetune_strategy != "gradual":
@@ -131,6 +131,27 @@ def validate_model(m: ModelArguments) -> None:
     if m.pooling is not None and m.pooling not in ("cls", "mean", "cls+mean"):  # from Python, past the recipe's types
         raise ValueError(f"'pooling' must be one of cls, mean, cls+mean (or null), got {m.pooling!r}")
     _validate_lora(m)
+    _validate_knn(m, data)
+
+
+KNN_KEYS = ("knn_k", "knn_metric", "knn_weights")
+
+
+def _validate_knn(m: ModelArguments, data: DataArguments | None) -> None:
+    """knn: fixed features (no augmentation), one class per image, k >= 1; its keys left alone elsewhere."""
+    if m.finetune_strategy != "knn":
+        defaults = ModelArguments()
+        changed = [k for k in KNN_KEYS if getattr(m, k) != getattr(defaults, k)]
+        if changed:
+            raise ValueError(f"'{changed[0]}' applies to finetune_strategy 'knn', not '{m.finetune_strategy}'")
+        return
+    if m.knn_k is not None and m.knn_k < 1:
+        raise ValueError(f"'knn_k' must be at least 1 (or null: chosen on validation), got {m.knn_k}")
+    if data is not None and data.augment:  # the bank holds each training image's features once
+        raise ValueError("'augment' must be false with finetune_strategy 'knn': its training features must be fixed")
+    if data is not None and data.multilabel_csv:
+        raise ValueError("'multilabel_csv': finetune_strategy 'knn' needs one class per image (multi-label is not "
+                         "supported)")
 
 
 LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "save_adapter")

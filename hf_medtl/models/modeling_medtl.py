@@ -32,7 +32,8 @@ class MedtlClassifierConfig(PretrainedConfig):
     def __init__(self, backbone_config=None, head: str = "linear", bottleneck_dim: int = 256,
                  head_dropout: float = 0.0, l1_feature_reg: float = 0.0, l2_feature_reg: float = 0.0,
                  encoder: bool = False, pooling: Optional[str] = None, num_prefix_tokens: int = 0,
-                 feature_dim: Optional[int] = None, **kwargs):
+                 feature_dim: Optional[int] = None, knn_k: int = 1, knn_metric: str = "cosine",
+                 knn_weights: str = "uniform", knn_size: int = 0, **kwargs):
         if isinstance(backbone_config, dict):
             backbone_config = AutoConfig.for_model(**backbone_config)
         self.backbone_config = backbone_config
@@ -43,6 +44,9 @@ class MedtlClassifierConfig(PretrainedConfig):
         # built (hf_medtl/models/encoders.py), since no config field states them across families.
         self.encoder, self.pooling = encoder, pooling
         self.num_prefix_tokens, self.feature_dim = num_prefix_tokens, feature_dim
+        # head 'knn': no weights, a bank of knn_size L2-normalised training features (buffers) voted on by the
+        # knn_k nearest; the size is in the config so that the buffers exist before the weights are loaded.
+        self.knn_k, self.knn_metric, self.knn_weights, self.knn_size = knn_k, knn_metric, knn_weights, knn_size
         super().__init__(**kwargs)
 
 
@@ -138,6 +142,33 @@ def medtl_head(head, z: torch.Tensor, labels=None) -> MedtlClassifierOutput:
     return MedtlClassifierOutput(loss=loss, logits=logits, features=h)
 
 
+def l2_normalise(z: torch.Tensor) -> torch.Tensor:
+    """Rows of unit length; the floor is far below F.normalize's 1e-12, which leaves tiny features unscaled."""
+    z = z.float().flatten(1)
+    return z / z.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def knn_head(z: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, config, labels=None):
+    """The k nearest training features of each L2-normalised ``z`` (cosine distance 1 - cos, or euclidean, both
+    on normalised features) vote, plainly or by 1/distance (an exact match alone decides, as in scikit-learn);
+    logits = log of the vote shares clipped at 1e-8, so that a softmax gives the shares back."""
+    z = l2_normalise(z)
+    cos = z @ bank.float().T
+    # (from the dot product, not cdist: the same on normalised vectors, and it exports to ONNX)
+    d = (1 - cos).clamp_min(0) if config.knn_metric == "cosine" else (2 - 2 * cos).clamp_min(0).sqrt()
+    dist, idx = d.topk(min(config.knn_k, bank.shape[0]), dim=1, largest=False)
+    if config.knn_weights == "distance":
+        exact = dist <= 0
+        w = torch.where(exact.any(1, keepdim=True), exact.float(), 1 / dist.clamp_min(1e-30))
+    else:
+        w = torch.ones_like(dist)
+    onehot = (bank_labels[idx].unsqueeze(-1) == torch.arange(config.num_labels, device=z.device)).float()
+    votes = (onehot * w.unsqueeze(-1)).sum(1)
+    logits = torch.log((votes / votes.sum(1, keepdim=True)).clamp_min(1e-8))
+    loss = nn.functional.nll_loss(logits, labels) if labels is not None else None
+    return MedtlClassifierOutput(loss=loss, logits=logits, features=z)
+
+
 class MedtlForImageClassification(PreTrainedModel):
     config_class = MedtlClassifierConfig
     main_input_name = "pixel_values"
@@ -153,7 +184,13 @@ class MedtlForImageClassification(PreTrainedModel):
             width = strip_classifier(self.backbone)
         self.bottleneck = nn.Linear(width, config.bottleneck_dim, bias=False) if config.head == "bottleneck" else None
         self.dropout = nn.Dropout(config.head_dropout)
-        self.classifier = nn.Linear(config.bottleneck_dim if self.bottleneck is not None else width, config.num_labels)
+        if config.head == "knn":  # no trained head: the training features and their labels, saved with the weights
+            self.classifier = None
+            self.register_buffer("knn_bank", torch.zeros(config.knn_size, width))
+            self.register_buffer("knn_labels", torch.zeros(config.knn_size, dtype=torch.long))
+        else:
+            self.classifier = nn.Linear(config.bottleneck_dim if self.bottleneck is not None else width,
+                                        config.num_labels)
         self.post_init()
 
     def _init_weights(self, module):
@@ -161,4 +198,7 @@ class MedtlForImageClassification(PreTrainedModel):
             module.reset_parameters()
 
     def forward(self, pixel_values=None, labels=None, output_hidden_states=None, return_dict=None, **kwargs):
-        return medtl_head(self, self.backbone(pixel_values=pixel_values).logits, labels)
+        z = self.backbone(pixel_values=pixel_values).logits
+        if self.config.head == "knn":
+            return knn_head(z, self.knn_bank, self.knn_labels, self.config, labels)
+        return medtl_head(self, z, labels)

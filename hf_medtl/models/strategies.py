@@ -100,7 +100,7 @@ def stages_training(model_args, n_stages: int, epoch: int) -> int:
     s = model_args.finetune_strategy
     if s == "full":
         return n_stages
-    if s == "linear_probe":
+    if s in ("linear_probe", "knn"):
         return 0
     start = model_args.trainable_stages if model_args.trainable_stages is not None else (1 if s == "partial" else 0)
     if s == "gradual":
@@ -134,7 +134,7 @@ def apply_strategy(model, model_args, epoch: int = 1) -> int:
         for p in model.parameters():
             p.requires_grad_(True)
         return trainable_parameters(model)
-    if model_args.finetune_strategy == "linear_probe":
+    if model_args.finetune_strategy in ("linear_probe", "knn"):  # knn: nothing trains (hf_medtl/models/knn.py)
         freeze_backbone(model)
         return trainable_parameters(model)
     if lora.applies(model_args):  # adapters injected once, when the model is built (merged after training)

@@ -22,7 +22,7 @@ SPLITS = ("train", "validation", "test")
 
 def applies(recipe) -> bool:
     d, m = recipe.data, recipe.model
-    return d.cache_features and not d.augment and m.finetune_strategy == "linear_probe"
+    return d.cache_features and not d.augment and m.finetune_strategy in ("linear_probe", "knn")
 
 
 class HeadOnly(nn.Module):
