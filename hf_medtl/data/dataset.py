@@ -80,7 +80,8 @@ def to_datasets(splits, prep: Preprocessing, data_args, first=contextlib.nullcon
     """A dataset per split, plus ``train_eval``: the training images without augmentation. ``first``: a
     context in which the image cache is built (the main process first, so the others only read it)."""
     train_tf, eval_tf = build_transforms(prep, data_args.augment, data_args.crop_scale_min,
-                                         data_args.rotation_degrees, data_args.hflip_prob)
+                                         data_args.rotation_degrees, data_args.hflip_prob, data_args.auto_augment,
+                                         data_args.rand_augment_magnitude)
     pixels = data_args.max_image_pixels
     make = multilabel_dataset if splits.multi_label else image_dataset
     parts = {split: splits.files(split) for split in ("train", "validation", "test")}

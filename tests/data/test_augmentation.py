@@ -189,3 +189,25 @@ def test_mixing_multi_label_data_is_a_one_line_error(tmp_path, tiny_timm, capsys
     lines = errors(capsys)
     assert len(lines) == 1 and "'mixup_alpha'" in lines[0] and "multi-label" in lines[0]
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_auto_augment_reaches_the_runs_training_images(tmp_path, tiny_vit):
+    """The recipe key reaches the datasets a run trains on: with crop, rotation and flip off, TrivialAugment alone
+    changes the training images between two reads, and the unaugmented copies stay fixed."""
+    import numpy as np
+    from transformers import AutoImageProcessor
+
+    from hf_medtl.config.recipe import load_recipe
+    from hf_medtl.data import load_splits, preprocessing_from_processor, to_datasets
+    from tests.conftest import make_image_folder, write_recipe
+
+    images = make_image_folder(tmp_path / "d", per_class=(6, 6, 6))
+    recipe = load_recipe(write_recipe(tmp_path / "r.json", data_dir=str(images), auto_augment="trivial",
+                                      crop_scale_min=1.0, rotation_degrees=0.0, hflip_prob=0.0, data_cache=False))
+    splits = load_splits(recipe.data, 0, tmp_path / "out")
+    sets = to_datasets(splits, preprocessing_from_processor(AutoImageProcessor.from_pretrained(tiny_vit)), recipe.data)
+    reads = [np.stack([np.asarray(sets["train"][i]["pixel_values"]) for i in range(len(sets["train"]))]) for _ in range(3)]
+    assert any(not np.array_equal(reads[0], r) for r in reads[1:])
+    plain = [np.stack([np.asarray(sets["train_eval"][i]["pixel_values"]) for i in range(len(sets["train_eval"]))])
+             for _ in range(2)]
+    assert np.array_equal(plain[0], plain[1])
