@@ -1,4 +1,4 @@
-"""`hf-medtl study imbalance|robustness|search`: the studies around a recipe or a saved model."""
+"""`hf-medtl study imbalance|robustness|search|strategies`: the studies around a recipe or a saved model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,10 +32,17 @@ def register(subparsers) -> None:
                       description="Trainer.hyperparameter_search (Optuna) over search_space; --key value overrides.")
     p.add_argument("--trials", type=positive, default=10, help="number of trials (a rerun continues to this many)")
     p.set_defaults(passthrough=True)
+    p = recipe_parser(sub, "strategies", help="linear probe, k-NN, full, partial, LoRA on one backbone; paired tests",
+                      description="Run RECIPE once per finetune_strategy into output_dir/<strategy>; --key value "
+                                  "overrides apply to every strategy.")
+    p.add_argument("--strategies", default="linear_probe,knn,full,partial,lora",
+                   help="comma-separated finetune_strategy values")
+    p.set_defaults(passthrough=True)
 
 
 def run(args, rest) -> int:
-    return {"imbalance": _imbalance, "robustness": _robustness, "search": _search}[args.study](args, rest)
+    return {"imbalance": _imbalance, "robustness": _robustness, "search": _search,
+            "strategies": _strategies}[args.study](args, rest)
 
 
 def _imbalance(args, rest) -> int:
@@ -64,4 +71,13 @@ def _search(args, rest) -> int:
     s = run_search(args.recipe, rest, args.trials)
     print(f"{s['trials']} trials; best validation accuracy {s['best_value']:.4f} with {s['best_params']}; "
           f"re-run: hf-medtl finetune {Path(s['output_dir']) / 'best_recipe.json'}")
+    return 0
+
+
+def _strategies(args, rest) -> int:
+    from hf_medtl.studies import run_strategies
+
+    s = run_strategies(args.recipe, rest, args.strategies)
+    print("\n".join(f"{r['strategy']}: test accuracy {r['accuracy']:.4f}, {r['trainable_parameters']:,} trainable "
+                    f"parameters" for r in s["strategies"]) + f"\nreport in {Path(s['output_dir']) / 'report.md'}")
     return 0
