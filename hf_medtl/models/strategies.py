@@ -134,7 +134,11 @@ def apply_strategy(model, model_args, epoch: int = 1) -> int:
         for p in model.parameters():
             p.requires_grad_(True)
         return trainable_parameters(model)
-    if model_args.finetune_strategy in ("linear_probe", "knn"):  # knn: nothing trains (hf_medtl/models/knn.py)
+    if model_args.finetune_strategy == "knn":  # nothing trains: its head is a bank of features (models/knn.py)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return 0
+    if model_args.finetune_strategy == "linear_probe":
         freeze_backbone(model)
         return trainable_parameters(model)
     if lora.applies(model_args):  # adapters injected once, when the model is built (merged after training)

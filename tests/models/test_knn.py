@@ -89,13 +89,32 @@ def test_knn_chooses_k_and_serves_the_probabilities_of_an_independent_knn(tmp_pa
         assert expected[path] == pytest.approx(dict(zip(CLASSES, p)), abs=1e-6), path
 
 
-def test_knn_fixed_k_and_metric_distance_vote(tmp_path, tiny_vit, image_folder):
-    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, image_size=24, n_bootstrap=0, augment=False,
+def test_knn_fixed_k_euclidean_distance_vote_equals_scikit_learn(tmp_path, tiny_vit):
+    from sklearn.neighbors import KNeighborsClassifier
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from hf_medtl.models import register_auto_classes
+
+    register_auto_classes()
+    data = non_square_folder(tmp_path / "data", n=20)
+    recipe = tiny_recipe(tmp_path, tiny_vit, data, image_size=24, n_bootstrap=0, dedupe=False, augment=False,
                          finetune_strategy="knn", knn_k=3, knn_metric="euclidean", knn_weights="distance")
     assert cli(["finetune", str(recipe)]) == 0
-    knn = json.loads((tmp_path / "run" / "metrics.json").read_text())["knn"]
+    out = tmp_path / "run"
+    knn = json.loads((out / "metrics.json").read_text())["knn"]
     assert (knn["k"], knn["metric"], knn["weights"]) == (3, "euclidean", "distance")
     assert list(knn["candidates"]) == ["euclidean"] and list(knn["candidates"]["euclidean"]) == ["3"]
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    processor = AutoImageProcessor.from_pretrained(out)
+    train = manifest(out, "train")
+    y = np.array([CLASSES.index(r["label"]) for r in train])
+    sk = KNeighborsClassifier(n_neighbors=3, metric="euclidean", weights="distance", algorithm="brute")
+    sk.fit(features(model, processor, [data / r["path"] for r in train]), y)
+    with open(out / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    probs = sk.predict_proba(features(model, processor, [data / r["path"] for r in rows]))
+    for r, p in zip(rows, probs):
+        assert {c: float(r[f"p_{c}"]) for c in CLASSES} == pytest.approx(dict(zip(CLASSES, p)), abs=1e-5), r["path"]
 
 
 def test_knn_metric_null_chooses_among_both(tmp_path, tiny_vit, image_folder):
