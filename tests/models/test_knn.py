@@ -140,3 +140,28 @@ def test_bad_knn_inputs_are_one_line_before_any_work(tmp_path, image_folder, tin
     err = errors(capsys)
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_knn_without_the_feature_cache_gives_the_same_run(tmp_path, tiny_vit, image_folder):
+    """cache_features false: the features are computed in the run, not stored; the choice and scores are the same."""
+    got = {}
+    for cache in (True, False):
+        recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, image_size=24, n_bootstrap=0, augment=False,
+                             finetune_strategy="knn", cache_features=cache, output_dir=str(tmp_path / f"run{cache}"))
+        assert cli(["finetune", str(recipe)]) == 0
+        m = json.loads((tmp_path / f"run{cache}" / "metrics.json").read_text())
+        got[cache] = (m["knn"], m["test"]["accuracy"], m["cached_features"])
+    assert got[True][:2] == got[False][:2] and (got[True][2], got[False][2]) == (True, False)
+
+
+def test_a_config_saved_before_the_knn_keys_builds_its_linear_head():
+    from transformers import ViTConfig
+
+    from hf_medtl.models import MedtlClassifierConfig, MedtlForImageClassification
+
+    backbone = ViTConfig(image_size=24, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64).to_dict()
+    old = {"backbone_config": backbone, "head": "linear", "num_labels": 3}  # no knn_* keys, as saved before them
+    model = MedtlForImageClassification(MedtlClassifierConfig(**old))
+    assert model.classifier.out_features == 3 and not hasattr(model, "knn_bank")
+    assert model(pixel_values=torch.zeros(1, 3, 24, 24)).logits.shape == (1, 3)
