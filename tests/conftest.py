@@ -95,6 +95,23 @@ def tiny_recipe(tmp_path, model_dir, image_folder, **extra):
     return write_recipe(tmp_path / "tiny.json", **{**values, **extra})
 
 
+def assert_pipeline_serves(out: Path, image_root: Path, atol: float = 1e-5, classes=CLASSES, what=""):
+    """transformers' pipeline() on a saved run gives, for every test image, the probabilities in its
+    predictions_test.csv (the run's evaluation): what serves the model sees what was evaluated."""
+    import csv
+
+    from transformers import pipeline
+
+    with open(Path(out) / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    classifier = pipeline("image-classification", model=str(out))
+    for row in rows:
+        served = {p["label"]: p["score"] for p in classifier(str(Path(image_root) / row["path"]), top_k=len(classes))}
+        for c in classes:
+            assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=atol), (what, row["path"], c)
+
+
 def errors(capsys) -> list[str]:
     """The error lines a failed command printed; there must be no traceback."""
     err = capsys.readouterr().err

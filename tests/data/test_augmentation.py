@@ -13,7 +13,7 @@ from hf_medtl.finetune import main
 from hf_medtl.training import mixing
 from hf_medtl.training.callbacks import AdaptiveLRCallback
 from hf_medtl.training.losses import ClassificationLoss
-from tests.conftest import CLASSES, errors, make_image, tiny_recipe
+from tests.conftest import assert_pipeline_serves, errors, make_image, tiny_recipe
 
 
 def _prep():
@@ -136,7 +136,6 @@ def _count_split(out, split):
 
 def test_finetune_with_trivial_augment_mixup_and_cutmix_serves_what_it_scored(tmp_path, tiny_timm, image_folder,
                                                                              monkeypatch):
-    from transformers import pipeline
 
     seen = []
     collate = mixing.MixingCollator.__call__
@@ -149,13 +148,7 @@ def test_finetune_with_trivial_augment_mixup_and_cutmix_serves_what_it_scored(tm
     assert len(history) == 2 and all(0.0 <= h["train_accuracy"] <= 1.0 for h in history)
     n_train = _count_split(out, "train")
     assert seen and sum(seen) <= 2 * n_train  # training batches only: validation and test are never mixed
-    with open(out / "predictions_test.csv") as f:
-        rows = list(csv.DictReader(f))
-    classifier = pipeline("image-classification", model=str(out))
-    for row in rows:
-        served = {p["label"]: p["score"] for p in classifier(str(image_folder / row["path"]), top_k=len(CLASSES))}
-        for c in CLASSES:
-            assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=1e-5), (row["path"], c)
+    assert_pipeline_serves(out, image_folder, atol=1e-5)
 
 
 @pytest.mark.parametrize("values,key", [

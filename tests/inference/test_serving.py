@@ -1,14 +1,12 @@
 """A saved model serves what the run evaluated: for every backbone family the recipes use, pipeline() on a
 non-square image gives the probabilities the run wrote to predictions_test.csv for that image."""
-import csv
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from hf_medtl.finetune import run
 from hf_medtl.config.recipe import load_recipe
-from tests.conftest import CLASSES, tiny_recipe
+from tests.conftest import CLASSES, assert_pipeline_serves, tiny_recipe
 
 
 def non_square_folder(root, n=10, size=(70, 46)):
@@ -25,21 +23,13 @@ def non_square_folder(root, n=10, size=(70, 46)):
 
 @pytest.mark.parametrize("backbone", ["tiny_resnet", "tiny_convnext", "tiny_vit", "tiny_timm"])
 def test_pipeline_reproduces_the_runs_test_predictions(tmp_path, backbone, request):
-    from transformers import pipeline
-
     data = non_square_folder(tmp_path / "data")
     size = {"tiny_vit": 24, "tiny_timm": 32}.get(backbone)
     recipe = tiny_recipe(tmp_path, request.getfixturevalue(backbone), data, num_train_epochs=1, image_size=size,
                          n_bootstrap=0, dedupe=False)
     run(load_recipe(recipe))
     out = tmp_path / "run"
-    with open(out / "predictions_test.csv") as f:
-        rows = list(csv.DictReader(f))
-    classifier = pipeline("image-classification", model=str(out))
-    for row in rows:
-        served = {p["label"]: p["score"] for p in classifier(str(data / row["path"]), top_k=len(CLASSES))}
-        for c in CLASSES:
-            assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=2e-6), (backbone, row["path"], c)
+    assert_pipeline_serves(out, data, atol=2e-6, what=backbone)
 
 
 def test_serving_processor_squashes_and_keeps_the_backbones_interpolation(tiny_resnet, tiny_timm):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hf_medtl.cli import main as cli
-from tests.conftest import CLASSES, errors, tiny_recipe
+from tests.conftest import CLASSES, assert_pipeline_serves, errors, tiny_recipe
 from tests.inference.test_serving import non_square_folder
 
 SIZES = dict(image_size=24, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -217,8 +217,6 @@ def test_an_encoders_stages_are_its_stem_and_each_layer_covering_all_but_the_hea
 
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated")  # peft's probe, in PeftModel
 def test_lora_on_an_encoder_trains_its_attention_adapters_and_the_head_and_serves_merged(tmp_path, encoders):
-    from transformers import pipeline
-
     data = non_square_folder(tmp_path / "data")
     recipe = tiny_recipe(tmp_path, encoders["dinov3"], data, num_train_epochs=1, image_size=24, n_bootstrap=0,
                          dedupe=False, finetune_strategy="lora", lora_r=4, lora_alpha=8)
@@ -227,13 +225,7 @@ def test_lora_on_an_encoder_trains_its_attention_adapters_and_the_head_and_serve
     metrics = json.loads((out / "metrics.json").read_text())
     adapters = 2 * 2 * 4 * (32 + 32)  # q_proj and v_proj (32 -> 32) in each of 2 layers, rank 4: A + B
     assert metrics["trainable_parameters"][0]["trainable_params"] == adapters + 32 * len(CLASSES) + len(CLASSES)
-    with open(out / "predictions_test.csv") as f:
-        rows = list(csv.DictReader(f))
-    classifier = pipeline("image-classification", model=str(out))
-    for row in rows:
-        served = {p["label"]: p["score"] for p in classifier(str(data / row["path"]), top_k=len(CLASSES))}
-        for c in CLASSES:
-            assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=1e-5), (row["path"], c)
+    assert_pipeline_serves(out, data, atol=1e-5)
 
 
 def test_a_config_saved_before_encoders_builds_the_classifier_backbone_as_before(tmp_path):

@@ -1,6 +1,5 @@
 """The run's budget (min_train_steps, time_budget_minutes), the EMA of the weights (ema_decay) and the imbalance-aware
 θ* rules (val_balanced_accuracy, val_f1_macro), through `hf-medtl finetune` on generated images."""
-import csv
 import json
 import math
 
@@ -9,7 +8,7 @@ import pytest
 from hf_medtl.finetune import main
 from hf_medtl.training import budget as budget_module
 from hf_medtl.training.ema import EmaCallback
-from tests.conftest import CLASSES, errors, make_image_folder, tiny_recipe
+from tests.conftest import assert_pipeline_serves, errors, make_image_folder, tiny_recipe
 
 
 def finetune(tmp_path, model_dir, images, **extra):
@@ -104,7 +103,6 @@ def test_when_the_ema_wins_the_saved_model_is_the_ema_and_serves_the_runs_predic
                                                                                       monkeypatch):
     """The EMA is made to win at every epoch (its rule is tested above), so θ* is the last epoch's EMA weights."""
     from safetensors.torch import load_file
-    from transformers import pipeline
 
     seen = []
 
@@ -122,13 +120,7 @@ def test_when_the_ema_wins_the_saved_model_is_the_ema_and_serves_the_runs_predic
     assert set(saved) == set(ema)
     for key, value in ema.items():
         assert (saved[key].float() - value.float()).abs().max() <= 1e-6, key
-    with open(out / "predictions_test.csv") as f:
-        rows = list(csv.DictReader(f))
-    classifier = pipeline("image-classification", model=str(out))
-    for row in rows:
-        served = {p["label"]: p["score"] for p in classifier(str(images / row["path"]), top_k=len(CLASSES))}
-        for c in CLASSES:
-            assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=1e-5), (row["path"], c)
+    assert_pipeline_serves(out, images, atol=1e-5)
 
 
 @pytest.mark.parametrize("rule", ["val_balanced_accuracy", "val_f1_macro"])
