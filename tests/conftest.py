@@ -112,6 +112,22 @@ def assert_pipeline_serves(out: Path, image_root: Path, atol: float = 1e-5, clas
             assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=atol), (what, row["path"], c)
 
 
+def serve_with_remote_code(out: Path, image: Path, cwd: Path, top_k: int = 3) -> dict:
+    """{label: probability} of ``image`` from pipeline() with trust_remote_code, in a fresh interpreter that cannot
+    import hf_medtl (no PYTHONPATH; it asserts hf_medtl was never imported): the saved folder alone serves it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from transformers import pipeline; "
+            f"p = pipeline('image-classification', model={str(out)!r}, trust_remote_code=True); "
+            f"r = p({str(image)!r}, top_k={top_k}); "
+            "assert 'hf_medtl' not in sys.modules; print(json.dumps({x['label']: x['score'] for x in r}))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def errors(capsys) -> list[str]:
     """The error lines a failed command printed; there must be no traceback."""
     err = capsys.readouterr().err

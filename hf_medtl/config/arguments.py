@@ -162,7 +162,7 @@ class DataArguments:
         "help": "Largest pixel distance that confirms a near-duplicate candidate: mean absolute difference of the "
                 "blurred, standardised 32x32 grey thumbnails at their best alignment (+/-3 px), in standard "
                 "deviations. null: resolution-aware default, 0.08 when either image's shorter side is below "
-                "small_image_size, else 0.12 (calibrated on the shared datasets; README 'Duplicate leakage')."})
+                "small_image_size, else 0.12 (calibrated on the shared datasets; docs/benchmarks.md 'Duplicate leakage')."})
     small_image_size: int = field(default=64, metadata={
         "help": "Shorter side (px) below which an image counts as small for near duplicates: 64 hash bits say little "
                 "about it, so the stricter pixel default applies (data_report.json says which rule applied)."})
@@ -248,7 +248,7 @@ class ScheduleArguments:
                 "accuracy (ties: lower loss) over the whole run; val_balanced_accuracy / val_f1_macro: the best "
                 "balanced accuracy / macro F1 (single-label; imbalanced classes). last: the last epoch's. The "
                 "schedule still reduces the LR and stops. Default val_accuracy: schedule kept an under-trained epoch whenever training "
-                "accuracy never reached T (README 'Against the transformers example recipe')."})
+                "accuracy never reached T (docs/benchmarks.md 'Against the transformers example recipe')."})
     min_train_steps: Optional[int] = field(default=None, metadata={
         "help": "A budget in optimiser steps: train max(num_train_epochs, ceil(min_train_steps / steps per epoch)) "
                 "epochs (steps per epoch from the training split, batch size, processes, gradient accumulation), so "

@@ -24,7 +24,7 @@ class MedTrainingArguments(TrainingArguments):
     lr_scheduler_type: Union[SchedulerType, str] = field(default="cosine", metadata={
         "help": "The Trainer's own LR schedule over num_train_epochs; the adaptive schedule's reductions multiply it. "
                 "cosine (with warmup_steps, weight_decay and label_smoothing_factor: the toolkit's default recipe, "
-                "README 'Against the transformers example recipe'); constant: seed 000's (preset 'paper')."})
+                "docs/benchmarks.md 'Against the transformers example recipe'); constant: seed 000's (preset 'paper')."})
     warmup_steps: float = field(default=0.1, metadata={
         "help": "Linear LR warm-up: a number of optimiser steps, or a fraction in [0, 1) of all steps (0.1: the "
                 "first 10%; it keeps the new head's first large gradients from wrecking the pretrained features)."})

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hf_medtl.cli import main as cli
-from tests.conftest import CLASSES, assert_pipeline_serves, errors, tiny_recipe
+from tests.conftest import CLASSES, assert_pipeline_serves, errors, serve_with_remote_code, tiny_recipe
 from tests.inference.test_serving import non_square_folder
 
 SIZES = dict(image_size=24, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -150,10 +150,6 @@ def test_a_pooling_the_model_cannot_give_is_one_line_before_training(tmp_path, i
 def test_an_encoder_model_loads_in_plain_transformers_with_remote_code(tmp_path, encoders):
     """The saved modeling_medtl.py holds the pooling too: a process without hf_medtl serves the run's probabilities;
     the model exports to ONNX."""
-    import os
-    import subprocess
-    import sys
-
     data = non_square_folder(tmp_path / "data")
     recipe = tiny_recipe(tmp_path, encoders["dinov3"], data, num_train_epochs=1, image_size=24, n_bootstrap=0,
                          dedupe=False, pooling="cls+mean")
@@ -161,14 +157,7 @@ def test_an_encoder_model_loads_in_plain_transformers_with_remote_code(tmp_path,
     out = tmp_path / "run"
     with open(out / "predictions_test.csv") as f:
         row = next(csv.DictReader(f))
-    code = ("import sys, json; from transformers import pipeline; "
-            f"p = pipeline('image-classification', model={str(out)!r}, trust_remote_code=True); "
-            f"r = p({str(data / row['path'])!r}, top_k=3); "
-            "assert 'hf_medtl' not in sys.modules; print(json.dumps({x['label']: x['score'] for x in r}))")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    served = serve_with_remote_code(out, data / row["path"], tmp_path)
     for c in CLASSES:
         assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=1e-5), c
     # and ONNX export traces the pooling (DINOv3's RoPE included); --check compares ONNX with torch on images

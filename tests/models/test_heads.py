@@ -2,9 +2,6 @@
 loading back (hf_medtl.load_model, `hf-medtl evaluate`, pipeline with and without hf_medtl imported)."""
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,7 +11,7 @@ from hf_medtl.finetune import run
 from hf_medtl.training.losses import ClassificationLoss
 from hf_medtl.models import MedtlForImageClassification, load_backbone
 from hf_medtl.config.recipe import ModelArguments, load_recipe
-from tests.conftest import tiny_recipe
+from tests.conftest import serve_with_remote_code, tiny_recipe
 
 
 def bottleneck_model(path, **extra):
@@ -101,11 +98,5 @@ def test_custom_head_loads_in_plain_transformers_with_remote_code(tmp_path, imag
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "hf_medtl_classifier" and (out / "modeling_medtl.py").is_file()
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_medtl.MedtlForImageClassification"
-    code = ("import sys; from transformers import pipeline; "
-            f"p = pipeline('image-classification', model={str(out)!r}, trust_remote_code=True); "
-            f"r = p({str(image_folder / 'normal' / 'normal_000.png')!r}, top_k=3); "
-            "assert 'hf_medtl' not in sys.modules; print(sorted(x['label'] for x in r))")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "['benign', 'malignant', 'normal']" in proc.stdout
+    served = serve_with_remote_code(out, image_folder / "normal" / "normal_000.png", tmp_path)
+    assert sorted(served) == ["benign", "malignant", "normal"]
