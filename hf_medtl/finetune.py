@@ -22,19 +22,35 @@ logger = logging.getLogger("hf_medtl")
 def run(recipe) -> dict:
     """Run one recipe end to end; return its metrics (the summary, validation and test). Every process runs this;
     the main one writes."""
+    if recipe.study.ensemble_seeds > 1:
+        return run_seed_ensemble(recipe)
     from hf_medtl import outputs, stages
     from hf_medtl.evaluation.scoring import score_splits
 
     # The run owns output_dir from before any data is read until it has committed or failed: a second run into it
     # is refused instead of mixing its files with this one's. Rank 0 holds the lock for every rank.
     with outputs.run_lock(recipe.training.output_dir, take=recipe.training.process_index == 0):
-        run = stages.prepare(recipe)  # output folder, checked split, backbone with a new head, datasets
-        stages.train(run)  # the Trainer with the adaptive schedule; the model ends holding θ*
-        predictions = stages.predict(run)  # θ* on validation and test, with the recipe's TTA
-        results = score_splits(predictions, run.splits.classes, recipe.evaluation, recipe.training.seed)
-        metrics = {**stages.summary(run), **results}
-        stages.save(run, metrics, predictions)  # metrics.json last: its presence means a complete run
+        state = stages.prepare(recipe)  # output folder, checked split, backbone with a new head, datasets
+        stages.train(state)  # the Trainer with the adaptive schedule; the model ends holding θ*
+        predictions = stages.predict(state)  # θ* on validation and test, with the recipe's TTA
+        results = score_splits(predictions, state.splits.classes, recipe.evaluation, recipe.training.seed)
+        metrics = {**stages.summary(state), **results}
+        stages.save(state, metrics, predictions)  # metrics.json last: its presence means a complete run
     return metrics
+
+
+def run_seed_ensemble(recipe) -> dict:
+    """``ensemble_seeds: N``: N runs of the recipe on one split (output_dir/members/seed-S; a rerun skips finished
+    ones), saved in output_dir as one model that averages them (hf_medtl/studies/ensemble.py)."""
+    from hf_medtl import outputs
+    from hf_medtl.studies import ensemble
+    from hf_medtl.studies.reuse import finished
+
+    members = ensemble.seed_members(recipe)
+    with outputs.run_lock(recipe.training.output_dir, take=recipe.training.process_index == 0):
+        outputs.ensure_writable(recipe.training.output_dir)
+        done = [finished(m, m.training.output_dir) or run(m) for m in members]
+        return ensemble.save_seed_ensemble(recipe, members, done)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -281,6 +281,11 @@ class StudyArguments:
                 "range) or {\"choices\": [...]}, over model, schedule and training keys (learning_rate, threshold, "
                 "patience, factor, ...); default: learning_rate 1e-4..1e-2 (log), threshold {0.8, 0.9, 0.95}, patience "
                 "1..3, factor {0.3, 0.5, 0.7}."})
+    ensemble_seeds: int = field(default=1, metadata={
+        "help": "N >= 2: train the recipe N times, with seeds seed .. seed+N-1 on one split (the split seed's), each a "
+                "normal run in output_dir/members/seed-S, and save in output_dir ONE model whose forward averages the "
+                "members' probabilities (MedtlEnsembleForImageClassification); it is what is scored and served. "
+                "1: a single model. For the K models of cross-validation: `hf-medtl cv --ensemble`."})
 
 
 # Seed 000's settings (Khoa & Tri, Table 2), for every key whose toolkit default may differ from them: a recipe with

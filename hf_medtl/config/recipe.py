@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 from hf_medtl.config.arguments import (PRESETS, DataArguments, EvaluationArguments, ModelArguments,  # noqa: F401
                                        ScheduleArguments, StudyArguments)
 from hf_medtl.config.training_arguments import GROUPS, MedTrainingArguments
-from hf_medtl.config.validation import validate, validate_model
+from hf_medtl.config.validation import validate, validate_model, validate_study
 from hf_medtl.errors import HfMedtlError
 
 class RecipeError(HfMedtlError):
@@ -182,6 +182,7 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
         parts = {g: GROUPS[g](**groups[g]) for g in GROUPS if g != "training"}
         validate(parts["data"], parts["schedule"], groups["training"])
         validate_model(parts["model"], parts["data"])
+        validate_study(parts["study"], parts["data"], parts["model"])
         training = MedTrainingArguments(**groups["training"])
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0]

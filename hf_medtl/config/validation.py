@@ -105,6 +105,20 @@ def _validate_augmentation(d: DataArguments) -> None:
                          "multi-label data ('multilabel_csv') is not supported")
 
 
+def validate_study(study, data: DataArguments, model) -> None:
+    """ensemble_seeds: at least 1; its members share one split, so it is not a cv fold's key (`hf-medtl cv
+    --ensemble` ensembles folds), and a k-NN probe is deterministic (every seed would give the same member)."""
+    n = study.ensemble_seeds
+    if n < 1:
+        raise ValueError(f"'ensemble_seeds' must be at least 1 (1: a single model), got {n}")
+    if n > 1 and data.cv_folds:
+        raise ValueError("'ensemble_seeds' trains its members on one split; for the models of cross-validation folds "
+                         "use `hf-medtl cv RECIPE --ensemble` instead of 'cv_folds'")
+    if n > 1 and model.finetune_strategy == "knn":
+        raise ValueError("'ensemble_seeds' above 1 with finetune_strategy 'knn': a k-NN probe has no random "
+                         "initialisation, every member would be the same model; use 1")
+
+
 AUGMENT_KEYS = ("auto_augment", "rand_augment_magnitude", "mixup_alpha", "cutmix_alpha", "mixup_prob")
 
 

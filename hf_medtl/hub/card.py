@@ -152,7 +152,28 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         batch_size=t.per_device_train_batch_size, max_epochs=t.num_train_epochs,
         augment=("random resized crop, rotation, horizontal flip (training split only)" if r.get("augment") else "none"),
         schedule=schedule, epochs_run=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"],
-        tta=r.get("tta", "none") == "hflip", best_epoch=metrics["best_epoch"], curves="plots/training_curves.png" if metrics["epochs_run"] else None)
+        tta=r.get("tta", "none") == "hflip", best_epoch=metrics["best_epoch"],
+        curves="plots/training_curves.png" if metrics["epochs_run"] and "ensemble" not in metrics else None,
+        ensemble_text=ensemble_markdown(metrics["ensemble"]) if "ensemble" in metrics else None)
+
+
+def ensemble_markdown(e: dict) -> str:
+    """The members and the ensemble's gain, for report.md and the model card."""
+    lines = [f"Ensemble of {len(e['members'])} models ({e['kind']}); its forward averages their probabilities.", "",
+             "| member | test accuracy | test F1 macro | test ROC-AUC | epochs |", "|---|---|---|---|---|"]
+    for r in e["members"]:
+        t = r["test"]
+        lines.append(f"| {r['name']} | {fmt('accuracy', t['accuracy'])} | {fmt('f1_macro', t['f1_macro'])} | "
+                     f"{fmt('roc_auc', t.get('roc_auc'))} | {r['epochs_run']} |")
+    g = e.get("gain_over_best_member")
+    if g:
+        ci = g.get("ci")
+        lines += ["", f"Against its best member on the test images ({e['best_member']}): accuracy "
+                      f"{fmt('accuracy', g['a'])} vs {fmt('accuracy', g['b'])}, difference {100 * g['difference']:+.2f} "
+                      "points" + (f" (95% paired bootstrap CI {100 * ci[0]:+.2f} to {100 * ci[1]:+.2f}, p = "
+                                  f"{g['p_value']:.3f})" if ci else "") +
+                  f"; the members' mean accuracy is {fmt('accuracy', e['mean_member_accuracy'])}."]
+    return "\n".join(lines) + "\n"
 
 
 def multilabel_card(title: str, test: dict, classes: list[str], base_model: str) -> str:

@@ -21,6 +21,7 @@ from torch import nn
 
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.inference.core import Logits
+from hf_medtl.models.modeling_ensemble import ENSEMBLE_TYPE
 
 
 def _tokens_to_grid(tokens):
@@ -63,8 +64,12 @@ def cam_maps(model, pixel_values, class_ids: list[int]) -> np.ndarray:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     pixel_values = pixel_values.to(next(model.parameters()).device)
-    layer, reshape = target_layer(model, tuple(pixel_values.shape[-2:]))
-    with GradCAM(model=Logits(model), target_layers=[layer], reshape_transform=reshape) as cam:
+    # An ensemble: the gradient of its averaged output at every member's layer, the members' maps averaged
+    # (pytorch-grad-cam's multi-layer mean); the members of one recipe share an architecture and its reshape.
+    parts = model.members if getattr(model.config, "model_type", None) == ENSEMBLE_TYPE else [model]
+    found = [target_layer(m, tuple(pixel_values.shape[-2:])) for m in parts]
+    layers, reshape = [layer for layer, _ in found], found[0][1]
+    with GradCAM(model=Logits(model), target_layers=layers, reshape_transform=reshape) as cam:
         maps = cam(input_tensor=pixel_values, targets=[ClassifierOutputTarget(int(c)) for c in class_ids])
     return np.clip(np.nan_to_num(maps), 0.0, 1.0)
 

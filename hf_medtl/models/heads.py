@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from hf_medtl.errors import HfMedtlError
+from hf_medtl.models.modeling_ensemble import (ENSEMBLE_TYPE, MedtlEnsembleConfig,
+                                               MedtlEnsembleForImageClassification)
 from hf_medtl.models.modeling_medtl import (MODEL_TYPE, MedtlClassifierConfig, MedtlForImageClassification,
                                             strip_classifier)
 
@@ -23,13 +25,15 @@ def register_auto_classes() -> None:
     in this process, and have ``save_pretrained`` write its code with an ``auto_map`` for everywhere else."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    try:
-        AutoConfig.register(MODEL_TYPE, MedtlClassifierConfig)
-        AutoModelForImageClassification.register(MedtlClassifierConfig, MedtlForImageClassification)
-    except ValueError:  # already registered
-        pass
-    MedtlClassifierConfig.register_for_auto_class()
-    MedtlForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+    for model_type, config_class, model_class in ((MODEL_TYPE, MedtlClassifierConfig, MedtlForImageClassification),
+                                                  (ENSEMBLE_TYPE, MedtlEnsembleConfig, MedtlEnsembleForImageClassification)):
+        try:
+            AutoConfig.register(model_type, config_class)
+            AutoModelForImageClassification.register(config_class, model_class)
+        except ValueError:  # already registered
+            pass
+        config_class.register_for_auto_class()
+        model_class.register_for_auto_class("AutoModelForImageClassification")
 
 
 def classifier_head(model) -> nn.Module:

@@ -18,14 +18,18 @@ from hf_medtl.evaluation.scoring import HEADLINE, fmt
 from hf_medtl.studies.runs import begin, finish, run_variant
 
 
-def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1) -> dict:
+def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1, ensemble: bool = False) -> dict:
+    """``ensemble``: also save the runs' models as ONE model averaging them in output_dir/ensemble, scored on the
+    shared test split (hf_medtl/studies/ensemble.py)."""
     from hf_medtl.config.recipe import load_recipe
 
     base = load_recipe(recipe_path, argv)
+    if ensemble and folds * seeds < 2:
+        raise HfMedtlError("--ensemble needs at least 2 models: use --folds 2 or more (or --seeds 2 or more)")
     out = Path(base.training.output_dir)
     staging = begin(out)
     split_seed = base.data.split_seed if base.data.split_seed is not None else base.training.seed
-    runs = []
+    runs, member_metrics = [], []
     for seed in range(base.training.seed, base.training.seed + seeds):
         where = out / f"seed-{seed}" if seeds > 1 else out
         extra = ["--seed", str(seed), "--split_seed", str(split_seed)]  # one test split for every run
@@ -33,6 +37,7 @@ def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int 
             cv = [] if k is None else ["--cv_folds", str(folds), "--cv_fold", str(k), "--cv_seed", str(seed)]
             run_dir = where / f"fold-{k}" if k is not None else where / "run"
             metrics = run_variant(recipe_path, argv, extra + cv, run_dir)
+            member_metrics.append(metrics)
             runs.append({"seed": seed, "fold": k, "dir": str(run_dir), "test": metrics["test"],
                          "validation": metrics["validation"], "epochs_run": metrics["epochs_run"]})
     summary = {"recipe": str(recipe_path), "output_dir": str(out), "folds": folds, "seeds": seeds, "split_seed": split_seed,
@@ -42,9 +47,21 @@ def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int 
                "test": _spread([r["test"] for r in runs]), "validation": _spread([r["validation"] for r in runs])}
     if folds > 1:
         summary["out_of_fold"] = _out_of_fold(runs, base, staging)
+    if ensemble:
+        summary["ensemble"] = _ensemble(base, runs, member_metrics, out / "ensemble")
     _plot(runs, staging / "plots" / "folds.png")
     finish(staging, out, summary, markdown(summary))
     return summary
+
+
+def _ensemble(base, runs: list[dict], member_metrics: list[dict], out: Path) -> dict:
+    """The runs' models as one ensemble model in ``out`` (its test scores, members and gain over the best one)."""
+    from hf_medtl.studies.ensemble import save_ensemble
+
+    m = save_ensemble(base, [Path(r["dir"]) for r in runs], [_label(r) for r in runs], member_metrics, out, ("test",),
+                      "cv folds" if runs[0]["fold"] is not None else "seeds")
+    return {"dir": str(out), "test": _headline(m["test"]), "test_ci": m["test"].get("ci", {}),
+            **{k: v for k, v in m["ensemble"].items() if k != "members"}}
 
 
 def _headline(m: dict) -> dict:
@@ -149,5 +166,15 @@ def markdown(s: dict) -> str:
             lines.append(f"| {seed} | {m['n']} | {fmt('accuracy', m['accuracy'])}"
                          f"{f' ({fmt(None, ci[0])} – {fmt(None, ci[1])})' if ci else ''} | "
                          f"{fmt('f1_macro', m['f1_macro'])} | {fmt('roc_auc', m['roc_auc'])} |")
+    if "ensemble" in s:
+        e, ci = s["ensemble"], s["ensemble"]["test_ci"].get("accuracy")
+        g = e.get("gain_over_best_member")
+        lines += ["", f"Ensemble of the {len(s['runs'])} models, saved as one model in `{e['dir']}` (its forward averages "
+                  f"their probabilities): test accuracy {fmt('accuracy', e['test']['accuracy'])}"
+                  + (f" (95% CI {fmt(None, ci[0])} – {fmt(None, ci[1])})" if ci else "")
+                  + f", F1 macro {fmt('f1_macro', e['test']['f1_macro'])}"
+                  + (f"; against its best member ({e['best_member']}) {100 * g['difference']:+.2f} points"
+                     + (f" (95% paired bootstrap CI {100 * g['ci'][0]:+.2f} to {100 * g['ci'][1]:+.2f})" if g.get("ci") else "")
+                     if g else "") + "."]
     lines += ["", "![folds](plots/folds.png)", ""]
     return "\n".join(lines)

@@ -3,13 +3,12 @@ that folder already holds a finished run of the same recipe on the same data), a
 staged and committed with ``summary.json`` last, so that a study that failed half-way never looks complete."""
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
 
 from hf_medtl import outputs
-from hf_medtl.errors import HfMedtlError
+from hf_medtl.studies.reuse import finished
 
 logger = logging.getLogger("hf_medtl")
 SUMMARY = "summary.json"
@@ -17,58 +16,18 @@ SUMMARY = "summary.json"
 
 def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], output_dir: Path) -> dict:
     """The recipe with ``argv`` and ``extra`` overrides, run into ``output_dir``; a finished run there is read
-    back instead of rerun (resume) when its recipe is this one and the data still gives the split it trained on.
-    A finished run of another recipe is refused in one line (a silent mix of settings); one that finished on
-    other data (images added, removed or changed since) is run again on the current data, with a warning: the
-    study's other variants run on the current data too, so reusing it would mix two datasets in one summary."""
+    back instead of rerun when it is this recipe's on the data as it is now (hf_medtl.studies.reuse.finished)."""
     from hf_medtl.finetune import run
     from hf_medtl.config.recipe import load_recipe, require_model
 
     output_dir = Path(output_dir)
     recipe = load_recipe(recipe_path, [*argv, *extra, "--output_dir", str(output_dir)])
     require_model(recipe, recipe_path)
-    if outputs.holds_complete_run(output_dir):
-        _refuse_other_recipe(output_dir, recipe)
-        changed = data_changed(recipe, output_dir)
-        if changed is None:
-            logger.info(f"{output_dir}: finished earlier (metrics.json there); not rerun")
-            return json.loads((output_dir / outputs.MARKER).read_text())
-        logger.warning(f"{output_dir}: finished on other data ({changed}); running it again on the current data")
+    done = finished(recipe, output_dir)
+    if done is not None:
+        return done
     logger.info(f"{output_dir}: running ({' '.join(extra) or 'the recipe as it is'})")
     return run(recipe)
-
-
-def _refuse_other_recipe(output_dir: Path, recipe) -> None:
-    before = json.loads((output_dir / "recipe.json").read_text())
-    now = json.loads(json.dumps(recipe.resolved, default=str))
-    changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
-    if changed:
-        raise HfMedtlError(f"{output_dir} holds a finished run of another recipe ({changed[0]}: "
-                           f"{json.dumps(before.get(changed[0]))} there, {json.dumps(now.get(changed[0]))} now); "
-                           "remove it or choose another output_dir")
-
-
-def data_changed(recipe, output_dir: Path) -> str | None:
-    """Why the finished run in ``output_dir`` did not train on the split the current data gives, or None when
-    it did. The data stage is rerun as finetune would run it into that folder (the run's own manifest reused when
-    the data is unchanged), writing nothing and building no model; then every file's split and pixel hash is
-    compared with the run's split_manifest.csv. Costs one data check (every image decoded once)."""
-    from hf_medtl.data import MANIFEST, load_splits
-
-    path = Path(output_dir) / MANIFEST
-    if not path.is_file():
-        return f"no {MANIFEST} to check it against"
-    with open(path, newline="") as f:
-        before = {(r["path"], r["label"]): (r["split"], r["sha1"]) for r in csv.DictReader(f)}
-    splits = load_splits(recipe.data, recipe.training.seed, Path(output_dir), write=False)
-    shas = splits.shas or [None] * len(splits.samples)
-    now = {(splits.relpath(s), s.label): (split, sha or "")
-           for s, split, sha in zip(splits.samples, splits.assignment, shas)}
-    added, removed = len(now.keys() - before.keys()), len(before.keys() - now.keys())
-    moved = sum(now[k] != before[k] for k in now.keys() & before.keys())
-    if added or removed or moved:
-        return f"{added} image(s) added, {removed} removed, {moved} changed or in another split"
-    return None
 
 
 def begin(output_dir: str | Path) -> Path:

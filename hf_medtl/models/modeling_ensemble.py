@@ -1,0 +1,86 @@
+"""An ensemble of image classifiers served as ONE transformers model: its forward averages the members'
+probabilities (softmax, or sigmoid per finding for multi-label) and returns logits that give that average back
+(log of the mean for single-label, so softmax(logits) = mean; logit of the mean for multi-label, so
+sigmoid(logits) = mean). Whatever applies softmax / sigmoid to a model's logits (pipeline(), the ONNX export, the
+toolkit's own scoring) therefore serves exactly the averaged probabilities the run scored.
+
+Members are the saved models of a `cv --ensemble` or an `ensemble_seeds` run: any image-classification config
+(a transformers or TimmWrapper classifier, or hf_medtl's own MedtlForImageClassification), kept as config dicts in
+``members`` and as weights under ``members.<i>.``. Self-contained like modeling_medtl.py (which it imports
+relatively, so that ``save_pretrained`` copies both files and ``trust_remote_code`` loads it without hf_medtl).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from .modeling_medtl import MODEL_TYPE, MedtlClassifierConfig, MedtlForImageClassification
+
+ENSEMBLE_TYPE = "hf_medtl_ensemble"
+
+
+class MedtlEnsembleConfig(PretrainedConfig):
+    model_type = ENSEMBLE_TYPE
+
+    def __init__(self, members: Optional[list] = None, member_names: Optional[list] = None, **kwargs):
+        # Plain dicts (each with its model_type): config.json stays readable and loads without any registry.
+        self.members = [m.to_dict() if isinstance(m, PretrainedConfig) else dict(m) for m in members or []]
+        self.member_names = [str(n) for n in member_names or []]
+        super().__init__(**kwargs)
+
+
+def member_config(d: dict) -> PretrainedConfig:
+    """A member's config from its dict; hf_medtl's own classifier without needing AutoConfig's registry."""
+    d = dict(d)
+    kind = d.pop("model_type")
+    return MedtlClassifierConfig(**d) if kind == MODEL_TYPE else AutoConfig.for_model(kind, **d)
+
+
+def build_member(config: PretrainedConfig) -> nn.Module:
+    if config.model_type == MODEL_TYPE:
+        return MedtlForImageClassification(config)
+    return AutoModelForImageClassification.from_config(config)
+
+
+def average_logits(member_logits: list[torch.Tensor], multi_label: bool) -> torch.Tensor:
+    """Logits whose softmax (sigmoid) is the mean of the members' softmax (sigmoid) probabilities, computed in
+    log space (logsumexp) so that confident members do not round to log(0)."""
+    stacked = torch.stack([m.float() for m in member_logits])
+    log_n = math.log(len(member_logits))
+    if not multi_label:
+        return torch.logsumexp(torch.log_softmax(stacked, -1), 0) - log_n
+    log_p = torch.logsumexp(nn.functional.logsigmoid(stacked), 0) - log_n
+    log_q = torch.logsumexp(nn.functional.logsigmoid(-stacked), 0) - log_n
+    return log_p - log_q
+
+
+class MedtlEnsembleForImageClassification(PreTrainedModel):
+    config_class = MedtlEnsembleConfig
+    main_input_name = "pixel_values"
+    base_model_prefix = "ensemble"
+    input_modalities = ("image",)
+
+    def __init__(self, config: MedtlEnsembleConfig):
+        super().__init__(config)
+        self.members = nn.ModuleList([build_member(member_config(d)) for d in config.members])
+        self.post_init()
+
+    def _init_weights(self, module):
+        pass  # every weight is a member's, loaded from the checkpoint
+
+    @property
+    def multi_label(self) -> bool:
+        return self.config.problem_type == "multi_label_classification"
+
+    def forward(self, pixel_values=None, labels=None, output_hidden_states=None, return_dict=None, **kwargs):
+        logits = average_logits([m(pixel_values=pixel_values).logits for m in self.members], self.multi_label)
+        loss = None
+        if labels is not None:
+            loss = (nn.functional.binary_cross_entropy_with_logits(logits, labels.float()) if self.multi_label
+                    else nn.functional.nll_loss(torch.log_softmax(logits, -1), labels))
+        return ImageClassifierOutput(loss=loss, logits=logits)
