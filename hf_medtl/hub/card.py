@@ -150,11 +150,41 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         results_table=results_table, per_class_table=per_class, confusion_table=confusion,
         finetune_strategy=r["finetune_strategy"], image_size=size, learning_rate=t.learning_rate,
         batch_size=t.per_device_train_batch_size, max_epochs=t.num_train_epochs,
-        augment=("random resized crop, rotation, horizontal flip (training split only)" if r.get("augment") else "none"),
+        budget=budget_text(metrics.get("budget"), t.num_train_epochs),
+        augment=augment_text(r),
         schedule=schedule, epochs_run=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"],
         tta=r.get("tta", "none") == "hflip", best_epoch=metrics["best_epoch"],
         curves="plots/training_curves.png" if metrics["epochs_run"] and "ensemble" not in metrics else None,
         ensemble_text=ensemble_markdown(metrics["ensemble"]) if "ensemble" in metrics else None)
+
+
+def augment_text(r: dict) -> str:
+    if not r.get("augment"):
+        return "none"
+    parts = ["random resized crop, rotation, horizontal flip"]
+    if r.get("auto_augment"):
+        parts.append({"trivial": "TrivialAugment", "rand": f"RandAugment (magnitude {r.get('rand_augment_magnitude')})"}
+                     [r["auto_augment"]])
+    mixes = [f"{name} (alpha {r[key]:g})" for key, name in (("mixup_alpha", "MixUp"), ("cutmix_alpha", "CutMix"))
+             if r.get(key)]
+    return ", ".join(parts + mixes) + " (training split only)"
+
+
+def budget_text(b: dict | None, max_epochs: float) -> str:
+    """How the run's epoch budget was chosen (metrics' "budget", hf_medtl/training/budget.py)."""
+    if not b:
+        return f"at most {max_epochs:g} epochs (the recipe's num_train_epochs)"
+    if b["chosen_by"] == "min_train_steps":
+        text = (f"at most {b['epochs']:g} epochs = ceil(min_train_steps {b['min_train_steps']} / {b['steps_per_epoch']} "
+                f"optimiser steps per epoch), more than num_train_epochs {b['num_train_epochs']:g}: a budget in steps, "
+                "so that a small dataset trains long enough")
+    else:
+        text = f"at most {b['epochs']:g} epochs (num_train_epochs" + (
+            f"; min_train_steps {b['min_train_steps']} needed no more)" if b.get("min_train_steps") else ")")
+    if b.get("time_budget_minutes") is not None:
+        text += (f"; time_budget_minutes {b['time_budget_minutes']:g}: the first epoch took {b.get('first_epoch_s', 0):.0f} s, "
+                 f"so at most {b.get('time_budget_epochs', b['epochs'])} epochs fitted")
+    return text
 
 
 def ensemble_markdown(e: dict) -> str:

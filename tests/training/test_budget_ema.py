@@ -48,6 +48,9 @@ def test_min_train_steps_derives_the_epoch_count(tmp_path, tiny_vit, hf_medtl_lo
     assert budget["epochs"] == math.ceil(10 / steps) > 2 and budget["chosen_by"] == "min_train_steps"
     assert len(history) == metrics["epochs_run"] == budget["epochs"]
     assert any(line.startswith(f"budget: {budget['epochs']:g} epochs") for line in hf_medtl_log.messages)
+    card = (out / "README.md").read_text()  # the card says how the budget was chosen
+    assert (f"Budget: at most {budget['epochs']:g} epochs = ceil(min_train_steps 10 / {steps} optimiser steps per "
+            "epoch), more than num_train_epochs 2") in card
 
 
 def test_the_adaptive_schedule_still_stops_a_run_with_a_step_budget(tmp_path, tiny_vit):
