@@ -62,17 +62,22 @@ def pool_of(recipe, per_class: int | None, seed: int):
     images = [splits.samples[i].array if splits.samples[i].array is not None
               else np.asarray(decode(splits.samples[i].path)) for i in keep]
     groups = [splits.groups[i] for i in keep]
-    return images, labels, groups, classes
+    official_val = np.array(["::val_images/" in str(splits.samples[i].path) for i in keep])
+    return images, labels, groups, classes, official_val
 
 
-def fold_parts(labels, groups, k_folds: int, fold: int, seed: int) -> dict[str, np.ndarray]:
+def fold_parts(labels, groups, k_folds: int, fold: int, seed: int, test_mask=None) -> dict[str, np.ndarray]:
+    """train / val / test indices: fold ``fold`` of a grouped stratified K-fold held out as test (or, with
+    ``test_mask``, exactly those images: e.g. an .npz's official validation split), the rest split 85/15."""
     from hf_medtl.data.folds import fold_of
     from hf_medtl.data.split import grouped_stratified_assign
 
     names = [str(x) for x in labels]
-    f = np.array(fold_of(names, groups, k_folds, seed))
-    test = np.flatnonzero(f == fold)
-    rest = np.flatnonzero(f != fold)
+    if test_mask is not None:
+        test, rest = np.flatnonzero(test_mask), np.flatnonzero(~test_mask)
+    else:
+        f = np.array(fold_of(names, groups, k_folds, seed))
+        test, rest = np.flatnonzero(f == fold), np.flatnonzero(f != fold)
     inner = grouped_stratified_assign([names[i] for i in rest], [groups[i] for i in rest], {"validation": 0.15}, seed)
     inner = np.array(inner)
     return {"train": rest[inner == "train"], "val": rest[inner == "validation"], "test": test}
@@ -100,10 +105,10 @@ def f1_macro(pred, labels, k) -> float:
     return float(f1_score(labels, pred, labels=list(range(k)), average="macro", zero_division=0))
 
 
-def run_one(a, recipe, overrides, images, labels, groups, classes, seed, fold) -> dict:
+def run_one(a, recipe, overrides, images, labels, groups, classes, official_val, seed, fold) -> dict:
     from hf_medtl.studies.runs import run_variant
 
-    parts = fold_parts(labels, groups, a.folds, fold, seed)
+    parts = fold_parts(labels, groups, a.folds, fold, seed, official_val if a.official_val_as_test else None)
     where = Path(a.work) / f"seed-{seed}" / f"fold-{fold}"
     npz = where / "data.npz"
     write_npz(npz, images, labels, parts)
@@ -204,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--fold_subset", default=None, help="comma-separated folds to run (default: all)")
     p.add_argument("--per_class", type=int, default=None)
     p.add_argument("--recipe_only", action="store_true", help="run the toolkit's recipe alone (to choose recipes)")
+    p.add_argument("--official_val_as_test", action="store_true",
+                   help="an .npz's official validation split is the test set of every seed (one 'fold', 0)")
     p.add_argument("--results", default=None, help="default benchmarks/results/<recipe name>")
     p.add_argument("--work", default=None, help="default outputs/recipes_vs_example/<recipe name>")
     a, overrides = p.parse_known_args(argv)
@@ -217,7 +224,8 @@ def main(argv=None) -> int:
     a.results.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(a.recipe, overrides)
     seeds = [int(x) for x in a.seeds.split(",")]
-    folds = [int(x) for x in a.fold_subset.split(",")] if a.fold_subset else list(range(a.folds))
+    folds = ([0] if a.official_val_as_test else
+             [int(x) for x in a.fold_subset.split(",")] if a.fold_subset else list(range(a.folds)))
     log = a.results / "results.jsonl"
     rows = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     done = {(r["seed"], r["fold"]) for r in rows}
@@ -245,8 +253,9 @@ def main(argv=None) -> int:
         print(json.dumps(s))
         return 0
     t = recipe.training
-    protocol = (f"{len(seeds)} seed(s) ({a.seeds}) x {a.folds}-fold grouped stratified cv"
-                f"{' (held-out folds ' + a.fold_subset + ' only: repeated grouped splits)' if a.fold_subset else ''}"
+    protocol = ((f"{len(seeds)} seed(s) ({a.seeds}); the official validation split as the test set" if a.official_val_as_test
+                 else f"{len(seeds)} seed(s) ({a.seeds}) x {a.folds}-fold grouped stratified cv")
+                + f"{' (held-out folds ' + a.fold_subset + ' only: repeated grouped splits)' if a.fold_subset else ''}"
                 f"{f', {a.per_class} images per class' if a.per_class else ''}; {recipe.model.model_name_or_path}, "
                 f"{recipe.data.image_size} px, batch {t.per_device_train_batch_size}, lr {t.learning_rate:g}, "
                 f"{t.num_train_epochs:g} epochs for both; train/validation 85/15 of the other folds, the same for both.")

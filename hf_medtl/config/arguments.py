@@ -252,7 +252,8 @@ class ScheduleArguments:
     min_train_steps: Optional[int] = field(default=None, metadata={
         "help": "A budget in optimiser steps: train max(num_train_epochs, ceil(min_train_steps / steps per epoch)) "
                 "epochs (steps per epoch from the training split, batch size, processes, gradient accumulation), so "
-                "that small data trains long enough. The schedule still stops a converged run. null: num_train_epochs."})
+                "that small data trains long enough. The schedule still stops a converged run. Default: 1000 when the "
+                "recipe gives no num_train_epochs (and no preset), else null (num_train_epochs alone)."})
     time_budget_minutes: Optional[float] = field(default=None, metadata={
         "help": "A wall-clock budget: after the first epoch the run sizes its epochs from that epoch's time (never past "
                 "the epoch count above) and stops at the end of the last that fits. null: no limit."})
@@ -287,6 +288,13 @@ class StudyArguments:
                 "members' probabilities (MedtlEnsembleForImageClassification); it is what is scored and served. "
                 "1: a single model. For the K models of cross-validation: `hf-medtl cv --ensemble`."})
 
+
+# A recipe that gives no num_train_epochs trains at least this many optimiser steps (min_train_steps), so that a
+# small dataset gets the epochs it needs: BreastMNIST's 424 training images at batch 32 are 14 steps an epoch, and
+# 1000 steps ~72 epochs (the MedMNIST+ baselines train 100); 4,500 images (143 steps an epoch) keep their 10 epochs.
+# Chosen on BreastMNIST cross-validation (docs/benchmarks.md, "Small data"); the adaptive schedule still ends a
+# converged run, so the steps are a ceiling on the epochs, not a cost every run pays.
+DEFAULT_MIN_TRAIN_STEPS = 1000
 
 # Seed 000's settings (Khoa & Tri, Table 2), for every key whose toolkit default may differ from them: a recipe with
 # "preset": "paper" runs exactly as the Table-2 reproductions did, whatever the defaults become.

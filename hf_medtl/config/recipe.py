@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from hf_medtl.config.arguments import (PRESETS, DataArguments, EvaluationArguments, ModelArguments,  # noqa: F401
-                                       ScheduleArguments, StudyArguments)
+from hf_medtl.config.arguments import (DEFAULT_MIN_TRAIN_STEPS, PRESETS, DataArguments,  # noqa: F401
+                                       EvaluationArguments, ModelArguments, ScheduleArguments, StudyArguments)
 from hf_medtl.config.training_arguments import GROUPS, MedTrainingArguments
 from hf_medtl.config.validation import validate, validate_model, validate_study
 from hf_medtl.errors import HfMedtlError
@@ -176,6 +176,9 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     if values.get("preset"):  # the preset's values for every key the recipe and the command line leave out
         values = {**PRESETS[values["preset"]], **values}
     values.setdefault("output_dir", str(Path("outputs") / path.stem))
+    if "num_train_epochs" not in values and "min_train_steps" not in values:
+        # no epoch count given: a step budget that suits the data (written into recipe.json, so a rerun matches)
+        values["min_train_steps"] = DEFAULT_MIN_TRAIN_STEPS
 
     groups = {g: {k: v for k, v in values.items() if fields[k][0] == g} for g in GROUPS}
     try:

@@ -38,6 +38,18 @@ def test_folds_are_grouped_disjoint_and_cover_the_pool():
     assert sorted(seen) == list(range(40))  # every image held out exactly once
 
 
+def test_an_official_validation_split_is_the_test_set_as_it_is():
+    import recipes_vs_example as rve
+
+    labels = np.array([0, 1] * 20)
+    groups = [f"g{i}" for i in range(40)]
+    official_val = np.arange(40) >= 32
+    parts = rve.fold_parts(labels, groups, 5, 0, seed=3, test_mask=official_val)
+    assert parts["test"].tolist() == list(range(32, 40))
+    assert sorted(np.concatenate([parts["train"], parts["val"]])) == list(range(32))
+    assert 3 <= len(parts["val"]) <= 6  # 15% of the other 32
+
+
 def test_recipe_and_example_side_by_side(tmp_path, tiny_timm):
     import recipes_vs_example as rve
 

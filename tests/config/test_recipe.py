@@ -153,3 +153,19 @@ def test_paper_preset_fills_what_the_recipe_leaves_out_and_the_recipe_wins(tmp_p
     assert str(r.training.lr_scheduler_type.value) == "constant" and r.training.warmup_steps == 0
     with pytest.raises(RecipeError, match="preset"):
         load(tmp_path, preset="modern")
+
+
+def test_a_recipe_without_an_epoch_count_gets_the_step_budget(tmp_path):
+    """No num_train_epochs: min_train_steps 1000 (written into recipe.json, so a rerun of it matches); an epoch count
+    given in the recipe or on the command line, or the paper preset, keeps the epochs alone; an explicit
+    min_train_steps (null included) wins."""
+    from hf_medtl.config.arguments import DEFAULT_MIN_TRAIN_STEPS
+
+    r = load(tmp_path)
+    assert DEFAULT_MIN_TRAIN_STEPS == 1000 and r.schedule.min_train_steps == 1000
+    assert json.loads(write_resolved(r, tmp_path).read_text())["min_train_steps"] == 1000
+    assert load(tmp_path, num_train_epochs=5).schedule.min_train_steps is None
+    assert load(tmp_path, ["--num_train_epochs", "5"]).schedule.min_train_steps is None
+    assert load(tmp_path, preset="paper").schedule.min_train_steps is None
+    assert load(tmp_path, min_train_steps=None).schedule.min_train_steps is None
+    assert load(tmp_path, ["--min_train_steps", "200"]).schedule.min_train_steps == 200

@@ -33,7 +33,7 @@ def test_an_unreachable_hub_is_one_line_within_seconds_before_the_data_check(tmp
     proc, seconds = _finetune(recipe, tmp_path / "empty_hf_home")
     print(f"unreachable Hub: exit {proc.returncode} after {seconds:.1f} s (interpreter start included)")
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert seconds < 15
+    assert seconds < 60  # the retry storm it guards against (20 tries, 8 s apart) takes minutes; loose for busy cores
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert "'microsoft/resnet-50'" in line and "the Hugging Face Hub cannot be reached" in line
     assert "127.0.0.1:9" in line and "HF_HUB_OFFLINE=1" in line and "hf download microsoft/resnet-50" in line
