@@ -174,3 +174,29 @@ def test_cv_ensemble_of_one_model_is_one_line(tmp_path, image_folder, tiny_vit, 
     assert cli(["cv", str(recipe), "--folds", "1", "--ensemble"]) == 2
     err = errors(capsys)
     assert len(err) == 1 and "--ensemble needs at least 2 models" in err[0], err
+
+
+def test_a_multi_label_seed_ensemble_averages_sigmoids_and_pipeline_serves_them(tmp_path, tiny_vit):
+    from transformers import pipeline
+
+    from tests.data.test_multilabel import FINDINGS, make_multilabel
+
+    csv_file = make_multilabel(tmp_path / "cxr", n=40)
+    recipe = tiny_recipe(tmp_path, tiny_vit, tmp_path, data_dir=None, multilabel_csv=str(csv_file), image_size=24,
+                         num_train_epochs=1, val_ratio=0.2, test_ratio=0.2, n_bootstrap=0, ensemble_seeds=2,
+                         label_smoothing_factor=0.0)
+    assert cli(["finetune", str(recipe)]) == 0
+    out = tmp_path / "run"
+
+    def probs(path):
+        with open(path, newline="") as f:
+            return {r["path"]: np.array([float(r[f"prob_{c}"]) for c in FINDINGS]) for r in csv.DictReader(f)}
+
+    ours, members = probs(out / "predictions_test.csv"), [probs(out / "members" / f"seed-{s}" / "predictions_test.csv")
+                                                          for s in (1, 2)]
+    assert ours and all(np.abs(p - (members[0][k] + members[1][k]) / 2).max() < 1e-5 for k, p in ours.items())
+    assert json.loads((out / "config.json").read_text())["problem_type"] == "multi_label_classification"
+    classifier = pipeline("image-classification", model=str(out), function_to_apply="sigmoid", top_k=None)
+    for path, p in ours.items():
+        served = {x["label"]: x["score"] for x in classifier(str(csv_file.parent / path))}
+        assert np.abs(np.array([served[c] for c in FINDINGS]) - p).max() < 1e-5, path
