@@ -32,9 +32,12 @@ def combine(member_dirs: list[str | Path], names: list[str]):
         if why:
             raise ModelError(f"{d}: cannot join an ensemble with {member_dirs[0]} ({why}); ensemble models of one "
                              "recipe and one dataset")
+    # TimmWrapper's image processor has no file of its own: it is read from config.json (its pretrained_cfg)
+    timm = {"pretrained_cfg": model0.config.pretrained_cfg, "image_processor_type": type(processor).__name__} \
+        if type(processor).__name__ == "TimmWrapperImageProcessor" else {}
     config = MedtlEnsembleConfig(members=[m.config for m, _, _ in loaded], member_names=names,
                                  id2label=dict(model0.config.id2label), label2id=dict(model0.config.label2id),
-                                 problem_type=model0.config.problem_type)
+                                 problem_type=model0.config.problem_type, **timm)
     ensemble = MedtlEnsembleForImageClassification(config)
     for target, (model, _, _) in zip(ensemble.members, loaded):
         target.load_state_dict(model.state_dict(), strict=True)

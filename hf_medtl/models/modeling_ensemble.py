@@ -16,7 +16,8 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
+from transformers import AutoModelForImageClassification, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .modeling_medtl import MODEL_TYPE, MedtlClassifierConfig, MedtlForImageClassification
@@ -35,10 +36,10 @@ class MedtlEnsembleConfig(PretrainedConfig):
 
 
 def member_config(d: dict) -> PretrainedConfig:
-    """A member's config from its dict; hf_medtl's own classifier without needing AutoConfig's registry."""
-    d = dict(d)
-    kind = d.pop("model_type")
-    return MedtlClassifierConfig(**d) if kind == MODEL_TYPE else AutoConfig.for_model(kind, **d)
+    """A member's config from its dict, through its class's from_dict (which maps saved forms back, e.g.
+    TimmWrapper's label_names to its labels); hf_medtl's own classifier without needing AutoConfig's registry."""
+    kind = d["model_type"]
+    return (MedtlClassifierConfig if kind == MODEL_TYPE else CONFIG_MAPPING[kind]).from_dict(dict(d))
 
 
 def build_member(config: PretrainedConfig) -> nn.Module:

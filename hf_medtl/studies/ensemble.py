@@ -43,7 +43,16 @@ def seed_members(recipe) -> list:
         path = Path(tmp) / "recipe.json"
         path.write_text(json.dumps({**recipe.resolved, "ensemble_seeds": 1}, default=str))
         return [load_recipe(path, ["--seed", str(s), "--split_seed", str(split_seed), "--output_dir",
-                                   str(out / f"seed-{s}"), "--push_to_hub", "false"]) for s in range(first, first + n)]
+                                   str(out / f"seed-{s}"), "--push_to_hub", "false", *_resume(recipe, out / f"seed-{s}")])
+                for s in range(first, first + n)]
+
+
+def _resume(recipe, member_dir: Path) -> list[str]:
+    """resume_from_checkpoint 'last' resumes the member that was interrupted; the members not started yet (no
+    checkpoint) start afresh instead of failing, and finished ones are reused whatever it says."""
+    resume = str(recipe.training.resume_from_checkpoint or "").lower()
+    started = any((c / outputs.STATE_FILE).is_file() for c in member_dir.glob("checkpoint-*"))
+    return ["--resume_from_checkpoint", "false"] if resume in ("last", "true") and not started else []
 
 
 def save_seed_ensemble(recipe, members: list, member_metrics: list[dict]) -> dict:

@@ -116,9 +116,10 @@ def test_a_rerun_trains_no_member_again(seed_ensemble, hf_medtl_log):
     assert (out / "predictions_test.csv").read_text() == before
 
 
-def test_cv_ensemble_of_the_fold_models(tmp_path, tiny_vit, capsys):
+def test_cv_ensemble_of_the_fold_models(tmp_path, tiny_timm, capsys):
+    """Of TimmWrapper models (the converted EfficientNet-Lite's class), whose config saves its labels its own way."""
     data = non_square_folder(tmp_path / "data", n=8)
-    recipe = tiny_recipe(tmp_path, tiny_vit, data, num_train_epochs=1, image_size=24, n_bootstrap=0, dedupe=False,
+    recipe = tiny_recipe(tmp_path, tiny_timm, data, num_train_epochs=1, image_size=32, n_bootstrap=0, dedupe=False,
                          output_dir=str(tmp_path / "cv"))
     assert cli(["cv", str(recipe), "--folds", "2", "--ensemble"]) == 0
     assert "ensemble of 2: test accuracy" in capsys.readouterr().out
@@ -134,6 +135,9 @@ def test_cv_ensemble_of_the_fold_models(tmp_path, tiny_vit, capsys):
     assert [r["name"] for r in metrics["ensemble"]["members"]] == ["s1/f0", "s1/f1"]
     assert "Ensemble of the 2 models" in (tmp_path / "cv" / "report.md").read_text()
     assert_pipeline_serves(out, data, atol=1e-5, what="cv ensemble")
+    pytest.importorskip("onnxruntime")
+    assert cli(["export", str(out), "--onnx", str(tmp_path / "cv.onnx"), "--check", str(data)]) == 0
+    assert "onnxruntime matches PyTorch" in capsys.readouterr().out
 
 
 def test_members_that_serve_differently_cannot_be_joined(tmp_path, tiny_vit, tiny_resnet):
@@ -200,3 +204,26 @@ def test_a_multi_label_seed_ensemble_averages_sigmoids_and_pipeline_serves_them(
     for path, p in ours.items():
         served = {x["label"]: x["score"] for x in classifier(str(csv_file.parent / path))}
         assert np.abs(np.array([served[c] for c in FINDINGS]) - p).max() < 1e-5, path
+
+
+@pytest.mark.slow
+def test_a_seed_ensemble_killed_in_its_second_member_and_resumed_equals_an_uninterrupted_one(tmp_path, image_folder,
+                                                                                              tiny_timm, hf_medtl_log):
+    """SIGKILL after the second member's first checkpoint; `resume_from_checkpoint last` reuses the finished member,
+    resumes the killed one, and saves the ensemble an uninterrupted run saves."""
+    from hf_medtl.config.recipe import load_recipe
+    from hf_medtl.finetune import run
+    from tests.training.test_resume import launch_and_kill_after_first_checkpoint
+
+    recipe = tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=3, image_size=24, save_strategy="epoch",
+                         learning_rate=1e-2, n_bootstrap=0, ensemble_seeds=2)
+    straight = run(load_recipe(recipe, ["--output_dir", str(tmp_path / "straight")]))
+    killed = tmp_path / "run"
+    assert launch_and_kill_after_first_checkpoint(recipe, killed / "members" / "seed-2") == -9
+    assert (killed / "members" / "seed-1" / "metrics.json").is_file() and not (killed / "metrics.json").exists()
+    hf_medtl_log.clear()
+    resumed = run(load_recipe(recipe, ["--resume_from_checkpoint", "last"]))
+    assert sum("finished earlier" in m for m in hf_medtl_log.messages) == 1
+    assert resumed["test"]["accuracy"] == straight["test"]["accuracy"]
+    ours, theirs = read_probs(killed / "predictions_test.csv"), read_probs(tmp_path / "straight" / "predictions_test.csv")
+    assert ours.keys() == theirs.keys() and all(np.abs(ours[k] - theirs[k]).max() < 1e-6 for k in ours)
