@@ -112,8 +112,8 @@ def validate_study(study, data: DataArguments, model) -> None:
     if n < 1:
         raise ValueError(f"'ensemble_seeds' must be at least 1 (1: a single model), got {n}")
     if n > 1 and data.cv_folds:
-        raise ValueError("'ensemble_seeds' trains its members on one split; for the models of cross-validation folds "
-                         "use `hf-medtl cv RECIPE --ensemble` instead of 'cv_folds'")
+        raise ValueError("'ensemble_seeds' trains its members on one split, not per cross-validation fold; to ensemble "
+                         "the fold models use `hf-medtl cv RECIPE --ensemble` with ensemble_seeds 1")
     if n > 1 and model.finetune_strategy == "knn":
         raise ValueError("'ensemble_seeds' above 1 with finetune_strategy 'knn': a k-NN probe has no random "
                          "initialisation, every member would be the same model; use 1")
