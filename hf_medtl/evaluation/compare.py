@@ -31,7 +31,8 @@ def row(run_dir: str | Path) -> dict:
     except FileNotFoundError as e:
         raise HfMedtlError(f"{run_dir}: no {Path(e.filename).name}; not a finished hf_medtl run or evaluation") from None
     return _row(dataset_name(recipe), Path(recipe["model_name_or_path"]).name, metrics["test"], run_dir,
-                train_acc=metrics.get("train_accuracy"), val_acc=metrics["validation"]["accuracy"],
+                train_acc=metrics.get("train_accuracy"),
+                val_acc=(metrics.get("validation") or {}).get("accuracy"),  # none for a cv fold ensemble
                 epochs=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"])
 
 

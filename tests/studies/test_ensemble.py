@@ -135,6 +135,9 @@ def test_cv_ensemble_of_the_fold_models(tmp_path, tiny_timm, capsys):
     assert [r["name"] for r in metrics["ensemble"]["members"]] == ["s1/f0", "s1/f1"]
     assert "Ensemble of the 2 models" in (tmp_path / "cv" / "report.md").read_text()
     assert_pipeline_serves(out, data, atol=1e-5, what="cv ensemble")
+    # compare sets it beside a member, paired on the shared test images
+    assert cli(["compare", str(out), str(tmp_path / "cv" / "fold-0"), "--output_dir", str(tmp_path / "cmp")]) == 0
+    assert "McNemar" in (tmp_path / "cmp" / "comparison.md").read_text()
     pytest.importorskip("onnxruntime")
     assert cli(["export", str(out), "--onnx", str(tmp_path / "cv.onnx"), "--check", str(data)]) == 0
     assert "onnxruntime matches PyTorch" in capsys.readouterr().out
