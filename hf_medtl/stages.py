@@ -113,6 +113,12 @@ def summary(run: Run) -> dict:
         "train_accuracy": next((h["train_accuracy"] for h in history if h["epoch"] == best), None),
         "train_accuracy_mode": run.recipe.schedule.train_accuracy,
         "train_runtime_s": run.train_metrics["train_runtime"],
+        # The Trainer's wall time over its epochs (validation passes included); None for k-NN, which has no epochs.
+        "seconds_per_epoch": run.train_metrics["train_runtime"] / len(history) if history else None,
+        # Training's peak (training/memory.py: CUDA allocator peak, or on CPU the process's sampled RSS); k-NN: its
+        # feature pass's. "memory" says which was measured and its value when measuring began.
+        "peak_memory_mb": memory.record()["peak_mb"] if (memory := getattr(run.schedule, "memory", None)) else None,
+        "memory": memory.record() if memory else None,
         "cached_features": run.cached,
         "budget": getattr(run.schedule, "budget", None),  # how the epoch count was chosen (training/budget.py)
         **({"knn": run.schedule.knn} if hasattr(run.schedule, "knn") else {}),  # k and metric chosen, and why

@@ -33,10 +33,14 @@ def register(subparsers) -> None:
     p.add_argument("--trials", type=positive, default=10, help="number of trials (a rerun continues to this many)")
     p.set_defaults(passthrough=True)
     p = recipe_parser(sub, "strategies", help="linear probe, k-NN, full, partial, LoRA on one backbone; paired tests",
-                      description="Run RECIPE once per finetune_strategy into output_dir/<strategy>; --key value "
-                                  "overrides apply to every strategy.")
+                      description="Run RECIPE once per finetune_strategy into output_dir/<strategy> (--folds K: K "
+                                  "folds each, output_dir/<strategy>/fold-k); --key value overrides apply to every "
+                                  "strategy.")
     p.add_argument("--strategies", default="linear_probe,knn,full,partial,lora",
                    help="comma-separated finetune_strategy values")
+    p.add_argument("--folds", type=positive, default=1,
+                   help="K > 1: each strategy as K-fold cross-validation on the non-test pool, paired tests over the "
+                        "folds (default 1: one run each on the recipe's split)")
     p.set_defaults(passthrough=True)
 
 
@@ -77,7 +81,9 @@ def _search(args, rest) -> int:
 def _strategies(args, rest) -> int:
     from hf_medtl.studies import run_strategies
 
-    s = run_strategies(args.recipe, rest, args.strategies)
-    print("\n".join(f"{r['strategy']}: test accuracy {r['accuracy']:.4f}, {r['trainable_parameters']:,} trainable "
+    s = run_strategies(args.recipe, rest, args.strategies, args.folds)
+    accuracy = (lambda r: f"{r['accuracy']:.4f}") if args.folds == 1 else (
+        lambda r: f"{r['test']['accuracy']['mean']:.4f} ± {r['test']['accuracy']['sd']:.4f} over {args.folds} folds")
+    print("\n".join(f"{r['strategy']}: test accuracy {accuracy(r)}, {r['trainable_parameters']:,} trainable "
                     f"parameters" for r in s["strategies"]) + f"\nreport in {Path(s['output_dir']) / 'report.md'}")
     return 0

@@ -84,11 +84,13 @@ def choose(bank, bank_labels, validation, model_args, num_labels: int) -> dict:
 
 def fit(run) -> None:
     """The run's model becomes the k-NN model (bank filled, k chosen on validation); its trainer only predicts."""
+    from hf_medtl.training.memory import PeakMemory
     from hf_medtl.training.trainer import inference_trainer
 
     start, recipe = time.perf_counter(), run.recipe
     if getattr(run.splits, "multi_label", False):
         raise ModelError("finetune_strategy 'knn' needs one class per image; this data is multi-label")
+    memory = PeakMemory().start()  # its "training": the feature pass and the choice of k
     model = knn_model(run.model, recipe.model)
     feats = split_features(model, run)
     bank, bank_labels = normalised(feats["train"][0]), torch.as_tensor(np.asarray(feats["train"][1]), dtype=torch.long)
@@ -100,4 +102,6 @@ def fit(run) -> None:
     run.model = model
     run.trainer = inference_trainer(model, recipe.training.per_device_eval_batch_size)
     run.trainer.processing_class = run.processor
+    memory.stop()
     run.schedule, run.train_metrics = KnnRecord(choice), {"train_runtime": time.perf_counter() - start}
+    run.schedule.memory = memory  # the metrics' peak_memory_mb (stages.summary)

@@ -15,6 +15,7 @@ from transformers.trainer_callback import PrinterCallback
 from hf_medtl.training import ema, mixing
 from hf_medtl.training.budget import TimeBudgetCallback, plan_epochs
 from hf_medtl.training.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
+from hf_medtl.training.memory import PeakMemoryCallback
 from hf_medtl.training.progress import EpochProgressBar
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.training.schedule import AdaptiveSchedule
@@ -184,7 +185,9 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
     budget = plan_epochs(sched, args, len(datasets["train"]), drop_last)
     if budget["epochs"] != args.num_train_epochs:
         changes["num_train_epochs"] = budget["epochs"]
-    callbacks = [callback]
+    # First, so that it measures from before the others' train-begin work; read by stages.summary (peak_memory_mb).
+    callback.memory = PeakMemoryCallback()
+    callbacks = [callback.memory, callback]
     if m.finetune_strategy == "gradual":
         callbacks.append(StrategyCallback(m))
         if args.world_size > 1:  # DDP registers only parameters that train when it wraps the model
