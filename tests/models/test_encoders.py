@@ -232,3 +232,26 @@ def test_a_config_saved_before_encoders_builds_the_classifier_backbone_as_before
     model.save_pretrained(tmp_path)
     again = MedtlForImageClassification.from_pretrained(tmp_path)
     assert again.config.encoder is False and isinstance(again.backbone, ViTForImageClassification)
+
+
+@pytest.mark.slow
+def test_an_encoder_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path, image_folder, encoders):
+    """DINOv2 with mean pooling and LoRA on its attention (the recipes' foundation-encoder path): SIGKILL after the
+    first checkpoint, `resume_from_checkpoint last`, and the metrics and saved weights are those of a straight run."""
+    from safetensors.torch import load_file
+
+    from hf_medtl.config.recipe import load_recipe
+    from hf_medtl.finetune import run
+    from tests.training.test_resume import RESULT_KEYS, launch_and_kill_after_first_checkpoint
+
+    recipe = tiny_recipe(tmp_path, encoders["dinov2"], image_folder, num_train_epochs=3, image_size=24, n_bootstrap=0,
+                         save_strategy="epoch", learning_rate=1e-2, pooling="mean", finetune_strategy="lora", lora_r=4)
+    straight = run(load_recipe(recipe, ["--output_dir", str(tmp_path / "straight")]))
+    killed = tmp_path / "run"
+    assert launch_and_kill_after_first_checkpoint(recipe, killed) == -9
+    assert not (killed / "metrics.json").exists()
+    resumed = run(load_recipe(recipe, ["--resume_from_checkpoint", "last"]))
+    for key in RESULT_KEYS:
+        assert resumed[key] == straight[key], key
+    a, b = load_file(str(killed / "model.safetensors")), load_file(str(tmp_path / "straight" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
