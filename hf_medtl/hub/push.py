@@ -51,12 +51,14 @@ def preflight(training_args) -> str:
 
 def upload_files(output_dir: str | Path) -> list[str]:
     """The files a push sends: the run's final outputs, and nothing else (no checkpoint-*/, .staging/,
-    hidden or temporary files, training_args.bin)."""
+    hidden or temporary files, training_args.bin; an ensemble's members/ runs, whose weights its own model holds
+    and whose scores its card lists)."""
     root = Path(output_dir)
     files = []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
         if (p.is_file() and not any(part.startswith(".") or part.startswith("checkpoint-") for part in rel.parts)
+                and not (rel.parts[0] == "members" and (root / "modeling_ensemble.py").is_file())
                 and p.name not in UPLOAD_SKIP and not p.name.endswith(".tmp")):
             files.append(rel.as_posix())
     return files

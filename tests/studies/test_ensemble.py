@@ -58,6 +58,16 @@ def test_the_saved_ensemble_averages_its_members_and_names_them(seed_ensemble):
     assert "Against its best member" in (out / "report.md").read_text()
 
 
+def test_a_push_of_the_ensemble_sends_its_own_files_and_not_its_members_runs(seed_ensemble):
+    from hf_medtl.hub.push import upload_files
+
+    out, _, _ = seed_ensemble
+    files = upload_files(out)
+    assert {"config.json", "model.safetensors", "modeling_ensemble.py", "modeling_medtl.py", "README.md",
+            "predictions_test.csv", "metrics.json"} <= set(files)
+    assert not [f for f in files if f.startswith("members/")]
+
+
 def test_every_way_of_serving_the_ensemble_gives_its_predictions(seed_ensemble, tmp_path, capsys):
     out, data, _ = seed_ensemble
     expected = read_probs(out / "predictions_test.csv")
