@@ -58,13 +58,20 @@ class Splits:
         atomic_write_text(path, buf.getvalue())  # other ranks may be reading the previous one
 
 
+def read_manifest(run_dir: Path) -> Optional[dict]:
+    """The rows of a run's split_manifest.csv by (path, label), or None when it has none."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        return {(r["path"], r["label"]): r for r in csv.DictReader(f)}
+
+
 def _previous(report_dir: Path) -> tuple[Optional[dict], Optional[dict]]:
     """(rows of the previous manifest by (path, label), its split settings), or Nones."""
-    path = Path(report_dir) / MANIFEST
-    if not path.is_file():
+    rows = read_manifest(report_dir)
+    if rows is None:
         return None, None
-    with open(path, newline="") as f:
-        rows = {(r["path"], r["label"]): r for r in csv.DictReader(f)}
     try:
         settings = json.loads((Path(report_dir) / DATA_REPORT).read_text()).get("split_settings")
     except (OSError, ValueError):

@@ -9,7 +9,6 @@ scores come from the saved ensemble's own forward."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import shutil
@@ -70,8 +69,7 @@ def save_seed_ensemble(recipe, members: list, member_metrics: list[dict]) -> dic
 def _same_split(dirs: list[Path]) -> None:
     """Members scored together must have trained on one split: their manifests give every file the same split."""
     def splits(d):
-        with open(d / data.MANIFEST, newline="") as f:
-            return {(r["path"], r["label"]): r["split"] for r in csv.DictReader(f)}
+        return {key: r["split"] for key, r in (data.read_manifest(d) or {}).items()}
 
     first = splits(dirs[0])
     for d in dirs[1:]:

@@ -3,7 +3,6 @@ complete run of the same recipe on the data as it is now. Kept apart from runs.p
 finetune itself can reuse its ensemble members."""
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -48,13 +47,12 @@ def data_changed(recipe, output_dir: Path) -> str | None:
     it did. The data stage is rerun as finetune would run it into that folder (the run's own manifest reused when
     the data is unchanged), writing nothing and building no model; then every file's split and pixel hash is
     compared with the run's split_manifest.csv. Costs one data check (every image decoded once)."""
-    from hf_medtl.data import MANIFEST, load_splits
+    from hf_medtl.data import MANIFEST, load_splits, read_manifest
 
-    path = Path(output_dir) / MANIFEST
-    if not path.is_file():
+    rows = read_manifest(output_dir)
+    if rows is None:
         return f"no {MANIFEST} to check it against"
-    with open(path, newline="") as f:
-        before = {(r["path"], r["label"]): (r["split"], r["sha1"]) for r in csv.DictReader(f)}
+    before = {key: (r["split"], r["sha1"]) for key, r in rows.items()}
     splits = load_splits(recipe.data, recipe.training.seed, Path(output_dir), write=False)
     shas = splits.shas or [None] * len(splits.samples)
     now = {(splits.relpath(s), s.label): (split, sha or "")
