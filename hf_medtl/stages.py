@@ -68,15 +68,28 @@ def prepare(recipe) -> Run:
 
 
 def train(run: Run) -> None:
-    """Train with the adaptive schedule; the model ends holding θ*. A backbone frozen throughout on images that
-    are not augmented: its features are computed once (or reused) and the head trains on them."""
+    """Train with the adaptive schedule; the model ends holding θ*, as it is served (TTA inside). A backbone frozen
+    throughout on images that are not augmented: its features are computed once (or reused) and the head trains
+    on them."""
+    if run.recipe.model.finetune_strategy == "knn":  # no gradient training: a bank of training features (models/knn.py)
+        from hf_medtl.models import knn
+
+        knn.fit(run)
+    else:
+        _fit(run)
+    views = core.RUN_TTA_VIEWS[run.recipe.evaluation.tta]
+    if len(views) > 1:  # the TTA inside the saved model: pipeline() and the ONNX export serve what is scored
+        from hf_medtl.models.ensemble import with_views
+
+        run.model = with_views(run.model, run.processor, list(views))
+        run.trainer = training.inference_trainer(run.model, run.recipe.training.per_device_eval_batch_size)
+        run.trainer.processing_class = run.processor
+
+
+def _fit(run: Run) -> None:
     import torch
 
     recipe = run.recipe
-    if recipe.model.finetune_strategy == "knn":  # no gradient training: a bank of training features (models/knn.py)
-        from hf_medtl.models import knn
-
-        return knn.fit(run)
     if run.cached:
         sets = feature_cache.cached_datasets(run.model, run.processor, run.datasets, run.splits, recipe, run.main_process)
         run.trainer, run.schedule = training.build_trainer(feature_cache.HeadOnly(run.model), run.processor, sets, recipe)
@@ -98,9 +111,8 @@ def train(run: Run) -> None:
 
 
 def predict(run: Run) -> dict:
-    """split -> (probabilities, labels) of θ* on validation and test, with the recipe's TTA."""
-    return {split: core.dataset_probabilities(run.trainer, run.datasets[split], run.recipe.evaluation.tta)
-            for split in ("validation", "test")}
+    """split -> (probabilities, labels) of θ* on validation and test (the recipe's TTA is in the model's forward)."""
+    return {split: core.dataset_probabilities(run.trainer, run.datasets[split]) for split in ("validation", "test")}
 
 
 def summary(run: Run) -> dict:

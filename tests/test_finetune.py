@@ -7,7 +7,7 @@ import pytest
 
 from hf_medtl.finetune import main, run
 from hf_medtl.config.recipe import load_recipe
-from tests.conftest import errors, make_image_folder, tiny_recipe, write_recipe
+from tests.conftest import assert_pipeline_serves, errors, make_image_folder, tiny_recipe, write_recipe
 from hf_medtl.inference import core
 
 
@@ -180,12 +180,20 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
     trainer = core.inference_trainer(model)
     import numpy as np
 
+    # The flip TTA is inside the saved model: one member, served with views identity + hflip by its own forward.
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "hf_medtl_ensemble" and config["views"] == ["identity", "hflip"]
+    assert len(config["members"]) == 1
+    served_inside, _ = core.dataset_probabilities(trainer, items)
+    core.views_outside(model)
     tta, _ = core.dataset_probabilities(trainer, items, tta="hflip")
     plain, _ = core.dataset_probabilities(trainer, items)
     saved = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
-    assert np.allclose(tta, saved, atol=2e-6) and not np.allclose(plain, saved, atol=2e-6)
-    # Served as scored: `hf-medtl predict` (and the app) average with the mirror by default, as the run's metrics
-    # did (flipping the decoded image, not the tensor); --no_tta gives what pipeline() and ONNX serve.
+    assert np.allclose(served_inside, saved, atol=2e-6) and np.allclose(tta, saved, atol=2e-6)
+    assert not np.allclose(plain, saved, atol=2e-6)
+    # Served as scored by every loader: pipeline() and the ONNX export (the model's forward), `hf-medtl predict` and
+    # the app (the views around the model, listed); --no_tta scores the image alone.
+    assert_pipeline_serves(out, image_folder, atol=1e-5, what="flip TTA inside the model")
     from hf_medtl.cli import main as cli
 
     files = [str(image_folder / r["path"]) for r in rows]
@@ -196,6 +204,12 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
         assert [p["tta"] for p in served] == [["identity", "hflip"] if not flag else ["identity"]] * len(rows)
         probs = np.array([[p["probabilities"][c] for c in classes] for p in served])
         np.testing.assert_allclose(probs, expected, atol=1e-5)
+    import onnxruntime as ort
+
+    assert cli(["export", str(out), "--onnx", str(tmp_path / "m.onnx"), "--check", str(image_folder)]) == 0
+    pixels = np.stack([it["pixel_values"].numpy() for it in items])
+    onnx = core.probabilities(ort.InferenceSession(str(tmp_path / "m.onnx")).run(["logits"], {"pixel_values": pixels})[0])
+    np.testing.assert_allclose(onnx, saved, atol=1e-4)
     # `hf-medtl evaluate` on the images scores them as the run did (with the mirror): its probabilities for the
     # test images are the run's own.
     assert cli(["evaluate", str(out), str(image_folder), "--output_dir", str(tmp_path / "ev"), "--n_bootstrap", "0"]) == 0
@@ -204,4 +218,4 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
     np.testing.assert_allclose([scored[Path(r["path"]).name] for r in rows], saved, atol=1e-5)
     card = (out / "README.md").read_text()
     assert "mean of the probabilities of the image and of its horizontal mirror" in card
-    assert "score the image alone, without the mirror" in card
+    assert "serve exactly what was scored" in card and "trust_remote_code=True" in card

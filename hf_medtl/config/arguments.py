@@ -270,9 +270,10 @@ class EvaluationArguments:
         "help": "bca: bias-corrected and accelerated bootstrap (Efron; jackknife acceleration; covers better near 100% "
                 "and at small n). percentile: the plain percentile bootstrap."})
     tta: Literal["none", "hflip"] = field(default="none", metadata={
-        "help": "Test-time augmentation of the run's validation and test predictions: hflip averages the "
-                "probabilities of the image and its horizontal mirror (two forward passes). hf-medtl predict, evaluate "
-                "and app apply it to the saved model too; pipeline() and ONNX score the image alone."})
+        "help": "Test-time augmentation: hflip averages the probabilities of the image and its horizontal mirror (two "
+                "forward passes). It is inside the saved model's forward (MedtlEnsembleForImageClassification with "
+                "views), so pipeline(), ONNX, predict, evaluate and the app all serve what the run scored. Default: "
+                "hflip when training flips images (augment true and hflip_prob > 0; no preset), else none."})
 
 
 @dataclass

@@ -179,6 +179,11 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     if "num_train_epochs" not in values and "min_train_steps" not in values:
         # no epoch count given: a step budget that suits the data (written into recipe.json, so a rerun matches)
         values["min_train_steps"] = DEFAULT_MIN_TRAIN_STEPS
+    if "tta" not in values:
+        # Flip TTA when the model trained on flipped images (a mirror it knows); off when flips are off, e.g. where
+        # laterality matters. Served inside the saved model (stages.train), so pipeline() and ONNX give it too.
+        flips = values.get("augment", DataArguments.augment) and values.get("hflip_prob", DataArguments.hflip_prob) > 0
+        values["tta"] = "hflip" if flips else "none"
 
     groups = {g: {k: v for k, v in values.items() if fields[k][0] == g} for g in GROUPS}
     try:

@@ -95,6 +95,7 @@ def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str |
     dataset = _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir, multi_label)
     # Scored as its run scored it: with the mirror averaging when the run's metrics used flip TTA.
     tta = core.run_tta_views(model_dir)
+    core.views_outside(model)  # tta is all that is averaged
     probs, labels = core.dataset_probabilities(core.inference_trainer(model, batch_size), dataset, tta)
     thresholds = _run_thresholds(model_dir, classes) if multi_label else None
     metrics = score(probs, labels, classes, EvaluationArguments(n_bootstrap=n_bootstrap, ci_method=ci_method), seed,

@@ -45,10 +45,11 @@ def build_app(model_dir: str | Path, allow_pickle_weights: bool = False, trust_r
     from hf_medtl.data.decode import DecodeError, decode
     from hf_medtl.inference.explain import blend, image_cams
     from hf_medtl.models import load_saved_model
-    from hf_medtl.inference.core import image_probabilities, run_tta_views
+    from hf_medtl.inference.core import image_probabilities, run_tta_views, views_outside
 
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
     name = Path(model_dir).resolve().name
+    views_outside(model)
     views = run_tta_views(model_dir)  # served as the run's metrics were computed
 
     def classify(path):

@@ -25,16 +25,32 @@ RUN_TTA_VIEWS = {"none": ("identity",), "hflip": ("identity", "hflip")}
 
 
 def run_tta_views(model_dir: str | Path) -> tuple[str, ...]:
-    """The views a finetune run's validation and test metrics averaged over (its recipe.json's `tta`), so that
-    what serves the saved model sees what was evaluated; ("identity",) for a model saved by anything else."""
-    recipe = Path(model_dir) / "recipe.json"
+    """The views a saved run's validation and test metrics averaged over, so that what serves it sees what was
+    evaluated: config.json's ``views`` for a model that averages over them inside its forward (runs saved since
+    TTA went inside the model: what pipeline() and ONNX serve), else its recipe.json's `tta` (runs saved before);
+    ("identity",) for a model saved by anything else."""
+    model_dir = Path(model_dir)
+    config, recipe = model_dir / "config.json", model_dir / "recipe.json"
     try:
+        views = json.loads(config.read_text()).get("views") if config.is_file() else None
+        if views:
+            return tuple(views)
         tta = json.loads(recipe.read_text()).get("tta", "none") if recipe.is_file() else "none"
     except (OSError, ValueError) as e:
-        raise HfMedtlError(f"{recipe}: unreadable ({e}); restore it from the run or delete it") from None
+        bad = recipe if recipe.is_file() else config
+        raise HfMedtlError(f"{bad}: unreadable ({e}); restore it from the run or delete it") from None
     if tta not in RUN_TTA_VIEWS:
         raise HfMedtlError(f"{recipe}: tta '{tta}' unknown; use one of {', '.join(RUN_TTA_VIEWS)}")
     return RUN_TTA_VIEWS[tta]
+
+
+def views_outside(model):
+    """``model`` with the views it serves inside its forward switched off, for the toolkit's own serving, which
+    applies the views asked for (the run's, --tta's or none) around it: the same probabilities for the run's views
+    (a mean over the same forward passes), and --no_tta then really scores the image alone."""
+    if hasattr(model, "serve_views"):
+        model.serve_views = False
+    return model
 
 
 def views_of(tta) -> tuple[str, ...]:

@@ -63,7 +63,17 @@ def cam_maps(model, pixel_values, class_ids: list[int]) -> np.ndarray:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    from hf_medtl.inference import core
+
     pixel_values = pixel_values.to(next(model.parameters()).device)
+    served = tuple(model.config.views) if getattr(model, "serve_views", False) else ("identity",)
+    if len(served) > 1:  # views inside the forward: each view's map on the view-free model, brought back, averaged
+        model.serve_views = False
+        try:
+            return sum(core.unview(torch.from_numpy(cam_maps(model, core.view(pixel_values, v), class_ids)), v).numpy()
+                       for v in served) / len(served)
+        finally:
+            model.serve_views = True
     # An ensemble: the gradient of its averaged output at every member's layer, the members' maps averaged
     # (pytorch-grad-cam's multi-layer mean); the members of one recipe share an architecture and its reshape.
     parts = model.members if getattr(model.config, "model_type", None) == ENSEMBLE_TYPE else [model]

@@ -92,10 +92,11 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
 
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS
     from hf_medtl.data.decode import DecodeError, decode
-    from hf_medtl.inference.core import image_probabilities, run_tta_views, views_of
+    from hf_medtl.inference.core import image_probabilities, run_tta_views, views_of, views_outside
     from hf_medtl.models import load_saved_model
 
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    views_outside(model)  # the views below are all that is averaged
     views = run_tta_views(model_dir) if tta is None else views_of(tta)
     files, folder = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
     max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS

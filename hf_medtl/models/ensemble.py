@@ -17,9 +17,52 @@ def _processor_settings(processor) -> dict:
     return d
 
 
-def combine(member_dirs: list[str | Path], names: list[str]):
-    """(ensemble model in eval mode, the members' shared image processor, class names) of saved models."""
+def _parts(model) -> tuple[list, list[str]]:
+    """(member modules, views) of a loaded model: an ensemble's own (a run saved with its TTA inside, or an
+    ensemble of such runs), else the model itself seen as is."""
+    if isinstance(model, MedtlEnsembleForImageClassification):
+        return list(model.members), list(model.config.views)
+    return [model], ["identity"]
+
+
+def assemble(models: list, processor, names: list[str], views: list[str] | None = None):
+    """One MedtlEnsembleForImageClassification (eval mode) of in-memory classifiers that share ``processor``; its
+    forward averages over the members (ensembles among ``models`` are opened into theirs) and ``views``."""
     register_auto_classes()  # save_pretrained then writes modeling_ensemble.py + modeling_medtl.py and an auto_map
+    members, member_views = [], set()
+    for m in models:
+        parts, v = _parts(m)
+        members += parts
+        member_views.add(tuple(v))
+    if len(member_views) > 1:
+        raise ModelError(f"models served with different test-time views {sorted(member_views)} cannot join one "
+                         "ensemble; ensemble models of one recipe")
+    views = list(views or next(iter(member_views)))
+    if len(names) != len(members):  # members of ensembles: named after their ensemble
+        names = [f"{n}/{i}" for n, m in zip(names, models) for i in range(len(_parts(m)[0]))] \
+            if len(names) == len(models) else [str(i) for i in range(len(members))]
+    first = members[0]
+    # TimmWrapper's image processor has no file of its own: it is read from config.json (its pretrained_cfg)
+    timm = {"pretrained_cfg": first.config.pretrained_cfg, "image_processor_type": type(processor).__name__} \
+        if type(processor).__name__ == "TimmWrapperImageProcessor" else {}
+    config = MedtlEnsembleConfig(members=[m.config for m in members], member_names=names, views=views,
+                                 id2label=dict(first.config.id2label), label2id=dict(first.config.label2id),
+                                 problem_type=first.config.problem_type, **timm)
+    ensemble = MedtlEnsembleForImageClassification(config)
+    for target, model in zip(ensemble.members, members):
+        target.load_state_dict(model.state_dict(), strict=True)
+    return ensemble.to(next(first.parameters()).device).eval()
+
+
+def with_views(model, processor, views: list[str]):
+    """``model`` served with test-time ``views`` inside its forward (a one-member ensemble), so that pipeline() and
+    the ONNX export give the view-averaged probabilities its run scored."""
+    return assemble([model], processor, ["model"], views)
+
+
+def combine(member_dirs: list[str | Path], names: list[str], views: list[str] | None = None):
+    """(ensemble model in eval mode, the members' shared image processor, class names) of saved models, serving
+    ``views`` inside its forward (default: the views the members serve)."""
     if len(member_dirs) < 2:
         raise ModelError(f"an ensemble needs at least 2 saved models, got {len(member_dirs)}")
     loaded = [load_saved_model(d) for d in member_dirs]
@@ -32,13 +75,4 @@ def combine(member_dirs: list[str | Path], names: list[str]):
         if why:
             raise ModelError(f"{d}: cannot join an ensemble with {member_dirs[0]} ({why}); ensemble models of one "
                              "recipe and one dataset")
-    # TimmWrapper's image processor has no file of its own: it is read from config.json (its pretrained_cfg)
-    timm = {"pretrained_cfg": model0.config.pretrained_cfg, "image_processor_type": type(processor).__name__} \
-        if type(processor).__name__ == "TimmWrapperImageProcessor" else {}
-    config = MedtlEnsembleConfig(members=[m.config for m, _, _ in loaded], member_names=names,
-                                 id2label=dict(model0.config.id2label), label2id=dict(model0.config.label2id),
-                                 problem_type=model0.config.problem_type, **timm)
-    ensemble = MedtlEnsembleForImageClassification(config)
-    for target, (model, _, _) in zip(ensemble.members, loaded):
-        target.load_state_dict(model.state_dict(), strict=True)
-    return ensemble.eval(), processor, classes
+    return assemble([m for m, _, _ in loaded], processor, names, views), processor, classes

@@ -82,12 +82,12 @@ def save_ensemble(recipe, member_dirs: list[Path], names: list[str], member_metr
                   split_names: tuple[str, ...], kind: str) -> dict:
     """Combine, score on ``split_names`` (the images every member shares) and write a finished run into ``out``
     (metrics.json last). ``kind``: 'seeds' or 'cv folds', for the card."""
-    model, processor, classes = combine(member_dirs, names)
+    model, processor, classes = combine(member_dirs, names, list(core.RUN_TTA_VIEWS[recipe.evaluation.tta]))
     member = load_recipe(member_dirs[0] / "recipe.json")  # the split every member was scored on
     splits = data.load_splits(member.data, member.training.seed, member_dirs[0], write=False)
     datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), member.data, contextlib.nullcontext)
     trainer = inference_trainer(model, recipe.training.per_device_eval_batch_size)
-    predictions = {s: core.dataset_probabilities(trainer, datasets[s], recipe.evaluation.tta) for s in split_names}
+    predictions = {s: core.dataset_probabilities(trainer, datasets[s]) for s in split_names}
     seed = recipe.training.seed
     results = (score_splits(predictions, classes, recipe.evaluation, seed) if "validation" in predictions else
                {s: score(p, y, classes, recipe.evaluation, seed) for s, (p, y) in predictions.items()})

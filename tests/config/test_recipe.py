@@ -23,7 +23,7 @@ def test_groups_defaults_and_default_recipe(tmp_path):
     assert str(t.lr_scheduler_type.value) == "cosine" and str(t.eval_strategy.value) == "epoch"
     # The toolkit's default recipe (docs/benchmarks.md 'Choosing the defaults'); the paper preset keeps seed 000's.
     assert (t.warmup_steps, t.weight_decay, t.label_smoothing_factor, r.schedule.theta_star) == (0.1, 0.05, 0.1, "val_accuracy")
-    assert r.evaluation.tta == "none"  # the default serves what it scored through every loader, pipeline() included
+    assert r.evaluation.tta == "hflip"  # served inside the saved model, so every loader serves what was scored
     assert t.output_dir == "outputs/r"
 
 
@@ -169,3 +169,17 @@ def test_a_recipe_without_an_epoch_count_gets_the_step_budget(tmp_path):
     assert load(tmp_path, preset="paper").schedule.min_train_steps is None
     assert load(tmp_path, min_train_steps=None).schedule.min_train_steps is None
     assert load(tmp_path, ["--min_train_steps", "200"]).schedule.min_train_steps == 200
+
+
+def test_flip_tta_is_the_default_only_where_training_flips_images(tmp_path):
+    """tta defaults to hflip when the training augmentation flips (the model knows the mirror), to none when flips
+    are off (laterality) or with the paper preset; written into recipe.json; a given value always wins."""
+    r = load(tmp_path)
+    assert r.evaluation.tta == "hflip" and json.loads(write_resolved(r, tmp_path).read_text())["tta"] == "hflip"
+    assert load(tmp_path, hflip_prob=0.0).evaluation.tta == "none"
+    assert load(tmp_path, ["--augment", "false"]).evaluation.tta == "none"
+    assert load(tmp_path, preset="paper").evaluation.tta == "none"
+    assert load(tmp_path, hflip_prob=0.0, tta="hflip").evaluation.tta == "hflip"
+    assert load(tmp_path, ["--tta", "none"]).evaluation.tta == "none"
+    with pytest.raises(RecipeError, match="tta"):
+        load(tmp_path, tta="vflip")
