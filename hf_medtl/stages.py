@@ -82,7 +82,8 @@ def train(run: Run) -> None:
         from hf_medtl.models.ensemble import with_views
 
         run.model = with_views(run.model, run.processor, list(views))
-        run.trainer = training.inference_trainer(run.model, run.recipe.training.per_device_eval_batch_size)
+        run.trainer = training.inference_trainer(run.model, run.recipe.training.per_device_eval_batch_size,
+                                                 run.recipe.training)
         run.trainer.processing_class = run.processor
 
 
@@ -106,7 +107,7 @@ def _fit(run: Run) -> None:
         adapter = run.staging / "adapter" if recipe.model.save_adapter and run.main_process else None
         lora.merge(run.model, adapter)
     if run.cached:  # scored as it is served: the whole model (backbone + trained head) on the images
-        run.trainer = training.inference_trainer(run.model, recipe.training.per_device_eval_batch_size)
+        run.trainer = training.inference_trainer(run.model, recipe.training.per_device_eval_batch_size, recipe.training)
         run.trainer.processing_class = run.processor
 
 

@@ -112,6 +112,18 @@ def assert_pipeline_serves(out: Path, image_root: Path, atol: float = 1e-5, clas
             assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=atol), (what, row["path"], c)
 
 
+def saved_classifier(out: Path):
+    """The classifier a run trained, from its saved folder: the one member of a model that serves flip TTA inside
+    its forward (the default), else the saved model itself."""
+    from transformers import AutoModelForImageClassification
+
+    from hf_medtl.models import register_auto_classes
+
+    register_auto_classes()
+    model = AutoModelForImageClassification.from_pretrained(out)
+    return model.members[0] if getattr(model.config, "model_type", "") == "hf_medtl_ensemble" else model
+
+
 def serve_with_remote_code(out: Path, image: Path, cwd: Path, top_k: int = 3) -> dict:
     """{label: probability} of ``image`` from pipeline() with trust_remote_code, in a fresh interpreter that cannot
     import hf_medtl (no PYTHONPATH; it asserts hf_medtl was never imported): the saved folder alone serves it."""

@@ -129,6 +129,29 @@ def check_available(model_args) -> None:
                          "`hf auth login`), and no local folder of that name")
 
 
+@contextlib.contextmanager
+def _member_of(name: str):
+    """A saved run whose model serves its TTA views inside its forward (a one-member MedtlEnsemble, what finetune
+    saves with `tta: hflip`) is fine-tuned from as its member: unpacked into a temporary folder for the load. An
+    ensemble of several models: one line naming which to start from instead."""
+    import json
+    import tempfile
+
+    config = Path(name) / "config.json"
+    kind = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    if kind != "hf_medtl_ensemble":
+        yield name
+        return
+    model, processor, _ = load_saved_model(name)
+    if len(model.members) != 1:
+        raise ModelError(f"model_name_or_path '{name}': an ensemble of {len(model.members)} models; fine-tune from "
+                         "one of them (its members/ folder) instead")
+    with tempfile.TemporaryDirectory(prefix="hf_medtl_member_") as tmp:
+        model.members[0].save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        yield tmp
+
+
 def is_multi_label(model_or_config) -> bool:
     """Whether a model (or its config) classifies several labels at once: a sigmoid per label, not a softmax."""
     config = getattr(model_or_config, "config", model_or_config)
@@ -148,7 +171,7 @@ def load_backbone(model_args, classes: list[str], image_size: int | None = None,
                   problem_type="multi_label_classification" if multi_label else "single_label_classification")
     check_available(model_args)
     try:
-        with _loading(name):
+        with _loading(name), _member_of(name) as name:
             processor = AutoImageProcessor.from_pretrained(name, trust_remote_code=trust)
             if not hasattr(processor, "image_mean") and not hasattr(processor, "data_config"):
                 raise ModelError(f"model_name_or_path '{name}': its processor ({type(processor).__name__}) is not "

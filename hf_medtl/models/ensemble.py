@@ -43,7 +43,9 @@ def assemble(models: list, processor, names: list[str], views: list[str] | None 
             if len(names) == len(models) else [str(i) for i in range(len(members))]
     first = members[0]
     # TimmWrapper's image processor has no file of its own: it is read from config.json (its pretrained_cfg)
-    timm = {"pretrained_cfg": first.config.pretrained_cfg, "image_processor_type": type(processor).__name__} \
+    # (and its architecture: part of that processor's settings, so the saved one is the run's to the letter)
+    timm = {"pretrained_cfg": first.config.pretrained_cfg, "architecture": getattr(first.config, "architecture", None),
+            "image_processor_type": type(processor).__name__} \
         if type(processor).__name__ == "TimmWrapperImageProcessor" else {}
     config = MedtlEnsembleConfig(members=[m.config for m in members], member_names=names, views=views,
                                  id2label=dict(first.config.id2label), label2id=dict(first.config.label2id),

@@ -100,7 +100,7 @@ def fit(run) -> None:
     logger.info(f"knn: k {choice['k']}, {choice['metric']} ({choice['weights']} vote) on {len(bank)} training images; "
                 f"validation accuracy {choice['validation_accuracy']:.4f} (candidates: {choice['candidates']})")
     run.model = model
-    run.trainer = inference_trainer(model, recipe.training.per_device_eval_batch_size)
+    run.trainer = inference_trainer(model, recipe.training.per_device_eval_batch_size, recipe.training)
     run.trainer.processing_class = run.processor
     memory.stop()
     run.schedule, run.train_metrics = KnnRecord(choice), {"train_runtime": time.perf_counter() - start}

@@ -86,7 +86,7 @@ def save_ensemble(recipe, member_dirs: list[Path], names: list[str], member_metr
     member = load_recipe(member_dirs[0] / "recipe.json")  # the split every member was scored on
     splits = data.load_splits(member.data, member.training.seed, member_dirs[0], write=False)
     datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), member.data, contextlib.nullcontext)
-    trainer = inference_trainer(model, recipe.training.per_device_eval_batch_size)
+    trainer = inference_trainer(model, recipe.training.per_device_eval_batch_size, recipe.training)
     predictions = {s: core.dataset_probabilities(trainer, datasets[s]) for s in split_names}
     seed = recipe.training.seed
     results = (score_splits(predictions, classes, recipe.evaluation, seed) if "validation" in predictions else

@@ -235,12 +235,15 @@ def _add_budget_and_ema(trainer, callback, recipe, budget: dict) -> None:
         trainer.add_callback(TimeBudgetCallback(sched.time_budget_minutes, budget))
 
 
-def inference_trainer(model, batch_size: int = 64):
+def inference_trainer(model, batch_size: int = 64, like=None):
     """A Trainer that only predicts (device placement, batching, gathering across processes); on a GPU with
-    loader workers, so that decoding keeps up with the forward."""
-    gpu = torch.cuda.is_available()
+    loader workers, so that decoding keeps up with the forward. ``like``: the run's TrainingArguments, inside a
+    run: its device choice (use_cpu) is kept, since arguments that disagree with it would reset the distributed
+    state of a multi-process CPU launch (every rank would then count itself the main one)."""
+    use_cpu = bool(getattr(like, "use_cpu", False))
+    gpu = torch.cuda.is_available() and not use_cpu
     workers = max(0, min(8, (os.cpu_count() or 1) - 1)) if gpu else 0
     args = TrainingArguments(output_dir=tempfile.gettempdir(), per_device_eval_batch_size=batch_size,
-                             report_to="none", remove_unused_columns=False, disable_tqdm=True,
+                             report_to="none", remove_unused_columns=False, disable_tqdm=True, use_cpu=use_cpu,
                              dataloader_pin_memory=gpu, dataloader_num_workers=workers)
     return Trainer(model=model, args=args, data_collator=default_data_collator)

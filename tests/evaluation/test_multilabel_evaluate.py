@@ -30,6 +30,7 @@ def _independent_probs(run_dir, files):
     from hf_medtl.inference.core import pixels
 
     model, processor, classes = hf_medtl.load_model(run_dir)
+    model.serve_views = False  # the trained model on the image alone (its saved form averages the mirror inside)
     x = pixels(processor, [Image.open(f).convert("RGB") for f in files])
     with torch.no_grad():
         plain = torch.sigmoid(model(pixel_values=x).logits.double()).numpy()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hf_medtl.cli import main as cli
-from tests.conftest import CLASSES, assert_pipeline_serves, errors, serve_with_remote_code, tiny_recipe
+from tests.conftest import CLASSES, assert_pipeline_serves, errors, saved_classifier, serve_with_remote_code, tiny_recipe
 from tests.inference.test_serving import non_square_folder
 
 SIZES = dict(image_size=24, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -67,9 +67,11 @@ def test_encoder_trains_and_pipeline_serves_the_runs_predictions(tmp_path, encod
                          dedupe=False, head="bottleneck", bottleneck_dim=8, **extra)
     assert cli(["finetune", str(recipe)]) == 0
     out = tmp_path / "run"
-    config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == ["MedtlForImageClassification"] and config["encoder"] is True
-    assert "modeling_medtl.MedtlForImageClassification" in config["auto_map"]["AutoModelForImageClassification"]
+    outer = json.loads((out / "config.json").read_text())
+    assert outer["views"] == ["identity", "hflip"]  # the default flip TTA, inside the saved model: pipeline() serves it
+    assert outer["auto_map"]["AutoModelForImageClassification"].endswith("MedtlEnsembleForImageClassification")
+    config = outer["members"][0]
+    assert config["model_type"] == "hf_medtl_classifier" and config["encoder"] is True
     assert (config["pooling"], config["num_prefix_tokens"], config["feature_dim"]) == (saved, prefix, width)
     assert config["backbone_config"].get("mask_ratio", 0.0) == 0.0  # ViT-MAE keeps every patch
     with open(out / "predictions_test.csv") as f:
@@ -125,7 +127,7 @@ def test_partial_trains_the_last_encoder_layer_and_the_head_only(tmp_path, encod
     expected = sum(p.numel() for m in [last] + [base.get_submodule(n) for n in post] for p in m.parameters()) + head
     assert metrics["trainable_parameters"][0]["trainable_params"] == expected
     # what was frozen is the checkpoint's; the last layer moved
-    saved = AutoModelForImageClassification.from_pretrained(out).backbone.encoder
+    saved = saved_classifier(out).backbone.encoder
     first, trained = base.get_submodule(layers)[0], saved.get_submodule(layers)
     for (key, before), after in zip(first.state_dict().items(), trained[0].state_dict().values()):
         torch.testing.assert_close(after, before, rtol=0, atol=0, msg=key)

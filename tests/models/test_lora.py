@@ -18,7 +18,7 @@ from torch import nn
 from hf_medtl.cli import main as cli
 from hf_medtl.config.recipe import load_recipe
 from hf_medtl.finetune import run
-from tests.conftest import CLASSES, errors, tiny_recipe
+from tests.conftest import CLASSES, errors, saved_classifier, tiny_recipe
 from tests.data.test_multilabel import FINDINGS, make_multilabel
 from tests.inference.test_serving import non_square_folder
 
@@ -89,7 +89,7 @@ def test_lora_trains_adapters_and_head_only_and_saves_a_plain_merged_model(tmp_p
 
     # Every frozen weight (and BatchNorm statistic) is the checkpoint's; an adapted one differs by B @ A x alpha / r.
     adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
-    merged = AutoModelForImageClassification.from_pretrained(out).eval()
+    merged = saved_classifier(out).eval()  # (the default flip TTA wraps it; the weights are the merged model's)
     before, after = base.state_dict(), merged.state_dict()
     assert before.keys() == after.keys()
     moved = 0.0
@@ -143,7 +143,7 @@ def test_lora_trains_adapters_and_head_only_and_saves_a_plain_merged_model(tmp_p
     path, row = next(iter(rows.items()))
     code = ("import json, sys; sys.modules['peft'] = None\n"  # import peft fails; transformers sees no peft
             "from transformers import pipeline\n"
-            "p = pipeline('image-classification', model=sys.argv[1])(sys.argv[2], top_k=9)\n"
+            "p = pipeline('image-classification', model=sys.argv[1], trust_remote_code=True)(sys.argv[2], top_k=9)\n"
             "print(json.dumps({x['label']: x['score'] for x in p}))")
     proc = subprocess.run([sys.executable, "-c", code, str(out), str(data / path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
