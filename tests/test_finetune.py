@@ -219,3 +219,18 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
     card = (out / "README.md").read_text()
     assert "mean of the probabilities of the image and of its horizontal mirror" in card
     assert "serve exactly what was scored" in card and "trust_remote_code=True" in card
+    # Grad-CAM of the model as loaded (views inside) is the mean of each view's map brought back, as with --tta.
+    from hf_medtl.inference.explain import image_cams
+
+    images = [decode(image_folder / r["path"]) for r in rows[:2]]
+    fresh, _, _ = load_saved_model(out)
+    inside = image_cams(fresh, processor, images, [0, 1])
+    outside = image_cams(core.views_outside(fresh), processor, images, [0, 1], views=("identity", "hflip"))
+    for a, b in zip(inside, outside):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # A run saved this way is a backbone to fine-tune from, as its trained model: the wrapper is unpacked.
+    (tmp_path / "again").mkdir()
+    again = run(load_recipe(tiny_recipe(tmp_path / "again", out, image_folder, num_train_epochs=1, image_size=24,
+                                        n_bootstrap=0, tta="none")))
+    assert again["test"]["n"] == metrics["test"]["n"]
+    assert json.loads((tmp_path / "again" / "run" / "config.json").read_text())["model_type"] == "vit"

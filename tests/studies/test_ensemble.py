@@ -37,6 +37,10 @@ def test_the_saved_ensemble_averages_its_members_and_names_them(seed_ensemble):
     assert all((m / "metrics.json").is_file() for m in members)
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "hf_medtl_ensemble" and len(config["members"]) == 3
+    # Each member's run serves flip TTA inside its own saved model; the ensemble opens them into 3 plain members
+    # and serves the views once, over all of them.
+    assert config["views"] == ["identity", "hflip"] and {m["model_type"] for m in config["members"]} == {"vit"}
+    assert json.loads((members[0] / "config.json").read_text())["views"] == ["identity", "hflip"]
     assert config["auto_map"]["AutoModelForImageClassification"].endswith("MedtlEnsembleForImageClassification")
     assert (out / "modeling_ensemble.py").is_file() and (out / "modeling_medtl.py").is_file()
     # the ensemble's test probabilities are the mean of its members' (each scored by its own run)
@@ -240,3 +244,12 @@ def test_a_seed_ensemble_killed_in_its_second_member_and_resumed_equals_an_unint
     assert resumed["test"]["accuracy"] == straight["test"]["accuracy"]
     ours, theirs = read_probs(killed / "predictions_test.csv"), read_probs(tmp_path / "straight" / "predictions_test.csv")
     assert ours.keys() == theirs.keys() and all(np.abs(ours[k] - theirs[k]).max() < 1e-6 for k in ours)
+
+
+def test_an_ensemble_is_no_backbone_to_fine_tune_from(seed_ensemble, tmp_path, capsys):
+    out, data, _ = seed_ensemble
+    recipe = tiny_recipe(tmp_path, out, data, num_train_epochs=1, image_size=24, n_bootstrap=0, dedupe=False)
+    assert cli(["finetune", str(recipe)]) == 2
+    lines = errors(capsys)
+    assert len(lines) == 1 and "an ensemble of 3 models" in lines[0] and "members/" in lines[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()
