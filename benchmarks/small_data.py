@@ -1,10 +1,11 @@
 """The toolkit's defaults on small and larger data: the NEW defaults (a recipe with only a data source, class
-names, a backbone and an input size: what a user gets) against the CURRENT defaults (the same recipe with the
-epoch count given, so no step budget: 10 epochs) and against the transformers example recipe at that budget, on
-the three shared datasets, with paired tests. One command:
+names, a backbone and an input size: what a user gets: the 1,000-step budget and flip TTA inside the saved model)
+against the CURRENT defaults before them (the same recipe with the epoch count given, so no step budget: 10
+epochs, and no TTA) and against the transformers example recipe at that budget, on the three shared datasets,
+with paired tests. ``--decompose``: also the new defaults without TTA (the budget's share and TTA's). One command:
 
     python benchmarks/small_data.py [--datasets breastmnist,pneumoniamnist,brain_mri] [--seeds 1,2,3]
-        [--ensemble N] [--model_name_or_path checkpoints/efficientnet_lite0]
+        [--ensemble N] [--decompose] [--model_name_or_path checkpoints/efficientnet_lite0]
 
 Protocols (benchmarks/recipes_vs_example.py does the folds, the runs and the example recipe):
 - BreastMNIST: 5-fold grouped stratified cv on train + val, per seed (15 runs per arm with 3 seeds).
@@ -34,7 +35,8 @@ DATASETS = {  # recipe (data, classes, input size only) and protocol flags of re
     "pneumoniamnist": ("recipes/pneumoniamnist_default.json", ["--official_val_as_test"]),
     "brain_mri": ("recipes/brain_mri_default.json", ["--folds", "5", "--fold_subset", "0"]),
 }
-CURRENT = ["--num_train_epochs", "10"]  # the current defaults: the epoch count, no step budget
+CURRENT = ["--num_train_epochs", "10", "--tta", "none"]  # the defaults before: the epoch count, no step budget, no TTA
+BUDGET_ONLY = ["--tta", "none"]  # the new defaults without TTA: the step budget's share
 
 
 def paired(rows_a: list[dict], rows_b: list[dict], side_b: str = "recipe") -> dict:
@@ -84,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--ensemble", type=int, default=0, help="also the new defaults with ensemble_seeds N (0: no)")
+    p.add_argument("--decompose", action="store_true", help="also the new defaults without TTA (arm budget_only)")
     p.add_argument("--results", default=str(HERE / "results" / "small_data"))
     p.add_argument("--work", default="outputs/small_data")
     a, overrides = p.parse_known_args(argv)
@@ -96,13 +99,21 @@ def main(argv=None) -> int:
                   "--work", f"{a.work}/{name}/current"])
         rve.main([recipe, *common, "--recipe_only", "--results", str(results / name / "new"),
                   "--work", f"{a.work}/{name}/new"])
+        arms = ["current", "new"]
+        if a.decompose:
+            rve.main([recipe, *common, *BUDGET_ONLY, "--recipe_only", "--results", str(results / name / "budget_only"),
+                      "--work", f"{a.work}/{name}/budget_only"])
+        if (results / name / "budget_only" / "results.jsonl").is_file():
+            arms.append("budget_only")
         rows = {arm: [json.loads(x) for x in (results / name / arm / "results.jsonl").read_text().splitlines()]
-                for arm in ("current", "new")}
+                for arm in arms}
         seeds = {int(s) for s in a.seeds.split(",")}
         rows = {arm: [r for r in rs if r["seed"] in seeds] for arm, rs in rows.items()}
         summary[name] = {"new_vs_current": paired(rows["new"], rows["current"]),
                          "new_vs_example": paired(rows["new"], rows["current"], "example"),
                          "current_vs_example": paired(rows["current"], rows["current"], "example"),
+                         **({"budget_only_vs_current": paired(rows["budget_only"], rows["current"]),
+                             "new_vs_budget_only": paired(rows["new"], rows["budget_only"])} if "budget_only" in rows else {}),
                          "new_epochs_run": [r["recipe_epochs_run"] for r in rows["new"]],
                          "new_train_s": [r["recipe_train_s"] for r in rows["new"]]}
         if a.ensemble > 1:
@@ -112,6 +123,9 @@ def main(argv=None) -> int:
         lines += [line(name, "new vs current defaults", summary[name]["new_vs_current"]),
                   line(name, "new defaults vs example", summary[name]["new_vs_example"]),
                   line(name, "current defaults vs example", summary[name]["current_vs_example"])]
+        if "budget_only" in rows:
+            lines += [line(name, "step budget alone vs current", summary[name]["budget_only_vs_current"]),
+                      line(name, "new (budget + flip TTA) vs budget alone", summary[name]["new_vs_budget_only"])]
     md = ["| dataset | comparison | A: accuracy % (mean ± sd) | B: accuracy % | A − B points (W/T/L) | paired t / "
           "Wilcoxon p | McNemar p per seed |", "|---|---|---|---|---|---|---|", *lines]
     for name, s in summary.items():

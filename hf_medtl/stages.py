@@ -137,6 +137,7 @@ def summary(run: Run) -> dict:
         **({"knn": run.schedule.knn} if hasattr(run.schedule, "knn") else {}),  # k and metric chosen, and why
         "trainable_parameters": phases(history),
         "total_parameters": sum(p.numel() for p in run.model.parameters()),
+        "model_class": type(run.model).__name__,  # what loads it: hf_medtl's own classes need their saved code
         "split_counts": run.splits.counts(),
         "classes": run.splits.classes,
     }

@@ -234,3 +234,6 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
                                         n_bootstrap=0, tta="none")))
     assert again["test"]["n"] == metrics["test"]["n"]
     assert json.loads((tmp_path / "again" / "run" / "config.json").read_text())["model_type"] == "vit"
+    assert again["model_class"] == "ViTForImageClassification" and metrics["model_class"].startswith("MedtlEnsemble")
+    # A plain transformers class is served by plain pipeline(): the card says no trust_remote_code for it.
+    assert "trust_remote_code" not in (tmp_path / "again" / "run" / "README.md").read_text()

@@ -155,9 +155,7 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         schedule=schedule, epochs_run=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"],
         tta=r.get("tta", "none") == "hflip", best_epoch=metrics["best_epoch"],
         # hf_medtl's own classes (TTA inside, an ensemble, its heads): loaded through their saved code
-        remote_code=(r.get("tta", "none") != "none" or "ensemble" in metrics or r.get("head") == "bottleneck"
-                     or bool(r.get("head_dropout")) or r.get("finetune_strategy") == "knn"
-                     or r.get("pooling") not in (None, "default")),
+        remote_code=str(metrics.get("model_class", "")).startswith("Medtl"),
         curves="plots/training_curves.png" if metrics["epochs_run"] and "ensemble" not in metrics else None,
         ensemble_text=ensemble_markdown(metrics["ensemble"]) if "ensemble" in metrics else None)
 

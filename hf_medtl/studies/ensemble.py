@@ -100,7 +100,7 @@ def save_ensemble(recipe, member_dirs: list[Path], names: list[str], member_metr
         "epochs_run": max(m["epochs_run"] for m in member_metrics),
         "lr_reductions": max(m["lr_reductions"] for m in member_metrics), "best_epoch": None,
         "train_runtime_s": sum(m["train_runtime_s"] for m in member_metrics),
-        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "total_parameters": sum(p.numel() for p in model.parameters()), "model_class": type(model).__name__,
         "split_counts": counts, "classes": classes,
         "ensemble": {"kind": kind, "members": rows,
                      **_gain(predictions["test"], paths["test"], rows, recipe.evaluation.n_bootstrap, seed)},

@@ -98,5 +98,6 @@ def test_custom_head_loads_in_plain_transformers_with_remote_code(tmp_path, imag
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "hf_medtl_classifier" and (out / "modeling_medtl.py").is_file()
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_medtl.MedtlForImageClassification"
+    assert "trust_remote_code=True" in (out / "README.md").read_text()
     served = serve_with_remote_code(out, image_folder / "normal" / "normal_000.png", tmp_path)
     assert sorted(served) == ["benign", "malignant", "normal"]
