@@ -155,7 +155,6 @@ def test_a_dropped_one_image_training_batch_never_drops_evaluation_images(tmp_pa
 
 
 def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_folder, tiny_vit, capsys):
-    from hf_medtl.training import trainer as train
     from hf_medtl.models import load_saved_model
 
     metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=3, image_size=24,

@@ -112,7 +112,7 @@ LAYERS = {"dinov2": ("encoder.layer", ["layernorm"]),
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_partial_trains_the_last_encoder_layer_and_the_head_only(tmp_path, encoders, name):
-    from transformers import AutoModel, AutoModelForImageClassification
+    from transformers import AutoModel
 
     data = non_square_folder(tmp_path / "data")
     recipe = tiny_recipe(tmp_path, encoders[name], data, num_train_epochs=1, image_size=24, n_bootstrap=0,

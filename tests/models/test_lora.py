@@ -70,7 +70,7 @@ def pixel_batch(out, files):
 @pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_resnet"])
 def test_lora_trains_adapters_and_head_only_and_saves_a_plain_merged_model(tmp_path, backbone, request, capsys):
     from safetensors.torch import load_file
-    from transformers import AutoModelForImageClassification, pipeline
+    from transformers import pipeline
 
     model_dir = request.getfixturevalue(backbone)
     data = non_square_folder(tmp_path / "data")
