@@ -209,6 +209,10 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
     pixels = np.stack([it["pixel_values"].numpy() for it in items])
     onnx = core.probabilities(ort.InferenceSession(str(tmp_path / "m.onnx")).run(["logits"], {"pixel_values": pixels})[0])
     np.testing.assert_allclose(onnx, saved, atol=1e-4)
+    import onnx as onnx_lib
+
+    meta = {p.key: p.value for p in onnx_lib.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(meta["hf_medtl.preprocessing"])["views_inside"] == ["identity", "hflip"]  # callers add no flip
     # `hf-medtl evaluate` on the images scores them as the run did (with the mirror): its probabilities for the
     # test images are the run's own.
     assert cli(["evaluate", str(out), str(image_folder), "--output_dir", str(tmp_path / "ev"), "--n_bootstrap", "0"]) == 0

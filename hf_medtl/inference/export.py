@@ -44,6 +44,8 @@ def preprocessing_metadata(processor, model) -> dict:
         "rescale": "pixel / 255", "normalize": {"mean": list(prep.mean), "std": list(prep.std)},
         "layout": "float32 NCHW, RGB", "output": "logits",
         "probabilities": "sigmoid per label" if is_multi_label(model) else "softmax over labels",
+        # Test-time views the graph averages over itself (the run's flip TTA): the caller adds none.
+        "views_inside": list(getattr(model.config, "views", None) or ["identity"]),
     }
 
 

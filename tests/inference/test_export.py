@@ -30,6 +30,7 @@ def test_onnx_round_trip_matches_pytorch(trained_run, tmp_path, capsys):
     assert json.loads(meta["hf_medtl.labels"]) == ["benign", "malignant", "normal"]
     prep = json.loads(meta["hf_medtl.preprocessing"])
     assert prep["resize"]["height"] == 24 and prep["probabilities"] == "softmax over labels" and "DICOM" in prep["decode"]
+    assert prep["views_inside"] == ["identity"]  # (the preset's run: no TTA)
 
     # Independently of the export's own check: a batch of 5 (the batch axis is dynamic), probabilities within 1e-4.
     model, processor, _ = load_saved_model(trained_run)
