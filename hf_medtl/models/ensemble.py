@@ -29,18 +29,15 @@ def assemble(models: list, processor, names: list[str], views: list[str] | None 
     """One MedtlEnsembleForImageClassification (eval mode) of in-memory classifiers that share ``processor``; its
     forward averages over the members (ensembles among ``models`` are opened into theirs) and ``views``."""
     register_auto_classes()  # save_pretrained then writes modeling_ensemble.py + modeling_medtl.py and an auto_map
-    members, member_views = [], set()
-    for m in models:
-        parts, v = _parts(m)
-        members += parts
-        member_views.add(tuple(v))
-    if len(member_views) > 1:
-        raise ModelError(f"models served with different test-time views {sorted(member_views)} cannot join one "
+    opened = [_parts(m) for m in models]
+    views_of_models = {tuple(v) for _, v in opened}
+    if len(views_of_models) > 1:
+        raise ModelError(f"models served with different test-time views {sorted(views_of_models)} cannot join one "
                          "ensemble; ensemble models of one recipe")
-    views = list(views or next(iter(member_views)))
-    if len(names) != len(members):  # members of ensembles: named after their ensemble
-        names = [f"{n}/{i}" for n, m in zip(names, models) for i in range(len(_parts(m)[0]))] \
-            if len(names) == len(models) else [str(i) for i in range(len(members))]
+    views = list(views or next(iter(views_of_models)))
+    members = [m for parts, _ in opened for m in parts]
+    # the members an ensemble among ``models`` brings are named after it
+    names = [n if len(parts) == 1 else f"{n}/{i}" for n, (parts, _) in zip(names, opened) for i in range(len(parts))]
     first = members[0]
     # TimmWrapper's image processor has no file of its own: it is read from config.json (its pretrained_cfg)
     # (and its architecture: part of that processor's settings, so the saved one is the run's to the letter)
