@@ -134,6 +134,7 @@ def summary(run: Run) -> dict:
         "memory": memory.record() if memory else None,
         "cached_features": run.cached,
         "budget": getattr(run.schedule, "budget", None),  # how the epoch count was chosen (training/budget.py)
+        **({"swa": run.schedule.swa} if getattr(run.schedule, "swa", None) else {}),  # training/swa.py: the average
         **({"knn": run.schedule.knn} if hasattr(run.schedule, "knn") else {}),  # k and metric chosen, and why
         "trainable_parameters": phases(history),
         "total_parameters": sum(p.numel() for p in run.model.parameters()),

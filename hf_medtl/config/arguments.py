@@ -261,6 +261,12 @@ class ScheduleArguments:
         "help": "Keep an exponential moving average of the weights (timm ModelEmaV3, with its warm-up: the decay grows "
                 "to this value with the step), scored on validation each epoch; it becomes θ* when it wins under a "
                 "val_* theta_star rule, and is then the saved model. e.g. 0.999; null: off."})
+    swa_epochs: Optional[int] = field(default=None, metadata={
+        "help": "Stochastic weight averaging: when training ends, average the weights of the last N epochs it trained "
+                "(a rolling window, since the schedule decides when the run ends), recompute BatchNorm statistics on "
+                "the training batches (layers that trained only), score the average on validation; it becomes θ* when "
+                "it wins under a val_* theta_star rule, and is then the saved model (metrics.json 'swa'). e.g. 5; "
+                "null: off."})
 
 
 @dataclass

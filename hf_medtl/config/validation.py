@@ -75,7 +75,8 @@ def _validate_budget(s: ScheduleArguments) -> None:
     """The run's budget and weight averaging: each null (off) or in range."""
     checks = {"min_train_steps": (s.min_train_steps, lambda v: v >= 1, "at least 1"),
               "time_budget_minutes": (s.time_budget_minutes, lambda v: v > 0, "above 0"),
-              "ema_decay": (s.ema_decay, lambda v: 0 < v < 1, "strictly between 0 and 1")}
+              "ema_decay": (s.ema_decay, lambda v: 0 < v < 1, "strictly between 0 and 1"),
+              "swa_epochs": (s.swa_epochs, lambda v: v >= 2, "at least 2 (an average of one epoch is that epoch)")}
     for key, (v, ok, text) in checks.items():
         if v is not None and not ok(v):
             raise ValueError(f"'{key}' must be {text} (or null), got {v}")

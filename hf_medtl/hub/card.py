@@ -154,6 +154,7 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         augment=augment_text(r),
         schedule=schedule, epochs_run=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"],
         tta=r.get("tta", "none") == "hflip", best_epoch=metrics["best_epoch"],
+        swa_text=swa_text(metrics.get("swa")),
         # hf_medtl's own classes (TTA inside, an ensemble, its heads): loaded through their saved code
         remote_code=str(metrics.get("model_class", "")).startswith("Medtl"),
         curves="plots/training_curves.png" if metrics["epochs_run"] and "ensemble" not in metrics else None,
@@ -170,6 +171,14 @@ def augment_text(r: dict) -> str:
     mixes = [f"{name} (alpha {r[key]:g})" for key, name in (("mixup_alpha", "MixUp"), ("cutmix_alpha", "CutMix"))
              if r.get(key)]
     return ", ".join(parts + mixes) + " (training split only)"
+
+
+def swa_text(swa: dict | None) -> str | None:
+    """θ* when it is the stochastic weight average (metrics' "swa", hf_medtl/training/swa.py); None otherwise."""
+    if not swa or not swa.get("kept"):
+        return None
+    return (f"the average of the weights of epochs {swa['epochs'][0]}-{swa['epochs'][-1]} (SWA, BatchNorm statistics "
+            f"recomputed on the training images; validation accuracy {swa.get('val_accuracy', float('nan')):.4f})")
 
 
 def budget_text(b: dict | None, max_epochs: float) -> str:

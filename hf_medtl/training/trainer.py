@@ -12,7 +12,7 @@ import torch
 from transformers import Trainer, TrainingArguments, default_data_collator
 from transformers.trainer_callback import PrinterCallback
 
-from hf_medtl.training import ema, mixing
+from hf_medtl.training import ema, mixing, swa
 from hf_medtl.training.budget import TimeBudgetCallback, plan_epochs
 from hf_medtl.training.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
 from hf_medtl.training.memory import PeakMemoryCallback
@@ -223,14 +223,16 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
 
 
 def _add_budget_and_ema(trainer, callback, recipe, budget: dict) -> None:
-    """The callbacks that run after the adaptive one at each epoch's end: the EMA's scoring, then the time budget
-    (whose first-epoch time then includes the EMA's validation pass)."""
+    """The callbacks that run after the adaptive one at each epoch's end: the EMA's scoring, SWA's window, then the
+    time budget (whose first-epoch time then includes the EMA's validation pass). SWA averages when training ends,
+    after the adaptive callback has restored θ*."""
     sched = recipe.schedule
     if sched.theta_star in ("val_balanced_accuracy", "val_f1_macro") and is_multi_label(trainer.model.config):
         raise HfMedtlError(f"theta_star '{sched.theta_star}' needs one class per image; for multi-label use "
                            "val_loss or val_accuracy")
     callback.budget = budget  # the metrics' "budget" entry (stages.summary), completed by the time budget
     ema.attach(trainer, callback, sched.ema_decay)
+    swa.attach(trainer, callback, sched.swa_epochs)
     if sched.time_budget_minutes is not None:
         trainer.add_callback(TimeBudgetCallback(sched.time_budget_minutes, budget))
 

@@ -1,5 +1,5 @@
-"""The run's budget (min_train_steps, time_budget_minutes), the EMA of the weights (ema_decay) and the imbalance-aware
-θ* rules (val_balanced_accuracy, val_f1_macro), through `hf-medtl finetune` on generated images."""
+"""The run's budget (min_train_steps, time_budget_minutes), the EMA of the weights (ema_decay), stochastic weight
+averaging (swa_epochs) and the imbalance-aware θ* rules (val_balanced_accuracy, val_f1_macro), through `hf-medtl finetune` on generated images."""
 import json
 import math
 
@@ -7,6 +7,7 @@ import pytest
 
 from hf_medtl.finetune import main
 from hf_medtl.training import budget as budget_module
+from hf_medtl.training import swa as swa_module
 from hf_medtl.training.ema import EmaCallback
 from tests.conftest import assert_pipeline_serves, errors, make_image_folder, tiny_recipe
 
@@ -138,10 +139,104 @@ def test_theta_star_follows_balanced_accuracy_or_macro_f1(tmp_path, tiny_vit, ru
 
 
 @pytest.mark.parametrize("key,value", [("min_train_steps", 0), ("time_budget_minutes", 0), ("time_budget_minutes", -1),
-                                       ("ema_decay", 0), ("ema_decay", 1.0), ("ema_decay", 1.5)])
+                                       ("ema_decay", 0), ("ema_decay", 1.0), ("ema_decay", 1.5),
+                                       ("swa_epochs", 1), ("swa_epochs", 0), ("swa_epochs", 2.5)])
 def test_bad_budget_and_ema_values_are_one_line_errors(tmp_path, tiny_vit, image_folder, capsys, key, value):
     recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, n_bootstrap=0, **{key: value})
     assert main([str(recipe)]) == 2
     lines = errors(capsys)
     assert len(lines) == 1 and f"'{key}'" in lines[0]
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def _bn_net():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4))
+
+
+class _Pixels(__import__("torch").nn.Module):
+    """A model called as the Trainer's models are: model(pixel_values=...)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, pixel_values):
+        return self.net(pixel_values)
+
+
+def test_batch_norm_recomputed_as_torch_update_bn_does_and_frozen_layers_keep_theirs():
+    import copy
+
+    import torch
+    from torch.optim.swa_utils import update_bn
+
+    from hf_medtl.models.strategies import keep_frozen_in_eval_mode
+
+    batches = [torch.randn(5, 3, 8, 8) * (i + 1) + i for i in range(4)]
+    ours, reference = _Pixels(_bn_net()), _bn_net()
+    reference.load_state_dict(ours.net.state_dict())
+    assert swa_module.recompute_batch_norm(ours, [{"pixel_values": b} for b in batches]) == 2
+    update_bn(batches, reference)
+    for (name, a), b in zip(ours.net.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    assert ours.training and ours.net[1].momentum == 0.1  # mode and momentum as they were
+    # A frozen first block (the frozen strategies' hook puts it in eval mode) keeps its statistics.
+    frozen = _Pixels(_bn_net())
+    frozen.net[1].running_mean.fill_(3.0)
+    before = copy.deepcopy(frozen.net[1].state_dict())
+    for p in [*frozen.net[0].parameters(), *frozen.net[1].parameters()]:
+        p.requires_grad_(False)
+    frozen.net = torch.nn.Sequential(torch.nn.Sequential(frozen.net[0], frozen.net[1]), *frozen.net[2:])
+    keep_frozen_in_eval_mode(frozen)
+    assert swa_module.recompute_batch_norm(frozen, [{"pixel_values": b} for b in batches]) == 1
+    for key, value in before.items():
+        assert torch.equal(frozen.net[0][1].state_dict()[key], value), key
+    assert frozen.net[2 + 1].num_batches_tracked.item() == len(batches)
+
+
+def test_swa_averages_the_last_epochs_and_the_saved_model_serves_the_average(tmp_path, tiny_timm, monkeypatch):
+    """The average is made to win (the comparison is the adaptive callback's own, tested above): the saved model is
+    the mean of the last 3 epochs' weights with BatchNorm recomputed, and pipeline() serves the run's predictions."""
+    import torch
+    from safetensors.torch import load_file
+
+    averaged = []
+    real_average = swa_module.average_states
+    monkeypatch.setattr(swa_module, "average_states",
+                        lambda states: averaged.append(states) or real_average(states))
+    monkeypatch.setattr(swa_module.SwaCallback, "_wins", lambda self, candidate: True)
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    out, metrics, history = finetune(tmp_path, tiny_timm, images, num_train_epochs=4, swa_epochs=3,
+                                     adaptive_lr=False, learning_rate=5e-3)
+    s = metrics["swa"]
+    assert s["epochs"] == [2, 3, 4] and s["kept"] is True and metrics["best_epoch"] == 4
+    assert s["batch_norm_layers_recomputed"] > 0 and 0 <= s["val_accuracy"] <= 1 and s["val_loss"] > 0
+    (states,) = averaged
+    assert len(states) == 3 and not torch.equal(states[0]["timm_model.conv_stem.weight"], states[2]["timm_model.conv_stem.weight"])
+    saved = {k.removeprefix("members.0."): v for k, v in load_file(str(out / "model.safetensors")).items()}
+    for key, value in states[-1].items():
+        if "running_" in key or "num_batches" in key:
+            continue
+        mean = torch.stack([st[key].float() for st in states]).mean(0)
+        assert (saved[key].float() - mean).abs().max() <= 1e-6, key
+    bn = next(k for k in saved if k.endswith("running_var"))
+    assert not torch.allclose(saved[bn], states[-1][bn])  # recomputed for the averaged weights
+    assert_pipeline_serves(out, images, atol=1e-5)
+    assert "the average of the weights of epochs 2-4 (SWA" in (out / "README.md").read_text()
+
+
+def test_under_a_rule_that_compares_no_scores_swa_is_scored_but_not_kept(tmp_path, tiny_timm, hf_medtl_log):
+    from safetensors.torch import load_file
+
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    out, metrics, history = finetune(tmp_path, tiny_timm, images, num_train_epochs=3, swa_epochs=2,
+                                     adaptive_lr=False, theta_star="last", tta="none")
+    assert metrics["swa"]["epochs"] == [2, 3] and metrics["swa"]["kept"] is False and metrics["best_epoch"] == 3
+    assert any("the average is scored but never kept" in line for line in hf_medtl_log.messages)
+    assert "SWA" not in (out / "README.md").read_text()
+    assert load_file(str(out / "model.safetensors"))  # the last epoch's own weights, served as scored
+    assert_pipeline_serves(out, images, atol=1e-5)

@@ -1,0 +1,126 @@
+"""Stochastic weight averaging over the last epochs (Izmailov et al. 2018): the weights at the end of each of the
+last ``swa_epochs`` epochs the run trains are averaged when training ends, BatchNorm statistics are recomputed for
+the averaged weights on the training batches, and the average is scored on validation; it becomes θ* when it wins
+under the run's θ* rule. The window is a rolling one because the adaptive schedule decides when a run ends."""
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+from hf_medtl.training.ema import SCORED_RULES, _cpu_copy
+
+logger = logging.getLogger("hf_medtl")
+SCORES = ("loss", "accuracy", "balanced_accuracy", "f1_macro")
+
+
+def average_states(states: list[dict]) -> dict:
+    """The element-wise mean of floating-point tensors; other tensors (BatchNorm's batch counters) from the last."""
+    return {k: (torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone())
+            for k, v in states[-1].items()}
+
+
+def recompute_batch_norm(model, batches) -> int:
+    """BatchNorm running statistics for the current weights, as ``torch.optim.swa_utils.update_bn`` computes them
+    (reset, momentum None: the plain average over the batches, forwards in training mode without gradients), but only
+    for the layers that trained: a frozen layer (put in eval mode by the strategy's hook) keeps its statistics. Across
+    processes the statistics are averaged, so that every rank holds the same model. Returns the layers recomputed."""
+    layers = [m for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers:
+        return 0
+    kept = {m: (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+            for m in layers}
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(pixel_values=batch["pixel_values"].to(next(model.parameters()).device))
+    model.train(was_training)
+    recomputed = 0
+    for m in layers:
+        mean, var, count, momentum = kept[m]
+        m.momentum = momentum
+        if m.num_batches_tracked.item() == 0:  # frozen (or unused): the pass never updated it, so it keeps its own
+            m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
+            continue
+        if dist.is_available() and dist.is_initialized():
+            for buffer in (m.running_mean, m.running_var):
+                dist.all_reduce(buffer)
+                buffer /= dist.get_world_size()
+        recomputed += 1
+    return recomputed
+
+
+class SwaCallback(TrainerCallback):
+    """Keeps the weights of the last ``epochs`` epochs (CPU copies), and when training ends (after the adaptive
+    callback has restored θ*) averages them, recomputes BatchNorm, evaluates the average with the Trainer on the
+    validation set and keeps it as θ* when it wins; ``adaptive.swa`` is the metrics' "swa" entry. A resumed run
+    averages the epochs trained since it resumed (the entry lists them)."""
+
+    def __init__(self, epochs: int, adaptive, trainer):
+        self.window: collections.deque = collections.deque(maxlen=epochs)
+        self.adaptive, self.trainer, self.epochs = adaptive, trainer, epochs
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        if "eval_loss" not in (metrics or {}) or not self.adaptive.history:
+            return  # outside training, or another callback's own pass
+        epoch = self.adaptive.history[-1]["epoch"]
+        if not self.window or self.window[-1][0] != epoch:
+            self.window.append((epoch, _cpu_copy(model.state_dict())))
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if len(self.window) < 2:
+            logger.info(f"swa_epochs: {len(self.window)} epoch trained, nothing to average")
+            self.adaptive.swa = {"epochs": [e for e, _ in self.window], "kept": False, "reason": "under 2 epochs"}
+            return
+        epochs = [e for e, _ in self.window]
+        theta = _cpu_copy(model.state_dict())  # θ*, restored by the adaptive callback
+        average = average_states([s for _, s in self.window])
+        self.window.clear()
+        with torch.no_grad():
+            model.load_state_dict(average)
+        recomputed = recompute_batch_norm(model, self.trainer.get_train_dataloader())
+        scores = self._evaluate()
+        entry = {"epochs": epochs, "batch_norm_layers_recomputed": recomputed,
+                 **{f"val_{k}": v for k, v in scores.items()}, "kept": False}
+        candidate = {"epoch": epochs[-1], **{f"val_{k}": v for k, v in scores.items()}}
+        if self.adaptive.theta_star not in SCORED_RULES:
+            logger.info(f"swa_epochs: the average is scored but never kept: theta_star '{self.adaptive.theta_star}' "
+                        "does not compare validation scores (use val_loss, val_accuracy, val_balanced_accuracy or "
+                        "val_f1_macro)")
+        elif self._wins(candidate):
+            entry["kept"] = True
+            self.adaptive.best_state = _cpu_copy(model.state_dict())
+            self.adaptive.best_epoch = epochs[-1]
+        logger.info(f"swa: the average of epochs {epochs[0]}-{epochs[-1]} scores validation loss {scores['loss']:.4f}, "
+                    f"accuracy {scores.get('accuracy', float('nan')):.4f}: "
+                    + ("it is θ*" if entry["kept"] else "θ* stays the run's own weights"))
+        if not entry["kept"]:
+            with torch.no_grad():
+                model.load_state_dict(theta)
+        self.adaptive.swa = entry
+
+    def _wins(self, candidate: dict) -> bool:
+        """Whether the average beats θ* so far under the run's rule (the adaptive callback's own comparison)."""
+        return self.adaptive._select(candidate)
+
+    def _evaluate(self) -> dict:
+        metrics = self.trainer.evaluate(metric_key_prefix="swa")  # "swa_*": the epoch callbacks ignore it
+        return {k: metrics[f"swa_{k}"] for k in SCORES if f"swa_{k}" in metrics}
+
+
+def attach(trainer, adaptive, epochs: Optional[int]) -> Optional[SwaCallback]:
+    """Add the callback after the adaptive one (its θ* is restored first when training ends)."""
+    if epochs is None:
+        return None
+    callback = SwaCallback(epochs, adaptive, trainer)
+    trainer.add_callback(callback)
+    return callback
