@@ -2,10 +2,11 @@
 names, a backbone and an input size: what a user gets: the 1,000-step budget and flip TTA inside the saved model)
 against the CURRENT defaults before them (the same recipe with the epoch count given, so no step budget: 10
 epochs, and no TTA) and against the transformers example recipe at that budget, on the three shared datasets,
-with paired tests. ``--decompose``: also the new defaults without TTA (the budget's share and TTA's). One command:
+with paired tests. ``--decompose``: also the new defaults without TTA (the budget's share and TTA's); ``--arms ema,swa``: also the
+new defaults with weight averaging (EMA of the weights, SWA over the last 5 epochs), each against them. One command:
 
     python benchmarks/small_data.py [--datasets breastmnist,pneumoniamnist,brain_mri] [--seeds 1,2,3]
-        [--ensemble N] [--decompose] [--model_name_or_path checkpoints/efficientnet_lite0]
+        [--ensemble N] [--decompose] [--arms ema,swa] [--model_name_or_path checkpoints/efficientnet_lite0]
 
 Protocols (benchmarks/recipes_vs_example.py does the folds, the runs and the example recipe):
 - BreastMNIST: 5-fold grouped stratified cv on train + val, per seed (15 runs per arm with 3 seeds).
@@ -37,6 +38,8 @@ DATASETS = {  # recipe (data, classes, input size only) and protocol flags of re
 }
 CURRENT = ["--num_train_epochs", "10", "--tta", "none"]  # the defaults before: the epoch count, no step budget, no TTA
 BUDGET_ONLY = ["--tta", "none"]  # the new defaults without TTA: the step budget's share
+# Candidate additions to the new defaults, each compared with them run by run (``--arms``): weight averaging.
+CANDIDATES = {"ema": ["--ema_decay", "0.999"], "swa": ["--swa_epochs", "5"]}
 
 
 def paired(rows_a: list[dict], rows_b: list[dict], side_b: str = "recipe") -> dict:
@@ -87,6 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--ensemble", type=int, default=0, help="also the new defaults with ensemble_seeds N (0: no)")
     p.add_argument("--decompose", action="store_true", help="also the new defaults without TTA (arm budget_only)")
+    p.add_argument("--arms", default="", help=f"also these candidates on top of the new defaults, each against them: "
+                   f"comma-separated of {sorted(CANDIDATES)}")
     p.add_argument("--results", default=str(HERE / "results" / "small_data"))
     p.add_argument("--work", default="outputs/small_data")
     a, overrides = p.parse_known_args(argv)
@@ -103,8 +108,13 @@ def main(argv=None) -> int:
         if a.decompose:
             rve.main([recipe, *common, *BUDGET_ONLY, "--recipe_only", "--results", str(results / name / "budget_only"),
                       "--work", f"{a.work}/{name}/budget_only"])
+        candidates = [c for c in a.arms.split(",") if c]
+        for c in candidates:
+            rve.main([recipe, *common, *CANDIDATES[c], "--recipe_only", "--results", str(results / name / c),
+                      "--work", f"{a.work}/{name}/{c}"])
         if (results / name / "budget_only" / "results.jsonl").is_file():
             arms.append("budget_only")
+        arms += [c for c in CANDIDATES if (results / name / c / "results.jsonl").is_file()]
         rows = {arm: [json.loads(x) for x in (results / name / arm / "results.jsonl").read_text().splitlines()]
                 for arm in arms}
         seeds = {int(s) for s in a.seeds.split(",")}
@@ -114,6 +124,7 @@ def main(argv=None) -> int:
                          "current_vs_example": paired(rows["current"], rows["current"], "example"),
                          **({"budget_only_vs_current": paired(rows["budget_only"], rows["current"]),
                              "new_vs_budget_only": paired(rows["new"], rows["budget_only"])} if "budget_only" in rows else {}),
+                         **{f"{c}_vs_new": paired(rows[c], rows["new"]) for c in CANDIDATES if c in rows},
                          "new_epochs_run": [r["recipe_epochs_run"] for r in rows["new"]],
                          "new_train_s": [r["recipe_train_s"] for r in rows["new"]]}
         if a.ensemble > 1:
@@ -126,6 +137,8 @@ def main(argv=None) -> int:
         if "budget_only" in rows:
             lines += [line(name, "step budget alone vs current", summary[name]["budget_only_vs_current"]),
                       line(name, "new (budget + flip TTA) vs budget alone", summary[name]["new_vs_budget_only"])]
+        lines += [line(name, f"new + {c} ({' '.join(CANDIDATES[c])}) vs new", summary[name][f"{c}_vs_new"])
+                  for c in CANDIDATES if c in rows]
     md = ["| dataset | comparison | A: accuracy % (mean ± sd) | B: accuracy % | A − B points (W/T/L) | paired t / "
           "Wilcoxon p | McNemar p per seed |", "|---|---|---|---|---|---|---|", *lines]
     for name, s in summary.items():

@@ -198,7 +198,40 @@ def test_batch_norm_recomputed_as_torch_update_bn_does_and_frozen_layers_keep_th
     assert frozen.net[2 + 1].num_batches_tracked.item() == len(batches)
 
 
-def test_swa_averages_the_last_epochs_and_the_saved_model_serves_the_average(tmp_path, tiny_timm, monkeypatch):
+def _rank_recompute(rank, port, batches, out):
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        model = _Pixels(_bn_net())
+        swa_module.recompute_batch_norm(model, [{"pixel_values": b} for b in batches[rank::2]])
+        torch.save(model.net.state_dict(), f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_norm_statistics_are_averaged_across_processes(tmp_path):
+    """Two gloo ranks, each with half the batches, end with the same statistics: those of update_bn over them all."""
+    import torch
+    import torch.multiprocessing as mp
+    from torch.optim.swa_utils import update_bn
+
+    from tests.conftest import free_port
+
+    batches = [torch.randn(5, 3, 8, 8) * (i + 1) + i for i in range(4)]
+    mp.spawn(_rank_recompute, args=(free_port(), batches, str(tmp_path)), nprocs=2)
+    reference = _bn_net()
+    update_bn([batches[0], batches[2], batches[1], batches[3]], reference)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for key, value in reference.state_dict().items():
+        if "running_" in key:
+            assert torch.equal(ranks[0][key], ranks[1][key]), key
+            assert torch.allclose(ranks[0][key], value, atol=1e-5), key
+
+
+def test_swa_averages_the_last_epochs_and_the_saved_model_serves_the_average(tmp_path, tiny_timm, monkeypatch,
+                                                                           capsys):
     """The average is made to win (the comparison is the adaptive callback's own, tested above): the saved model is
     the mean of the last 3 epochs' weights with BatchNorm recomputed, and pipeline() serves the run's predictions."""
     import torch
@@ -227,6 +260,20 @@ def test_swa_averages_the_last_epochs_and_the_saved_model_serves_the_average(tmp
     assert not torch.allclose(saved[bn], states[-1][bn])  # recomputed for the averaged weights
     assert_pipeline_serves(out, images, atol=1e-5)
     assert "the average of the weights of epochs 2-4 (SWA" in (out / "README.md").read_text()
+    # `hf-medtl predict` gives the run's test probabilities; the ONNX export matches the PyTorch model it loads.
+    import csv
+
+    from hf_medtl.cli import main as cli
+
+    with open(out / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    capsys.readouterr()
+    assert cli(["predict", str(out), *[str(images / r["path"]) for r in rows], "--format", "json"]) == 0
+    served = json.loads(capsys.readouterr().out)
+    classes = metrics["classes"]
+    for r, p in zip(rows, served):
+        assert [p["probabilities"][c] for c in classes] == pytest.approx([float(r[f"p_{c}"]) for c in classes], abs=1e-5)
+    assert cli(["export", str(out), "--onnx", str(tmp_path / "m.onnx"), "--check", str(images)]) == 0
 
 
 def test_under_a_rule_that_compares_no_scores_swa_is_scored_but_not_kept(tmp_path, tiny_timm, hf_medtl_log):
