@@ -6,7 +6,9 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["OMP_NUM_THREADS"] = "1"
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_medtl_test_home_"))
+# Each pytest-xdist worker its own (the suite runs on every core: pyproject's addopts), so no two tests share a cache.
+if os.environ.get("PYTEST_XDIST_WORKER") or "HF_HOME" not in os.environ:
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf_medtl_test_home_")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import json  # noqa: E402
