@@ -67,6 +67,28 @@ def line(dataset: str, name: str, s: dict) -> str:
             f"({d['wins']}/{d['ties']}/{d['losses']}) | {tests} | {mc} |")
 
 
+COMPARISONS = [("new_vs_current", "new vs current defaults"), ("new_vs_example", "new defaults vs example"),
+               ("current_vs_example", "current defaults vs example"),
+               ("budget_only_vs_current", "step budget alone vs current"),
+               ("new_vs_budget_only", "new (budget + flip TTA) vs budget alone"),
+               *[(f"{c}_vs_new", f"new + {c} ({' '.join(flags)}) vs new") for c, flags in CANDIDATES.items()]]
+
+
+def table(summary: dict) -> list[str]:
+    """summary.md: every comparison of every dataset, then each dataset's ensemble row."""
+    md = ["| dataset | comparison | A: accuracy % (mean ± sd) | B: accuracy % | A − B points (W/T/L) | paired t / "
+          "Wilcoxon p | McNemar p per seed |", "|---|---|---|---|---|---|---|"]
+    md += [line(name, label, s[key]) for name, s in summary.items() for key, label in COMPARISONS if key in s]
+    for name, s in summary.items():
+        if "ensemble" in s:
+            e, g = s["ensemble"], s["ensemble"]["gain_over_best_member"]
+            md.append(f"\n{name}: ensemble of {e['members']} (seed {e['seed']}, first split): accuracy "
+                      f"{100 * e['accuracy']:.2f}%, members {', '.join(f'{100 * x:.1f}' for x in e['member_accuracies'])}%; "
+                      f"gain over the best member {100 * g['difference']:+.2f} points (95% CI {100 * g['ci'][0]:+.2f} to "
+                      f"{100 * g['ci'][1]:+.2f}).")
+    return md
+
+
 def ensemble_row(recipe: str, flags: list[str], n: int, seed: int, overrides: list[str], out: Path) -> dict:
     """The new defaults with ensemble_seeds n on the seed's first split (recipes_vs_example's fold 0)."""
     a = argparse.Namespace(folds=int(flags[flags.index("--folds") + 1]) if "--folds" in flags else 5,
@@ -95,7 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(HERE / "results" / "small_data"))
     p.add_argument("--work", default="outputs/small_data")
     a, overrides = p.parse_known_args(argv)
-    results, summary, lines = Path(a.results), {}, []
+    results, summary = Path(a.results), {}
     for name in a.datasets.split(","):
         recipe, flags = DATASETS[name]
         recipe = str(HERE / recipe)
@@ -131,24 +153,14 @@ def main(argv=None) -> int:
             first = sorted(seeds)[0]
             summary[name]["ensemble"] = ensemble_row(recipe, flags, a.ensemble, first, overrides,
                                                      Path(a.work) / name / f"ensemble{a.ensemble}")
-        lines += [line(name, "new vs current defaults", summary[name]["new_vs_current"]),
-                  line(name, "new defaults vs example", summary[name]["new_vs_example"]),
-                  line(name, "current defaults vs example", summary[name]["current_vs_example"])]
-        if "budget_only" in rows:
-            lines += [line(name, "step budget alone vs current", summary[name]["budget_only_vs_current"]),
-                      line(name, "new (budget + flip TTA) vs budget alone", summary[name]["new_vs_budget_only"])]
-        lines += [line(name, f"new + {c} ({' '.join(CANDIDATES[c])}) vs new", summary[name][f"{c}_vs_new"])
-                  for c in CANDIDATES if c in rows]
-    md = ["| dataset | comparison | A: accuracy % (mean ± sd) | B: accuracy % | A − B points (W/T/L) | paired t / "
-          "Wilcoxon p | McNemar p per seed |", "|---|---|---|---|---|---|---|", *lines]
-    for name, s in summary.items():
-        if "ensemble" in s:
-            e, g = s["ensemble"], s["ensemble"]["gain_over_best_member"]
-            md.append(f"\n{name}: ensemble of {e['members']} (seed {e['seed']}, first split): accuracy "
-                      f"{100 * e['accuracy']:.2f}%, members {', '.join(f'{100 * x:.1f}' for x in e['member_accuracies'])}%; "
-                      f"gain over the best member {100 * g['difference']:+.2f} points (95% CI {100 * g['ci'][0]:+.2f} to "
-                      f"{100 * g['ci'][1]:+.2f}).")
+    # Datasets not run this time keep their last summary (and the ensemble row, unless recomputed).
     results.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((results / "summary.json").read_text()) if (results / "summary.json").is_file() else {}
+    for name, entry in summary.items():
+        if "ensemble" in previous.get(name, {}):
+            entry.setdefault("ensemble", previous[name]["ensemble"])
+    summary = {**previous, **summary}
+    md = table(summary)
     (results / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     (results / "summary.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
