@@ -40,9 +40,10 @@ def recompute_batch_norm(model, batches) -> int:
         m.momentum = None
     was_training = model.training
     model.train()
+    device = next(model.parameters()).device
     with torch.no_grad():
-        for batch in batches:
-            model(pixel_values=batch["pixel_values"].to(next(model.parameters()).device))
+        for batch in batches:  # the batch as training feeds it (pixels, or a head's cached features), unlabelled
+            model(**{k: v.to(device) for k, v in batch.items() if k != "labels"})
     model.train(was_training)
     recomputed = 0
     for m in layers:
