@@ -177,8 +177,9 @@ def swa_text(swa: dict | None) -> str | None:
     """θ* when it is the stochastic weight average (metrics' "swa", hf_medtl/training/swa.py); None otherwise."""
     if not swa or not swa.get("kept"):
         return None
-    return (f"the average of the weights of epochs {swa['epochs'][0]}-{swa['epochs'][-1]} (SWA, BatchNorm statistics "
-            f"recomputed on the training images; validation accuracy {swa.get('val_accuracy', float('nan')):.4f})")
+    batch_norm = ", BatchNorm statistics recomputed on the training batches" if swa.get("batch_norm_layers_recomputed") else ""
+    return (f"the average of the weights of epochs {swa['epochs'][0]}-{swa['epochs'][-1]} (SWA{batch_norm}; it won on "
+            f"validation: accuracy {swa.get('val_accuracy', float('nan')):.4f} on the image alone, without TTA)")
 
 
 def budget_text(b: dict | None, max_epochs: float) -> str:

@@ -97,6 +97,9 @@ class AdaptiveLRCallback(TrainerCallback):
         self.history: list[dict] = []
         self.best_state: Optional[dict] = None
         self.best_epoch: Optional[int] = None
+        # Callbacks whose state goes into each checkpoint with the schedule's (save_state / load_state), written before
+        # the schedule's state file, which marks the checkpoint complete: SWA's window (training/swa.py).
+        self.companions: list = []
         self._sums: Optional[torch.Tensor] = None  # loss * n, correct, n over this epoch's training batches
         self._hook = None
         self.clock = EpochClock()  # the epoch row's time and ETA
@@ -204,6 +207,8 @@ class AdaptiveLRCallback(TrainerCallback):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if self.best_state is not None:
             save_file(self.best_state, str(checkpoint / BEST_FILE))
+        for companion in self.companions:
+            companion.save_state(checkpoint)
         state_json = {"schedule": self.schedule.state_dict() if self.schedule else None,
                       "history": self.history, "best_epoch": self.best_epoch, "best_key": self.best_key}
         atomic_write_text(checkpoint / STATE_FILE, json.dumps(state_json))
@@ -219,6 +224,8 @@ class AdaptiveLRCallback(TrainerCallback):
         self.history, self.best_epoch = saved["history"], saved["best_epoch"]
         self.best_key = saved.get("best_key")
         self.best_state = load_file(str(checkpoint / BEST_FILE)) if (checkpoint / BEST_FILE).is_file() else None
+        for companion in self.companions:
+            companion.load_state(checkpoint)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self._hook is not None:

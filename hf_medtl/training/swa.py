@@ -5,7 +5,9 @@ under the run's θ* rule. The window is a rolling one because the adaptive sched
 from __future__ import annotations
 
 import collections
+import json
 import logging
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -16,6 +18,7 @@ from hf_medtl.training.ema import SCORED_RULES, _cpu_copy
 
 logger = logging.getLogger("hf_medtl")
 SCORES = ("loss", "accuracy", "balanced_accuracy", "f1_macro")
+WINDOW_FILE = "swa_window.safetensors"  # in each checkpoint, so that a resumed run averages the same epochs
 
 
 def average_states(states: list[dict]) -> dict:
@@ -63,12 +66,37 @@ def recompute_batch_norm(model, batches) -> int:
 class SwaCallback(TrainerCallback):
     """Keeps the weights of the last ``epochs`` epochs (CPU copies), and when training ends (after the adaptive
     callback has restored θ*) averages them, recomputes BatchNorm, evaluates the average with the Trainer on the
-    validation set and keeps it as θ* when it wins; ``adaptive.swa`` is the metrics' "swa" entry. A resumed run
-    averages the epochs trained since it resumed (the entry lists them)."""
+    validation set and keeps it as θ* when it wins; ``adaptive.swa`` is the metrics' "swa" entry. The window is saved
+    in every checkpoint with the schedule's state, so that a resumed run averages what the uninterrupted one would."""
 
     def __init__(self, epochs: int, adaptive, trainer):
         self.window: collections.deque = collections.deque(maxlen=epochs)
         self.adaptive, self.trainer, self.epochs = adaptive, trainer, epochs
+        adaptive.companions.append(self)
+
+    def save_state(self, checkpoint: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {f"{i}/{k}": v for i, (_, state) in enumerate(self.window) for k, v in state.items()}
+        save_file(tensors, str(Path(checkpoint) / WINDOW_FILE),
+                  metadata={"epochs": json.dumps([e for e, _ in self.window])})
+
+    def load_state(self, checkpoint: Path) -> None:
+        from safetensors import safe_open
+
+        path = Path(checkpoint) / WINDOW_FILE
+        self.window.clear()
+        if not path.is_file():
+            logger.warning(f"swa_epochs: {checkpoint} holds no SWA window (saved without swa_epochs); the average "
+                           "covers the epochs trained from here")
+            return
+        with safe_open(str(path), "pt") as f:
+            epochs = json.loads(f.metadata()["epochs"])
+            states = [{} for _ in epochs]
+            for key in f.keys():
+                i, name = key.split("/", 1)
+                states[int(i)][name] = f.get_tensor(key)
+        self.window.extend(zip(epochs, states))
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         if "eval_loss" not in (metrics or {}) or not self.adaptive.history:
@@ -78,17 +106,17 @@ class SwaCallback(TrainerCallback):
             self.window.append((epoch, _cpu_copy(model.state_dict())))
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if len(self.window) < 2:
-            logger.info(f"swa_epochs: {len(self.window)} epoch trained, nothing to average")
-            self.adaptive.swa = {"epochs": [e for e, _ in self.window], "kept": False, "reason": "under 2 epochs"}
+        epochs, states = [e for e, _ in self.window], [s for _, s in self.window]
+        self.window.clear()  # (a search's next trial starts its own)
+        if len(epochs) < 2:
+            logger.info(f"swa_epochs: {len(epochs)} epoch trained, nothing to average")
+            self.adaptive.swa = {"epochs": epochs, "kept": False, "reason": "under 2 epochs"}
             return
-        epochs = [e for e, _ in self.window]
         theta = _cpu_copy(model.state_dict())  # θ*, restored by the adaptive callback
-        average = average_states([s for _, s in self.window])
-        self.window.clear()
+        average = average_states(states)
         with torch.no_grad():
             model.load_state_dict(average)
-        recomputed = recompute_batch_norm(model, self.trainer.get_train_dataloader())
+        recomputed = recompute_batch_norm(model, self._train_batches())
         scores = self._evaluate()
         entry = {"epochs": epochs, "batch_norm_layers_recomputed": recomputed,
                  **{f"val_{k}": v for k, v in scores.items()}, "kept": False}
@@ -113,8 +141,21 @@ class SwaCallback(TrainerCallback):
         """Whether the average beats θ* so far under the run's rule (the adaptive callback's own comparison)."""
         return self.adaptive._select(candidate)
 
+    def _train_batches(self):
+        """The training loader as the Trainer builds it (its sampler, collator, sharding), without persistent
+        workers: the pass runs once, and its workers should end with it."""
+        args = self.trainer.args
+        persistent, args.dataloader_persistent_workers = args.dataloader_persistent_workers, False
+        try:
+            return self.trainer.get_train_dataloader()
+        finally:
+            args.dataloader_persistent_workers = persistent
+
     def _evaluate(self) -> dict:
-        metrics = self.trainer.evaluate(metric_key_prefix="swa")  # "swa_*": the epoch callbacks ignore it
+        """The validation scores, by the Trainer's own evaluation loop; not trainer.evaluate(), which would log to
+        report_to trackers that closed when training ended."""
+        trainer = self.trainer
+        metrics = trainer.evaluation_loop(trainer.get_eval_dataloader(), "swa", metric_key_prefix="swa").metrics
         return {k: metrics[f"swa_{k}"] for k in SCORES if f"swa_{k}" in metrics}
 
 

@@ -34,8 +34,9 @@ def launch_and_kill_after_first_checkpoint(recipe, output_dir):
 
 @pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tmp_path, image_folder, tiny_timm, hf_medtl_log):
+    # swa_epochs 5: the average includes epoch 1, trained before the kill, so its window must survive the resume
     common = dict(num_train_epochs=5, image_size=32, save_strategy="epoch", threshold=0.6, patience=1,
-                  stop_patience=3, learning_rate=1e-2)
+                  stop_patience=3, learning_rate=1e-2, swa_epochs=5)
     recipe = tiny_recipe(tmp_path, tiny_timm, image_folder, **common)
     straight = run(load_recipe(recipe, ["--output_dir", str(tmp_path / "straight")]))
 
@@ -51,8 +52,9 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, image_folder, tiny_timm,
     trained_again = len({m for m in hf_medtl_log.messages if re.match(r" +\d+ \| ", m)})
     assert trained_again == resumed["epochs_run"] - done[-1] // 4  # only the epochs after the checkpoint ran
     assert "reusing the split" in err
-    for key in RESULT_KEYS:
+    for key in (*RESULT_KEYS, "swa"):
         assert resumed[key] == straight[key], key
+    assert resumed["swa"]["epochs"][0] == 1 and (killed / f"checkpoint-{done[0]}" / "swa_window.safetensors").is_file()
     history = json.loads((killed / "history.json").read_text())
     assert history == json.loads((tmp_path / "straight" / "history.json").read_text())
 
