@@ -114,7 +114,8 @@ def run_search(recipe_path: str | Path, argv: list[str], n_trials: int = 10) -> 
         picked = lambda g: {k: v for k, v in params.items() if groups[k] == g}  # noqa: E731
         s = dataclasses.replace(recipe.schedule, **picked("schedule"))
         callback.schedule = AdaptiveSchedule.from_arguments(s)
-        callback.history, callback.best_state, callback.best_epoch = [], None, None
+        # Each trial's θ* is its own best epoch: the rule's best so far starts afresh, as the history does.
+        callback.history, callback.best_state, callback.best_epoch, callback.best_key = [], None, None, None
         return models.load_backbone(dataclasses.replace(recipe.model, **picked("model")), splits.classes,
                                     recipe.data.image_size)[0]
 

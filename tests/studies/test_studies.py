@@ -182,6 +182,16 @@ def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, cap
         raise AssertionError("the search predicted a split: only the Trainer's validation pass may run")
 
     monkeypatch.setattr(core, "dataset_probabilities", no_test)
+    from hf_medtl.training.callbacks import AdaptiveLRCallback
+
+    firsts, select = [], AdaptiveLRCallback._select
+
+    def first_epochs(self, record):  # each trial's first epoch meets no earlier trial's best (its θ* is its own)
+        if not self.history:
+            firsts.append(self.best_key)
+        return select(self, record)
+
+    monkeypatch.setattr(AdaptiveLRCallback, "_select", first_epochs)
     images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
     space = {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}, "threshold": {"choices": [0.5, 0.9]},
              "patience": {"low": 1, "high": 2}}
@@ -196,6 +206,7 @@ def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, cap
     best = json.loads((out / "best_recipe.json").read_text())
     assert best["learning_rate"] == s["best_params"]["learning_rate"] and best["threshold"] in (0.5, 0.9)
     assert s["best_value"] == max(float(t["value"]) for t in trials)
+    assert firsts == [None, None]
     assert (out / "plots" / "slice.png").is_file() and "importance" in s["plots"]
     assert main(["study", "search", str(recipe), "--trials", "2", "--num_train_epochs", "1"]) == 0  # resumed
     assert json.loads((out / "summary.json").read_text())["trials"] == 2
