@@ -23,6 +23,12 @@ logger = logging.getLogger("hf_medtl")
 THETA_STAR = ("schedule", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1_macro", "last")
 
 
+def cpu_copy(state: dict) -> dict:
+    """A state dict's tensors copied to the CPU (θ*, the EMA's and SWA's weights); contiguous: a channels-last model's
+    weights are saved (safetensors) in the standard layout."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
 def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
     """Sum across all ranks, so that every process computes the same accuracy and takes the same decision."""
     if dist.is_available() and dist.is_initialized():
@@ -171,8 +177,7 @@ class AdaptiveLRCallback(TrainerCallback):
         if self.theta_star != "schedule":
             record["save_best"] = self._select(record)
         if record.get("save_best"):
-            # contiguous: a channels-last model's weights are saved (safetensors) in the standard layout
-            self.best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+            self.best_state = cpu_copy(model.state_dict())
             self.best_epoch = record["epoch"]
         if self.schedule is not None and decision.reduced:
             scale_lr(optimizer, lr_scheduler, self.schedule.factor)

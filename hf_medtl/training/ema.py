@@ -8,14 +8,11 @@ from typing import Optional
 import torch
 from transformers import TrainerCallback
 
+from hf_medtl.training.callbacks import cpu_copy
+
 logger = logging.getLogger("hf_medtl")
 # θ* rules that compare validation scores: only under these can the averaged weights compete with the live ones.
 SCORED_RULES = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1_macro")
-
-
-def _cpu_copy(state: dict) -> dict:
-    # contiguous: a channels-last model's weights are saved (safetensors) in the standard layout
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
 class EmaCallback(TrainerCallback):
@@ -53,7 +50,7 @@ class EmaCallback(TrainerCallback):
         record, scores = self.adaptive.history[-1], self._evaluate(model)
         record.update({f"ema_val_{k}": v for k, v in scores.items()})
         if self.adaptive.theta_star in SCORED_RULES and self._wins(record):
-            self.adaptive.best_state = _cpu_copy(self.ema.module.state_dict())
+            self.adaptive.best_state = cpu_copy(self.ema.module.state_dict())
             self.adaptive.best_epoch = record["epoch"]
             record["ema_best"] = True
             logger.info(f"epoch {record['epoch']}: the weights' EMA is θ* so far (validation loss "

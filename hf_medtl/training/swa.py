@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
-from hf_medtl.training.ema import SCORED_RULES, _cpu_copy
+from hf_medtl.training.callbacks import cpu_copy
+from hf_medtl.training.ema import SCORED_RULES
 
 logger = logging.getLogger("hf_medtl")
 SCORES = ("loss", "accuracy", "balanced_accuracy", "f1_macro")
@@ -71,7 +72,7 @@ class SwaCallback(TrainerCallback):
 
     def __init__(self, epochs: int, adaptive, trainer):
         self.window: collections.deque = collections.deque(maxlen=epochs)
-        self.adaptive, self.trainer, self.epochs = adaptive, trainer, epochs
+        self.adaptive, self.trainer = adaptive, trainer
         adaptive.companions.append(self)
 
     def save_state(self, checkpoint: Path) -> None:
@@ -103,7 +104,7 @@ class SwaCallback(TrainerCallback):
             return  # outside training, or another callback's own pass
         epoch = self.adaptive.history[-1]["epoch"]
         if not self.window or self.window[-1][0] != epoch:
-            self.window.append((epoch, _cpu_copy(model.state_dict())))
+            self.window.append((epoch, cpu_copy(model.state_dict())))
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         epochs, states = [e for e, _ in self.window], [s for _, s in self.window]
@@ -112,22 +113,22 @@ class SwaCallback(TrainerCallback):
             logger.info(f"swa_epochs: {len(epochs)} epoch trained, nothing to average")
             self.adaptive.swa = {"epochs": epochs, "kept": False, "reason": "under 2 epochs"}
             return
-        theta = _cpu_copy(model.state_dict())  # θ*, restored by the adaptive callback
+        theta = cpu_copy(model.state_dict())  # θ*, restored by the adaptive callback
         average = average_states(states)
         with torch.no_grad():
             model.load_state_dict(average)
         recomputed = recompute_batch_norm(model, self._train_batches())
         scores = self._evaluate()
-        entry = {"epochs": epochs, "batch_norm_layers_recomputed": recomputed,
-                 **{f"val_{k}": v for k, v in scores.items()}, "kept": False}
-        candidate = {"epoch": epochs[-1], **{f"val_{k}": v for k, v in scores.items()}}
+        val = {f"val_{k}": v for k, v in scores.items()}
+        entry = {"epochs": epochs, "batch_norm_layers_recomputed": recomputed, **val, "kept": False}
+        candidate = {"epoch": epochs[-1], **val}
         if self.adaptive.theta_star not in SCORED_RULES:
             logger.info(f"swa_epochs: the average is scored but never kept: theta_star '{self.adaptive.theta_star}' "
                         "does not compare validation scores (use val_loss, val_accuracy, val_balanced_accuracy or "
                         "val_f1_macro)")
         elif self._wins(candidate):
             entry["kept"] = True
-            self.adaptive.best_state = _cpu_copy(model.state_dict())
+            self.adaptive.best_state = cpu_copy(model.state_dict())
             self.adaptive.best_epoch = epochs[-1]
         logger.info(f"swa: the average of epochs {epochs[0]}-{epochs[-1]} scores validation loss {scores['loss']:.4f}, "
                     f"accuracy {scores.get('accuracy', float('nan')):.4f}: "

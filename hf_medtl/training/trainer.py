@@ -208,7 +208,7 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
                          compute_loss_func=loss, optimizer_cls_and_kwargs=optimizer_groups(recipe, model, args),
                          sampler=recipe.data.sampler, train_collator=mixing.train_collator(recipe.data, model.config))
     trainer.remove_callback(PrinterCallback)  # its raw dicts would interleave with the callback's epoch rows
-    _add_budget_and_ema(trainer, callback, recipe, budget)
+    _add_epoch_end_callbacks(trainer, callback, recipe, budget)
     callback.log = trainer.log
     if loss is not None:
         loss.observer = callback.count
@@ -222,7 +222,7 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
     return trainer, callback
 
 
-def _add_budget_and_ema(trainer, callback, recipe, budget: dict) -> None:
+def _add_epoch_end_callbacks(trainer, callback, recipe, budget: dict) -> None:
     """The callbacks that run after the adaptive one at each epoch's end: the EMA's scoring, SWA's window, then the
     time budget (whose first-epoch time then includes the EMA's validation pass). SWA averages when training ends,
     after the adaptive callback has restored θ*."""
