@@ -93,8 +93,10 @@ class _RecipeHelp(argparse.Action):
 
 
 def recipe_parser(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
-    """A sub-command that runs RECIPE (--key value overrides after it pass through), its help listing the keys."""
-    p = subparsers.add_parser(name, add_help=False, **kwargs)
+    """A sub-command that runs RECIPE (--key value overrides after it pass through), its help listing the keys.
+    No abbreviations: an override that starts like one of the command's own flags (--seed, --fold) must pass
+    through as the recipe key it names, not be taken for that flag (--seeds, --folds)."""
+    p = subparsers.add_parser(name, add_help=False, allow_abbrev=False, **kwargs)
     add_recipe_arguments(p)
     return p
 
@@ -107,7 +109,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 def parse_standalone(prog: str, description: str, argv: list[str]) -> tuple[argparse.Namespace, list[str]] | int:
     """A recipe command run as a script: (arguments, the --key value overrides), or the exit code when argparse
     has already answered (--help: 0, a usage error: 2), so that a script's main returns instead of raising."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=False)
+    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=False, allow_abbrev=False)
     add_recipe_arguments(parser)
     try:
         return parser.parse_known_args(argv)

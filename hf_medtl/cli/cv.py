@@ -1,28 +1,49 @@
-"""`hf-medtl cv RECIPE`: grouped, stratified K-fold cross-validation, repeated over seeds, with a summary."""
+"""`hf-medtl cv RECIPE`: grouped, stratified K-fold cross-validation, repeated over seeds, with a summary; or one of
+its runs as an independent job (--fold K --seed S), the finished runs pooled (--collect), the jobs listed (--plan)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from hf_medtl.cli.common import positive, recipe_parser
+from hf_medtl.cli.common import non_negative, positive, recipe_parser
 
 
 def register(subparsers) -> None:
     p = recipe_parser(subparsers, "cv", help="K-fold cross-validation and repeated seeds of a recipe, with a summary",
                       description="Grouped, stratified K-fold on the train + validation pool (the test split shared "
                                   "by every fold), repeated with seeds seed..seed+N-1; --key value overrides the "
-                                  "recipe.")
+                                  "recipe. Every run in this process, or one per job: --plan lists the jobs "
+                                  "(--fold K --seed S), --collect writes the summary from their finished runs.")
     p.add_argument("--folds", type=positive, default=5, help="number of folds (1: the recipe's own split)")
     p.add_argument("--seeds", type=positive, default=1, help="repeat with this many seeds")
     p.add_argument("--ensemble", action="store_true",
                    help="also save the runs' models as ONE model that averages their probabilities, in "
                         "output_dir/ensemble, scored on the shared test split")
+    p.add_argument("--seed", type=int,
+                   help="the study's first seed (the recipe's 'seed'); with --fold, the seed of that job's run (one "
+                        "of the study's seeds; default its first)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--fold", type=non_negative,
+                      help="train only this fold (0..K-1; 0 with --folds 1) of the seed --seed, into the folder the "
+                           "one-process cv uses (reused when finished there): one job of a job array")
+    mode.add_argument("--collect", action="store_true",
+                      help="write the summary (and --ensemble) from the runs the jobs finished; names any missing run")
+    mode.add_argument("--plan", action="store_true",
+                      help="print one command per job, each job's folder, and what --collect reads; runs nothing")
     p.set_defaults(func=run, passthrough=True)
 
 
 def run(args, rest) -> int:
-    from hf_medtl.studies import run_cv
+    from hf_medtl.studies import cv
 
-    s = run_cv(args.recipe, rest, args.folds, args.seeds, args.ensemble)
+    if args.fold is not None:
+        job, m = cv.run_job(args.recipe, rest, args.folds, args.seeds, args.fold, args.seed)
+        print(f"{job.name()}: test accuracy {m['test']['accuracy']:.4f}; the run is in {job.dir}")
+        return 0
+    if args.plan:
+        print(cv.plan_text(args.recipe, rest, args.folds, args.seeds, args.ensemble, args.seed))
+        return 0
+    rest = [*rest, *(["--seed", str(args.seed)] if args.seed is not None else [])]
+    s = (cv.collect if args.collect else cv.run_cv)(args.recipe, rest, args.folds, args.seeds, args.ensemble)
     acc = s["test"]["accuracy"]
     print(f"{len(s['runs'])} runs: test accuracy {acc['mean']:.4f} ± {acc['sd']:.4f} (range {acc['min']:.4f}-"
           f"{acc['max']:.4f}); summary in {Path(s['output_dir']) / 'report.md'}")

@@ -7,40 +7,168 @@ a fold that finished on the same recipe and data, and reruns one that finished o
 (hf_medtl.studies.runs.run_variant)."""
 from __future__ import annotations
 
+import shlex
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from hf_medtl import outputs
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.evaluation.plots import pyplot, save_figure
 from hf_medtl.evaluation.scoring import HEADLINE, fmt
-from hf_medtl.studies.runs import begin, finish, run_variant
+from hf_medtl.studies.reuse import finished
+from hf_medtl.studies.runs import begin, finish, run_variant, study_lock
 
 
-def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1, ensemble: bool = False) -> dict:
-    """``ensemble``: also save the runs' models as ONE model averaging them in output_dir/ensemble, scored on the
-    shared test split (hf_medtl/studies/ensemble.py)."""
+@dataclass(frozen=True)
+class Job:
+    """One run of the study: seed ``seed``, fold ``fold`` (None: the recipe's own split, --folds 1), trained into
+    ``dir`` with the recipe overrides ``extra``."""
+    seed: int
+    fold: int | None
+    dir: Path
+    extra: tuple[str, ...]
+
+    def name(self) -> str:
+        return f"seed {self.seed}" + (f" fold {self.fold}" if self.fold is not None else "")
+
+
+@dataclass(frozen=True)
+class Study:
+    base: object  # the recipe with the command's overrides
+    out: Path
+    folds: int
+    seeds: int
+    split_seed: int
+    jobs: tuple[Job, ...]
+
+
+def plan_study(recipe_path: str | Path, argv: list[str], folds: int, seeds: int) -> Study:
+    """Every run of ``hf-medtl cv RECIPE --folds K --seeds N`` (seeds seed..seed+N-1, folds 0..K-1), each with its
+    folder ``output_dir/[seed-S/]fold-i`` (``run`` for --folds 1) and overrides: one test split for every run (the
+    split seed), the fold and the fold seed. The one-process cv, each --fold job and --collect all use this."""
     from hf_medtl.config.recipe import load_recipe
 
     base = load_recipe(recipe_path, argv)
-    if ensemble and folds * seeds < 2:
-        raise HfMedtlError("--ensemble needs at least 2 models: use --folds 2 or more (or --seeds 2 or more)")
     out = Path(base.training.output_dir)
-    staging = begin(out)
     split_seed = base.data.split_seed if base.data.split_seed is not None else base.training.seed
-    runs, member_metrics = [], []
+    jobs = []
     for seed in range(base.training.seed, base.training.seed + seeds):
         where = out / f"seed-{seed}" if seeds > 1 else out
-        extra = ["--seed", str(seed), "--split_seed", str(split_seed)]  # one test split for every run
+        extra = ("--seed", str(seed), "--split_seed", str(split_seed))  # one test split for every run
         for k in range(folds) if folds > 1 else [None]:
-            cv = [] if k is None else ["--cv_folds", str(folds), "--cv_fold", str(k), "--cv_seed", str(seed)]
-            run_dir = where / f"fold-{k}" if k is not None else where / "run"
-            metrics = run_variant(recipe_path, argv, extra + cv, run_dir)
-            member_metrics.append(metrics)
-            runs.append({"seed": seed, "fold": k, "dir": str(run_dir), "test": metrics["test"],
-                         "validation": metrics["validation"], "epochs_run": metrics["epochs_run"]})
-    summary = {"recipe": str(recipe_path), "output_dir": str(out), "folds": folds, "seeds": seeds, "split_seed": split_seed,
+            cv = () if k is None else ("--cv_folds", str(folds), "--cv_fold", str(k), "--cv_seed", str(seed))
+            jobs.append(Job(seed, k, where / f"fold-{k}" if k is not None else where / "run", extra + cv))
+    return Study(base, out, folds, seeds, split_seed, tuple(jobs))
+
+
+def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1, ensemble: bool = False) -> dict:
+    """Every run in this process, one after another, then the summary. ``ensemble``: also save the runs' models as
+    ONE model averaging them in output_dir/ensemble, scored on the shared test split (hf_medtl/studies/ensemble.py).
+    The study folder is this process's for the whole study (its lock), each run's folder is its run's."""
+    study = plan_study(recipe_path, argv, folds, seeds)
+    _check_ensemble(study, ensemble)
+    with study_lock(study.out, take=study.base.training.process_index == 0):
+        staging = begin(study.out)
+        done = [(job, run_variant(recipe_path, argv, list(job.extra), job.dir)) for job in study.jobs]
+        return _summarize(recipe_path, study, done, staging, ensemble)
+
+
+def run_job(recipe_path: str | Path, argv: list[str], folds: int, seeds: int, fold: int, seed: int | None) -> tuple:
+    """``hf-medtl cv RECIPE --fold K --seed S``: exactly that run of the study, into the folder the one-process cv
+    gives it (reused when it finished there, resumed with resume_from_checkpoint 'last'). It writes nothing else,
+    so it takes no lock but its run's: jobs of one study run side by side. -> (job, metrics)."""
+    if seed is not None and seeds == 1:  # one seed: it is the study's, as --seed S is for the one-process cv
+        argv = [*argv, "--seed", str(seed)]
+    study = plan_study(recipe_path, argv, folds, seeds)
+    first, n = study.base.training.seed, len(study.jobs) // seeds
+    if not (0 <= fold < folds):
+        raise HfMedtlError(f"--fold {fold}: this study has {folds} fold(s), numbered 0 to {folds - 1}; pass one of "
+                           f"those (or --folds N for another study)")
+    seed = first if seed is None else seed
+    if not first <= seed < first + seeds:
+        raise HfMedtlError(f"--seed {seed}: this study's seeds are {first} to {first + seeds - 1} (the recipe's seed "
+                           f"{first} and --seeds {seeds}); pass one of those, or set 'seed' in the recipe to start "
+                           "the seeds elsewhere")
+    job = study.jobs[(seed - first) * n + fold]
+    return job, run_variant(recipe_path, argv, list(job.extra), job.dir)
+
+
+def collect(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1, ensemble: bool = False) -> dict:
+    """``hf-medtl cv RECIPE --collect``: the finished runs of the study pooled into the summary (and ensemble) the
+    one-process cv writes; nothing is trained. Every run missing, unfinished, still running or finished on other
+    data is named in one line first; a run of another recipe in a run's folder is refused (reuse.finished)."""
+    from hf_medtl.config.recipe import load_recipe
+
+    study = plan_study(recipe_path, argv, folds, seeds)
+    _check_ensemble(study, ensemble)
+    with study_lock(study.out, take=study.base.training.process_index == 0):
+        done, missing = [], []
+        for job in study.jobs:
+            recipe = load_recipe(recipe_path, [*argv, *job.extra, "--output_dir", str(job.dir)])
+            metrics = finished(recipe, job.dir)
+            if metrics is None:
+                missing.append(f"{job.name()} ({job.dir}: {_state(job.dir)})")
+            done.append((job, metrics))
+        if missing:
+            raise HfMedtlError(f"cv --collect: {len(missing)} of {len(study.jobs)} run(s) not finished: "
+                               f"{'; '.join(missing)}; run them (hf-medtl cv RECIPE ... --fold K --seed S, see "
+                               "--plan), then --collect again")
+        return _summarize(recipe_path, study, done, begin(study.out), ensemble)
+
+
+def plan_text(recipe_path: str | Path, argv: list[str], folds: int, seeds: int, ensemble: bool,
+              seed: int | None = None) -> str:
+    """``--plan``: one shell command per job, first to last (line i+1 is job i: a job array's task picks its line),
+    each with its folder as a comment; then the --collect command and what it reads, as comments. ``seed``: the
+    command's --seed (the study's first seed)."""
+    from hf_medtl.config.recipe import load_recipe
+
+    if seed is not None and seeds > 1 and seed != load_recipe(recipe_path, argv).training.seed:
+        raise HfMedtlError(f"cv --plan: with --seeds {seeds}, set the first seed as 'seed' in the recipe (or as "
+                           f"--seed in a one-process cv), not with --seed here: each job's --seed names its own run")
+    study = plan_study(recipe_path, [*argv, *(["--seed", str(seed)] if seed is not None else [])], folds, seeds)
+    _check_ensemble(study, ensemble)
+    common = ["hf-medtl", "cv", str(recipe_path), "--folds", str(folds), "--seeds", str(seeds), *argv]
+    lines = [f"{shlex.join([*common, '--fold', str(j.fold or 0), '--seed', str(j.seed)])}  # -> {j.dir}"
+             for j in study.jobs]
+    first = ["--seed", str(seed)] if seed is not None and seeds == 1 else []
+    collect_cmd = shlex.join([*common, *first, "--collect", *(["--ensemble"] if ensemble else [])])
+    lines += [f"# {len(study.jobs)} job(s), each a plain command (prefix 'accelerate launch ... -m hf_medtl.cli' "
+              "instead of 'hf-medtl' for several GPUs); once all have finished:",
+              f"# {collect_cmd}",
+              f"# --collect reads {', '.join(str(j.dir / outputs.MARKER) for j in study.jobs)}; writes "
+              f"{study.out / 'summary.json'}, report.md, plots/" + (f" and {study.out / 'ensemble'}" if ensemble else "")]
+    return "\n".join(lines)
+
+
+def _state(run_dir: Path) -> str:
+    """Why a run's folder does not hold a finished run of the study, in a few words."""
+    if not run_dir.is_dir():
+        return "missing"
+    if outputs.holds_complete_run(run_dir):
+        return "finished on other data, run it again"
+    try:
+        outputs.refuse_if_locked(run_dir)
+    except HfMedtlError:
+        return f"still running (its {outputs.LOCK} names a live process)"
+    return "started but not finished: failed or killed"
+
+
+def _check_ensemble(study: Study, ensemble: bool) -> None:
+    if ensemble and len(study.jobs) < 2:
+        raise HfMedtlError("--ensemble needs at least 2 models: use --folds 2 or more (or --seeds 2 or more)")
+
+
+def _summarize(recipe_path, study: Study, done: list[tuple[Job, dict]], staging: Path, ensemble: bool) -> dict:
+    """The study's summary, report, plot (and ensemble) from its finished runs, committed summary.json last."""
+    base, out, folds, seeds = study.base, study.out, study.folds, study.seeds
+    runs = [{"seed": job.seed, "fold": job.fold, "dir": str(job.dir), "test": m["test"], "validation": m["validation"],
+             "epochs_run": m["epochs_run"]} for job, m in done]
+    summary = {"recipe": str(recipe_path), "output_dir": str(out), "folds": folds, "seeds": seeds,
+               "split_seed": study.split_seed,
                "runs": [{k: v for k, v in r.items() if k not in ("test", "validation")} |
                         {"test": _headline(r["test"]), "test_ci": r["test"].get("ci", {}),
                          "validation": _headline(r["validation"])} for r in runs],
@@ -48,7 +176,7 @@ def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int 
     if folds > 1:
         summary["out_of_fold"] = _out_of_fold(runs, base, staging)
     if ensemble:
-        summary["ensemble"] = _ensemble(base, runs, member_metrics, out / "ensemble")
+        summary["ensemble"] = _ensemble(base, runs, [m for _, m in done], out / "ensemble")
     _plot(runs, staging / "plots" / "folds.png")
     finish(staging, out, summary, markdown(summary))
     return summary

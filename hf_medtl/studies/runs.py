@@ -1,13 +1,20 @@
 """What every study shares: a variant of a recipe run as a normal finetune run in its own folder (skipped when
 that folder already holds a finished run of the same recipe on the same data), and the study's own outputs
-staged and committed with ``summary.json`` last, so that a study that failed half-way never looks complete."""
+staged and committed with ``summary.json`` last, so that a study that failed half-way never looks complete.
+The study folder's lock (``study_lock``) is held only by what writes the study's own files; each variant's run
+holds its own folder's lock (finetune), so independent jobs can train the variants of one study side by side."""
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from hf_medtl import outputs
+from hf_medtl.errors import HfMedtlError
 from hf_medtl.studies.reuse import finished
 
 logger = logging.getLogger("hf_medtl")
@@ -16,7 +23,9 @@ SUMMARY = "summary.json"
 
 def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], output_dir: Path) -> dict:
     """The recipe with ``argv`` and ``extra`` overrides, run into ``output_dir``; a finished run there is read
-    back instead of rerun when it is this recipe's on the data as it is now (hf_medtl.studies.reuse.finished)."""
+    back instead of rerun when it is this recipe's on the data as it is now (hf_medtl.studies.reuse.finished).
+    ``resume_from_checkpoint: last`` resumes a variant that was interrupted and starts one that never wrote a
+    checkpoint afresh (instead of failing for want of one), so one override serves every variant of a study."""
     from hf_medtl.finetune import run
     from hf_medtl.config.recipe import load_recipe, require_model
 
@@ -26,13 +35,38 @@ def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], outp
     done = finished(recipe, output_dir)
     if done is not None:
         return done
+    resume = str(recipe.training.resume_from_checkpoint or "").lower()
+    if resume in ("last", "true") and not any((c / outputs.STATE_FILE).is_file() for c in output_dir.glob("checkpoint-*")):
+        recipe = load_recipe(recipe_path, [*argv, *extra, "--output_dir", str(output_dir),
+                                           "--resume_from_checkpoint", "false"])
     logger.info(f"{output_dir}: running ({' '.join(extra) or 'the recipe as it is'})")
     return run(recipe)
 
 
-def begin(output_dir: str | Path) -> Path:
-    """A fresh staging folder inside the (writable) study folder."""
+@contextmanager
+def study_lock(output_dir: str | Path, take: bool = True, wait_s: float = 0.0) -> Iterator[Path]:
+    """Own the study folder while the study's own files are written (outputs.run_lock). ``wait_s``: wait that long
+    for another writer to finish (search workers that end together each write the summary in turn) instead of
+    refusing at once; ``take=False`` (ranks other than the main one) takes nothing."""
+    deadline = time.monotonic() + wait_s
+    with ExitStack() as stack:
+        while True:
+            try:
+                held = stack.enter_context(outputs.run_lock(output_dir, take=take))
+                break
+            except HfMedtlError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+        yield held
+
+
+def begin(output_dir: str | Path, private: bool = False) -> Path:
+    """A fresh staging folder inside the (writable) study folder; ``private``: one of this process's own
+    (``.staging-*``), for writers that may run side by side (search workers), which must not empty each other's."""
     outputs.ensure_writable(output_dir)
+    if private:
+        return Path(tempfile.mkdtemp(prefix=outputs.STAGING + "-", dir=output_dir))
     return outputs.staging_dir(Path(output_dir))
 
 

@@ -93,3 +93,33 @@ def test_importing_the_cli_loads_neither_torch_nor_transformers():
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_recipe_commands_take_no_abbreviations():
+    """`hf-medtl cv RECIPE --seed 3` once ran as `--seeds 3` (argparse abbreviation): every parser that passes
+    `--key value` overrides through must match its own flags exactly and pass everything else to the recipe."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    study = commands["study"]._subparsers._group_actions[0].choices
+    passing = [p for p in [*commands.values(), *study.values()] if p.get_default("passthrough")]
+    assert {p.prog.split(" ", 1)[1] for p in passing} >= {"finetune", "check-data", "cv", "study search",
+                                                        "study imbalance", "study strategies"}
+    assert all(p.allow_abbrev is False for p in passing)
+    ns, rest = parser.parse_known_args(["cv", "r.json", "--seed", "3", "--fol", "2", "--ensem"])
+    assert (ns.seed, ns.seeds, ns.fold, ns.folds, ns.ensemble) == (3, 1, None, 5, False)
+    assert rest == ["--fol", "2", "--ensem"]  # left to the recipe, which names an unknown key in one line
+    ns, rest = parser.parse_known_args(["study", "search", "r.json", "--trial", "3"])
+    assert ns.trials == 10 and rest == ["--trial", "3"]
+    ns, rest = parser.parse_known_args(["study", "strategies", "r.json", "--fold", "3"])
+    assert ns.folds == 1 and rest == ["--fold", "3"]
+
+
+def test_cv_seed_is_the_first_seed_of_a_one_process_study(tmp_path, capsys):
+    """Without --fold, cv's --seed is the recipe's seed (the study's first): the plan's jobs and folders follow it."""
+    root = make_image_folder(tmp_path / "d", per_class=(4, 4, 4))
+    recipe = write_recipe(tmp_path / "r.json", model_name_or_path="m", data_dir=str(root), seed=1,
+                          output_dir=str(tmp_path / "out"))
+    assert main(["cv", str(recipe), "--folds", "2", "--seed", "3", "--plan"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.rsplit(" --seed ", 1)[1].split()[0] for line in lines[:2]] == ["3", "3"]
+    assert lines[3].endswith("--seed 3 --collect")
