@@ -30,19 +30,29 @@ def test_predict_cli_csv_json_table_and_an_unreadable_file(trained_run, tmp_path
     assert all(abs(sum(float(r[c]) for c in CLASSES) - 1) < 1e-5 for r in good)
     assert sum(r["prediction"] == "malignant" for r in good) >= 10, good  # the model learnt the task (12 images)
 
-    assert main(["predict", str(trained_run), str(images / "benign" / "benign_000.png"), "--format", "json"]) == 0
+    # What the formats guarantee, not one image's class (which a tiny model may change with a library release):
+    # the CSV above, the JSON and the table give the same probabilities for the same image, ranked the same way.
+    by_path = {r["path"]: r for r in good}
+    image = sorted((images / "malignant").iterdir())[0]
+    assert main(["predict", str(trained_run), str(image), "--format", "json"]) == 0
     [one] = json.loads(capsys.readouterr().out)
-    assert one["prediction"] == "benign" and set(one["probabilities"]) == set(CLASSES) and one["tta"] == ["identity"]
+    assert set(one["probabilities"]) == set(CLASSES) and one["tta"] == ["identity"]
+    assert one["prediction"] == max(one["probabilities"], key=one["probabilities"].get)
+    assert all(abs(one["probabilities"][c] - float(by_path[str(image)][c])) < 1e-6 for c in CLASSES)
 
-    assert main(["predict", str(trained_run), str(images / "normal" / "normal_001.jpg"), "--top_k", "2"]) == 0
+    assert main(["predict", str(trained_run), str(image), "--top_k", "2"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0] == "| image | #1 | #2 |" and table[2].split("|")[2].strip().startswith("normal (")
+    ranked = sorted(CLASSES, key=one["probabilities"].get, reverse=True)
+    assert table[0] == "| image | #1 | #2 |" and len(table) == 3
+    cells = [c.strip() for c in table[2].split("|")[2:4]]
+    assert cells == [f"{c} ({one['probabilities'][c]:.1%})" for c in ranked[:2]], cells
 
 
 def test_python_api_and_nothing_readable(trained_run, tmp_path, capsys):
     image = trained_run.parent / "images" / "benign" / "benign_003.png"
     [p] = hf_medtl.predict(trained_run, [image])
-    assert p.error is None and p.top(1)[0][0] == "benign" and list(p.probabilities) == CLASSES
+    assert p.error is None and list(p.probabilities) == CLASSES
+    assert p.top(1)[0][0] == max(p.probabilities, key=p.probabilities.get)
     (tmp_path / "empty.png").write_bytes(b"")
     assert main(["predict", str(trained_run), str(tmp_path / "empty.png")]) == 2  # nothing predicted
     assert "unreadable: zero-byte file" in capsys.readouterr().out
@@ -119,7 +129,8 @@ def test_predict_on_a_folder_leaves_nothing_out_silently(trained_run, tmp_path, 
     assert main(["predict", str(trained_run), str(folder), "--format", "csv"]) == 0
     rows = {r["path"][len(str(folder)) + 1:]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
     assert set(rows) == {"a.png", "gone.png", "loop_a", "loop_b", "series/IM0001", "series/up"}
-    assert rows["a.png"]["prediction"] == "benign" and rows["series/IM0001"]["prediction"] in CLASSES
+    a = rows["a.png"]
+    assert a["prediction"] == max(CLASSES, key=lambda c: float(a[c])) and rows["series/IM0001"]["prediction"] in CLASSES
     assert rows["gone.png"]["error"] == "file not found" and rows["loop_a"]["error"] and rows["loop_b"]["error"]
     assert "loop" in rows["series/up"]["error"] and rows["series/up"]["benign"] == ""
 
