@@ -21,22 +21,29 @@ logger = logging.getLogger("hf_medtl")
 
 def run(recipe) -> dict:
     """Run one recipe end to end; return its metrics (the summary, validation and test). Every process runs this;
-    the main one writes."""
-    if recipe.study.ensemble_seeds > 1:
-        return run_seed_ensemble(recipe)
-    from hf_medtl import outputs, stages
-    from hf_medtl.evaluation.scoring import score_splits
+    the main one writes. Each stage is timed (hf_medtl/timings.py): metrics.json's "timings"."""
+    from hf_medtl import timings
 
-    # The run owns output_dir from before any data is read until it has committed or failed: a second run into it
-    # is refused instead of mixing its files with this one's. Rank 0 holds the lock for every rank.
-    with outputs.run_lock(recipe.training.output_dir, take=recipe.training.process_index == 0):
-        state = stages.prepare(recipe)  # output folder, checked split, backbone with a new head, datasets
-        stages.train(state)  # the Trainer with the adaptive schedule; the model ends holding θ*
-        predictions = stages.predict(state)  # θ* on validation and test, with the recipe's TTA
-        results = score_splits(predictions, state.splits.classes, recipe.evaluation, recipe.training.seed)
-        metrics = {**stages.summary(state), **results}
-        stages.save(state, metrics, predictions)  # metrics.json last: its presence means a complete run
-    return metrics
+    with timings.command():
+        if recipe.study.ensemble_seeds > 1:
+            return run_seed_ensemble(recipe)
+        with timings.phase("startup"):
+            from hf_medtl import outputs, stages
+
+        # The run owns output_dir from before any data is read until it has committed or failed: a second run into
+        # it is refused instead of mixing its files with this one's. Rank 0 holds the lock for every rank.
+        with outputs.run_lock(recipe.training.output_dir, take=recipe.training.process_index == 0):
+            with timings.phase("data"):  # (the image cache and the model load are phases of their own inside)
+                state = stages.prepare(recipe)  # output folder, checked split, backbone with a new head, datasets
+            with timings.phase("train_setup"):  # (the epochs are phases of their own: training/progress.py)
+                stages.train(state)  # the Trainer with the adaptive schedule; the model ends holding θ*
+            with timings.phase("scoring"):
+                predictions = stages.predict(state)  # θ* on validation and test, with the recipe's TTA
+                results = stages.score(state, predictions)  # with the recipe's TTA, and the model alone
+            metrics = {**stages.summary(state), **results}
+            with timings.phase("save"):  # (report and card inside are phases of their own)
+                stages.save(state, metrics, predictions)  # metrics.json last: its presence means a complete run
+        return metrics
 
 
 def run_seed_ensemble(recipe) -> dict:
@@ -62,11 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(parsed, int):  # --help or a usage error, already printed
         return parsed
     args, overrides = parsed
-    setup_logging()
+    from hf_medtl import timings
+
+    clock = timings.start()  # start-up so far (interpreter, imports) counts from the process's start
 
     def go() -> int:
-        recipe = load_recipe(args.recipe, overrides)
-        require_model(recipe, args.recipe)
+        with clock.phase("startup"):  # the recipe read and checked
+            setup_logging()
+            recipe = load_recipe(args.recipe, overrides)
+            require_model(recipe, args.recipe)
         metrics = run(recipe)
         if recipe.training.process_index != 0:
             return 0
@@ -75,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"test accuracy {test['accuracy']:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "") +
               f", F1 macro {test['f1_macro']:.4f}; {metrics['epochs_run']} epochs, {metrics['lr_reductions']} LR "
               f"reductions; outputs in {recipe.training.output_dir}")
+        print(timings.row(clock.snapshot()))  # the whole run's, to this line (metrics.json's stop before its write)
         return 0
 
     return run_command(go)

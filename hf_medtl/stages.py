@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_medtl import data, hub, models, outputs
+from hf_medtl import data, hub, models, outputs, timings
 from hf_medtl.config.recipe import write_resolved
 from hf_medtl.evaluation import report
 from hf_medtl.inference import core
@@ -32,6 +32,7 @@ class Run:
     datasets: dict
     trainer: object = None
     schedule: object = None  # the AdaptiveLRCallback: per-epoch history, θ*
+    model_alone: dict = field(default_factory=dict)  # split -> (probabilities, labels) without TTA (stages.predict)
     train_metrics: dict = field(default_factory=dict)
 
     @property
@@ -61,7 +62,9 @@ def prepare(recipe) -> Run:
     if main_process:
         splits.write_manifest(data_out / data.MANIFEST)
         logger.info(data.summary_line(splits))
-    model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size, splits.multi_label)
+    with timings.phase("model_load"):
+        model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size,
+                                                splits.multi_label)
     datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data,
                                 lambda: args.main_process_first(desc="image cache"))  # rank 0 decodes, others read
     return Run(recipe, output_dir, staging, main_process, splits, model, processor, datasets)
@@ -78,7 +81,10 @@ def train(run: Run) -> None:
     else:
         _fit(run)
     views = core.RUN_TTA_VIEWS[run.recipe.evaluation.tta]
-    if len(views) > 1:  # the TTA inside the saved model: pipeline() and the ONNX export serve what is scored
+    # The views hf_medtl's serving (predict, evaluate, app, ONNX export) averages over, in config.json; the model
+    # stays its backbone's own class, so plain pipeline() loads it without remote code and serves it alone.
+    core.record_views(run.model, views)
+    if len(views) > 1 and run.recipe.evaluation.tta_inside:  # opt-in: the views inside the saved model's forward
         from hf_medtl.models.ensemble import with_views
 
         run.model = with_views(run.model, run.processor, list(views))
@@ -112,8 +118,29 @@ def _fit(run: Run) -> None:
 
 
 def predict(run: Run) -> dict:
-    """split -> (probabilities, labels) of θ* on validation and test (the recipe's TTA is in the model's forward)."""
-    return {split: core.dataset_probabilities(run.trainer, run.datasets[split]) for split in ("validation", "test")}
+    """split -> (probabilities, labels) of θ* on validation and test with the recipe's TTA: the mean over its views
+    (inside the forward with `tta_inside`). The image-alone probabilities, what plain pipeline() serves, are kept
+    in run.model_alone (the identity view of the same passes) when the views are applied around the model."""
+    views = core.views_outside_of(run.model, core.RUN_TTA_VIEWS[run.recipe.evaluation.tta])
+    out, run.model_alone = {}, {}
+    for split in ("validation", "test"):
+        per_view, labels = core.dataset_view_probabilities(run.trainer, run.datasets[split], views)
+        out[split] = (sum(per_view) / len(per_view), labels)
+        if len(per_view) > 1:
+            run.model_alone[split] = (per_view[0], labels)
+    return out
+
+
+def score(run: Run, predictions: dict) -> dict:
+    """split -> metrics of the predictions (with the recipe's TTA), and under "model_alone" the image-alone scores
+    (what plain transformers serves) when they differ: the run reports both."""
+    from hf_medtl.evaluation.scoring import score_splits
+
+    args = run.recipe
+    results = score_splits(predictions, run.splits.classes, args.evaluation, args.training.seed)
+    if run.model_alone:
+        results["model_alone"] = score_splits(run.model_alone, run.splits.classes, args.evaluation, args.training.seed)
+    return results
 
 
 def summary(run: Run) -> dict:
@@ -163,13 +190,19 @@ def save(run: Run, metrics: dict, predictions: dict) -> None:
     history = run.schedule.history
     write_resolved(recipe, staging)
     (staging / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    (staging / "README.md").write_text(str(hub.render_model_card(recipe, metrics, splits.report)))
+    with timings.phase("card"):
+        (staging / "README.md").write_text(str(hub.render_model_card(recipe, metrics, splits.report)))
     results = {split: metrics[split] for split in predictions}
     report.write_report(staging, f"{run.output_dir.name}: {recipe.model.model_name_or_path}", results, predictions,
                         {k: v for k, v in metrics.items() if k not in results}, history)
     for split, (probs, labels) in predictions.items():  # validation: a cv fold's out-of-fold predictions
         names = [splits.relpath(s) for s in splits.files(split)]
         report.write_predictions(staging / f"predictions_{split}.csv", names, labels, probs, splits.classes)
+        if split in run.model_alone:  # the image alone: what plain pipeline() gives for each file
+            report.write_predictions(staging / f"predictions_{split}_no_tta.csv", names, labels,
+                                     run.model_alone[split][0], splits.classes)
+    if (spent := timings.snapshot()) is not None:  # every phase up to this write (hf_medtl/timings.py)
+        metrics["timings"] = spent
     (staging / outputs.MARKER).write_text(json.dumps(metrics, indent=2) + "\n")
     outputs.commit(staging, run.output_dir)
     if recipe.training.push_to_hub:

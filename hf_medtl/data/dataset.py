@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from hf_medtl import timings
 from hf_medtl.data import cache
 from hf_medtl.data.cache import content_key
 from hf_medtl.data.decode import decode
@@ -79,6 +80,11 @@ def sample_keys(samples: list[Sample], shas: list | None = None) -> list[str]:
 def to_datasets(splits, prep: Preprocessing, data_args, first=contextlib.nullcontext) -> dict:
     """A dataset per split, plus ``train_eval``: the training images without augmentation. ``first``: a
     context in which the image cache is built (the main process first, so the others only read it)."""
+    with timings.phase("image_cache"):
+        return _to_datasets(splits, prep, data_args, first)
+
+
+def _to_datasets(splits, prep: Preprocessing, data_args, first) -> dict:
     train_tf, eval_tf = build_transforms(prep, data_args.augment, data_args.crop_scale_min,
                                          data_args.rotation_degrees, data_args.hflip_prob, data_args.auto_augment,
                                          data_args.rand_augment_magnitude)

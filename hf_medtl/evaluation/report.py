@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_medtl import timings
 from hf_medtl.evaluation import multilabel
 from hf_medtl.evaluation.plots import plot_all
 from hf_medtl.evaluation.scoring import HEADLINE, fmt, plain
@@ -99,7 +100,12 @@ def write_report(output_dir: Path, title: str, sections: dict, predictions: dict
                  history: list[dict] | None = None) -> None:
     """sections: split -> metric dict; predictions: split -> (probs, labels). report.json, report.md and the plots
 (multi-label: report.json and report.md of its per-label scores)."""
-    output_dir = Path(output_dir)
+    with timings.phase("report"):
+        return _write_report(Path(output_dir), title, sections, predictions, summary, history)
+
+
+def _write_report(output_dir: Path, title: str, sections: dict, predictions: dict, summary: dict | None,
+                  history: list[dict] | None) -> None:
     if any(np.asarray(labels).ndim == 2 for _, labels in predictions.values()):
         return multilabel.write_report(output_dir, title, sections, summary or {})
     curves_by_split = {split: curves(labels, probs, sections[split]["label_names"])

@@ -65,6 +65,34 @@ class EpochProgressBar(TrainerCallback):
             self.bar = None
 
 
+class EpochPhases(TrainerCallback):
+    """The run's phase clock (hf_medtl/timings.py) through training: ``first_epoch`` from train begin to the second
+    epoch's beginning (its steps, loader start-up, validation, checkpoint), then ``later_epochs`` to train end; what
+    the Trainer does before train begin (optimizer, accelerate's preparation) and after stays the enclosing
+    phase's. Listed first, so that the other callbacks' train-begin work counts in the first epoch."""
+
+    def __init__(self):
+        self.epochs = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from hf_medtl import timings
+
+        self.epochs = 0
+        timings.enter("first_epoch")
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        from hf_medtl import timings
+
+        self.epochs += 1
+        if self.epochs == 2:
+            timings.swap("later_epochs")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        from hf_medtl import timings
+
+        timings.leave("later_epochs" if self.epochs >= 2 else "first_epoch")
+
+
 def slowest_rank(seconds: float, device) -> float:
     """The largest of every rank's ``seconds``: the epoch lasts until its slowest process is done, and every rank
     then prints the same row (multi-process runs are checked by comparing the ranks' rows)."""

@@ -16,7 +16,7 @@ from hf_medtl.training import ema, mixing, swa
 from hf_medtl.training.budget import TimeBudgetCallback, plan_epochs
 from hf_medtl.training.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
 from hf_medtl.training.memory import PeakMemoryCallback
-from hf_medtl.training.progress import EpochProgressBar
+from hf_medtl.training.progress import EpochPhases, EpochProgressBar
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.training.schedule import AdaptiveSchedule
 from hf_medtl.models import is_multi_label, keep_frozen_in_eval_mode
@@ -187,7 +187,7 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
         changes["num_train_epochs"] = budget["epochs"]
     # First, so that it measures from before the others' train-begin work; read by stages.summary (peak_memory_mb).
     callback.memory = PeakMemoryCallback()
-    callbacks = [callback.memory, callback]
+    callbacks = [EpochPhases(), callback.memory, callback]
     if m.finetune_strategy == "gradual":
         callbacks.append(StrategyCallback(m))
         if args.world_size > 1:  # DDP registers only parameters that train when it wraps the model
