@@ -30,7 +30,14 @@ def register(subparsers) -> None:
     p.set_defaults(passthrough=False)
     p = recipe_parser(sub, "search", help="Optuna search over the recipe's search_space, scored on validation",
                       description="Trainer.hyperparameter_search (Optuna) over search_space; --key value overrides.")
-    p.add_argument("--trials", type=positive, default=10, help="number of trials (a rerun continues to this many)")
+    p.add_argument("--trials", type=positive, default=10,
+                   help="number of finished trials the study ends with, over all its workers (a rerun continues to "
+                        "this many)")
+    p.add_argument("--storage", metavar="URL",
+                   help="where the trials are kept: an Optuna RDB URL (sqlite:///search.db, postgresql://user@host/db, "
+                        "mysql://...) or a journal file path (default: optuna_journal.log in output_dir); every worker "
+                        "started with the same storage and --study_name runs trials of one study")
+    p.add_argument("--study_name", default="hf_medtl_search", help="the study's name in the storage (default: %(default)s)")
     p.set_defaults(passthrough=True)
     p = recipe_parser(sub, "strategies", help="linear probe, k-NN, full, partial, LoRA on one backbone; paired tests",
                       description="Run RECIPE once per finetune_strategy into output_dir/<strategy> (--folds K: K "
@@ -72,7 +79,11 @@ def _robustness(args, rest) -> int:
 def _search(args, rest) -> int:
     from hf_medtl.studies import run_search
 
-    s = run_search(args.recipe, rest, args.trials)
+    s = run_search(args.recipe, rest, args.trials, args.storage, args.study_name)
+    if not s["complete"]:
+        print(f"{s['finished']} of {args.trials} trials finished, {s['running']} still running in other workers; the "
+              f"worker that finishes the last one writes the summary in {s['output_dir']}")
+        return 0
     print(f"{s['trials']} trials; best validation accuracy {s['best_value']:.4f} with {s['best_params']}; "
           f"re-run: hf-medtl finetune {Path(s['output_dir']) / 'best_recipe.json'}")
     return 0

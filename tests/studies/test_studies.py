@@ -200,7 +200,7 @@ def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, cap
     out = tmp_path / "search"
     s = json.loads((out / "summary.json").read_text())
     trials = list(csv.DictReader(open(out / "trials.csv")))
-    scored = {k: v for k, v in s.items() if k not in ("recipe", "output_dir")}  # paths hold pytest's "test_..."
+    scored = {k: v for k, v in s.items() if k not in ("recipe", "output_dir", "storage")}  # paths hold pytest's "test_..."
     assert s["trials"] == len(trials) == 2 and "test" not in json.dumps(scored).replace("the test split", "")
     assert s["objective"] == "validation accuracy at θ*"
     best = json.loads((out / "best_recipe.json").read_text())
