@@ -2,13 +2,15 @@
 import csv
 import json
 from pathlib import Path
+import numpy as np
 
 import pytest
 
 from hf_medtl.finetune import main, run
 from hf_medtl.config.recipe import load_recipe
-from tests.conftest import assert_pipeline_serves, errors, saved_classifier, make_image_folder, tiny_recipe, write_recipe
+from tests.conftest import assert_pipeline_serves, errors, saved_classifier, serve_with_remote_code, make_image_folder, tiny_recipe, write_recipe
 from hf_medtl.inference import core
+from hf_medtl.cli import main as cli_main
 
 
 @pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_timm"])
@@ -154,6 +156,45 @@ def test_a_dropped_one_image_training_batch_never_drops_evaluation_images(tmp_pa
         assert len(list(csv.DictReader(f))) == metrics["split_counts"]["validation"] == 3
 
 
+def test_tta_inside_is_an_opt_in_served_by_plain_pipeline_with_remote_code(tmp_path, image_folder, tiny_vit, capsys):
+    """`tta_inside: true`: the views inside the saved model's forward (hf_medtl's class, trust_remote_code), so that
+    pipeline() serves the flip-averaged probabilities the run scored; Grad-CAM of it equals the maps of the views
+    applied around the bare model; fine-tuning from it starts from its one member."""
+    from hf_medtl.data.decode import decode
+    from hf_medtl.inference.explain import image_cams
+    from hf_medtl.models import load_saved_model
+
+    metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=2, image_size=24,
+                                          tta="hflip", tta_inside=True, n_bootstrap=0, augment=False)))
+    out = tmp_path / "run"
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "hf_medtl_ensemble" and config["views"] == ["identity", "hflip"]
+    assert config["auto_map"]["AutoModelForImageClassification"].endswith("MedtlEnsembleForImageClassification")
+    assert metrics["model_class"].startswith("MedtlEnsemble") and "model_alone" not in metrics
+    assert not (out / "predictions_test_no_tta.csv").exists()
+    assert_pipeline_serves(out, image_folder, atol=1e-5, what="flip TTA inside the model")
+    with open(out / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    capsys.readouterr()
+    assert cli_main(["predict", str(out), str(image_folder / rows[0]["path"]), "--format", "json"]) == 0
+    [served] = json.loads(capsys.readouterr().out)
+    assert served["tta"] == ["identity", "hflip"]
+    assert all(abs(served["probabilities"][c] - float(rows[0][f"p_{c}"])) < 1e-5 for c in served["probabilities"])
+    card = (out / "README.md").read_text()
+    assert "trust_remote_code=True" in card and "computed inside the model's forward" in card
+    model, processor, _ = load_saved_model(out)
+    images = [decode(image_folder / r["path"]) for r in rows[:2]]
+    inside = image_cams(model, processor, images, [0, 1])
+    outside = image_cams(core.views_outside(load_saved_model(out)[0]), processor, images, [0, 1],
+                         views=("identity", "hflip"))
+    for a, b in zip(inside, outside):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    (tmp_path / "again").mkdir()
+    again = run(load_recipe(tiny_recipe(tmp_path / "again", out, image_folder, num_train_epochs=1, image_size=24,
+                                        n_bootstrap=0, tta="none")))
+    assert again["model_class"] == "ViTForImageClassification"
+
+
 def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_folder, tiny_vit, capsys):
     from hf_medtl.models import load_saved_model
 
@@ -179,20 +220,23 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
     trainer = core.inference_trainer(model)
     import numpy as np
 
-    # The flip TTA is inside the saved model: one member, served with views identity + hflip by its own forward.
+    # The model is saved as its backbone's own class (no remote code); config.json records the views that
+    # hf_medtl's serving averages over around it.
     config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == "hf_medtl_ensemble" and config["views"] == ["identity", "hflip"]
-    assert len(config["members"]) == 1
-    served_inside, _ = core.dataset_probabilities(trainer, items)
-    core.views_outside(model)
+    assert config["model_type"] == "vit" and config["tta_views"] == ["identity", "hflip"] and "auto_map" not in config
     tta, _ = core.dataset_probabilities(trainer, items, tta="hflip")
     plain, _ = core.dataset_probabilities(trainer, items)
     saved = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
-    assert np.allclose(served_inside, saved, atol=2e-6) and np.allclose(tta, saved, atol=2e-6)
+    with open(out / "predictions_test_no_tta.csv") as f:
+        alone = np.array([[float(r[f"p_{c}"]) for c in classes] for r in csv.DictReader(f)])
+    assert np.allclose(tta, saved, atol=2e-6) and np.allclose(plain, alone, atol=2e-6)
     assert not np.allclose(plain, saved, atol=2e-6)
-    # Served as scored by every loader: pipeline() and the ONNX export (the model's forward), `hf-medtl predict` and
-    # the app (the views around the model, listed); --no_tta scores the image alone.
-    assert_pipeline_serves(out, image_folder, atol=1e-5, what="flip TTA inside the model")
+    # Both scores reported: the headline with TTA, the model alone under "model_alone" (what pipeline() serves).
+    assert metrics["model_alone"]["test"]["n"] == metrics["test"]["n"] and "accuracy" in metrics["model_alone"]["test"]
+    assert json.loads((out / "metrics.json").read_text())["model_alone"] == metrics["model_alone"]
+    # Plain pipeline(), in a process that never imports hf_medtl and trusts no remote code, serves the model alone:
+    # exactly `hf-medtl predict --no_tta`; `hf-medtl predict` (the views around the model) serves what was scored.
+    assert_pipeline_serves(out, image_folder, atol=1e-5, what="the model alone")
     from hf_medtl.cli import main as cli
 
     files = [str(image_folder / r["path"]) for r in rows]
@@ -203,8 +247,12 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
         assert [p["tta"] for p in served] == [["identity", "hflip"] if not flag else ["identity"]] * len(rows)
         probs = np.array([[p["probabilities"][c] for c in classes] for p in served])
         np.testing.assert_allclose(probs, expected, atol=1e-5)
+        if flag:
+            fresh = serve_with_remote_code(out, Path(files[0]), tmp_path, trust_remote_code=False)
+            np.testing.assert_allclose([fresh[c] for c in classes], probs[0], atol=1e-4)
     import onnxruntime as ort
 
+    # The ONNX export bakes the run's views into the graph: it serves the TTA probabilities, and says so.
     assert cli(["export", str(out), "--onnx", str(tmp_path / "m.onnx"), "--check", str(image_folder)]) == 0
     pixels = np.stack([it["pixel_values"].numpy() for it in items])
     onnx = core.probabilities(ort.InferenceSession(str(tmp_path / "m.onnx")).run(["logits"], {"pixel_values": pixels})[0])
@@ -221,22 +269,59 @@ def test_theta_star_tta_and_label_smoothing_through_finetune(tmp_path, image_fol
     np.testing.assert_allclose([scored[Path(r["path"]).name] for r in rows], saved, atol=1e-5)
     card = (out / "README.md").read_text()
     assert "mean of the probabilities of the image and of its horizontal mirror" in card
-    assert "serve exactly what was scored" in card and "trust_remote_code=True" in card
-    # Grad-CAM of the model as loaded (views inside) is the mean of each view's map brought back, as with --tta.
-    from hf_medtl.inference.explain import image_cams
-
-    images = [decode(image_folder / r["path"]) for r in rows[:2]]
-    fresh, _, _ = load_saved_model(out)
-    inside = image_cams(fresh, processor, images, [0, 1])
-    outside = image_cams(core.views_outside(fresh), processor, images, [0, 1], views=("identity", "hflip"))
-    for a, b in zip(inside, outside):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    # A run saved this way is a backbone to fine-tune from, as its trained model: the wrapper is unpacked.
+    assert "The model alone" in card and "hf_medtl.predict(" in card and "trust_remote_code" not in card
+    assert metrics["model_class"] == "ViTForImageClassification"
+    # A run saved this way is a backbone to fine-tune from; its tta_views do not follow into the new run.
     (tmp_path / "again").mkdir()
     again = run(load_recipe(tiny_recipe(tmp_path / "again", out, image_folder, num_train_epochs=1, image_size=24,
                                         n_bootstrap=0, tta="none")))
     assert again["test"]["n"] == metrics["test"]["n"]
     assert json.loads((tmp_path / "again" / "run" / "config.json").read_text())["model_type"] == "vit"
-    assert again["model_class"] == "ViTForImageClassification" and metrics["model_class"].startswith("MedtlEnsemble")
+    assert "tta_views" not in json.loads((tmp_path / "again" / "run" / "config.json").read_text())  # its own: none
+    assert again["model_class"] == "ViTForImageClassification" and "model_alone" not in again
     # A plain transformers class is served by plain pipeline(): the card says no trust_remote_code for it.
     assert "trust_remote_code" not in (tmp_path / "again" / "run" / "README.md").read_text()
+
+
+PHASES = ("startup", "data", "image_cache", "model_load", "train_setup", "first_epoch", "later_epochs", "scoring",
+          "report", "card", "save")
+
+
+def test_timings_account_for_the_whole_wall_of_a_cli_run(tmp_path, image_folder, tiny_timm):
+    """`hf-medtl finetune` as its own process: metrics.json's timings name every phase, add up to their total, leave
+    at most 10% unclaimed, and that total is the process's wall (from its start, imports included) to within 10%;
+    the console's last line is the same phases in one row."""
+    import sys
+    import time
+
+    from tests.conftest import run_cmd
+
+    recipe = tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=2, image_size=24, n_bootstrap=50)
+    start = time.time()
+    proc = run_cmd([sys.executable, "-m", "hf_medtl.cli", "finetune", str(recipe)])
+    wall = time.time() - start
+    timings = json.loads((tmp_path / "run" / "metrics.json").read_text())["timings"]
+    assert set(PHASES) <= set(timings) and all(timings[k] > 0 for k in PHASES), timings
+    assert sum(v for k, v in timings.items() if k != "total") == pytest.approx(timings["total"], abs=0.02 * len(timings))
+    assert timings["other"] <= 0.1 * timings["total"], timings
+    assert 0.9 * wall <= timings["total"] <= wall, (timings["total"], wall)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("timings: start-up ") and " | first epoch " in last and " | later epochs " in last, last
+    assert "| total " in last
+
+
+def test_timings_of_a_run_inside_a_program_start_from_the_run(tmp_path, image_folder, tiny_timm):
+    """run() called by a program (a study, a notebook): no start-up of the host process, the epochs split as the
+    Trainer reached them (one epoch: no later_epochs), the phases still account for the run's wall."""
+    import time
+
+    from hf_medtl import timings
+
+    start = time.perf_counter()
+    metrics = run(load_recipe(tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=1, image_size=24,
+                                          n_bootstrap=0)))
+    wall = time.perf_counter() - start
+    t = metrics["timings"]
+    assert "startup" in t and t["startup"] < 0.5 * wall and "later_epochs" not in t and t["first_epoch"] > 0, t
+    assert t["other"] <= 0.1 * t["total"] and t["total"] <= wall, (t, wall)
+    assert timings.active() is None  # the run's clock is gone with the run
