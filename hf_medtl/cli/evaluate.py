@@ -25,7 +25,11 @@ def register(subparsers) -> None:
 
 
 def run(args, rest) -> int:
-    from hf_medtl.evaluation.evaluate import evaluate_model
+    from hf_medtl import timings
+
+    clock = timings.start()  # from the process's start when this process is the command (hf_medtl/timings.py)
+    with clock.phase("startup"):
+        from hf_medtl.evaluation.evaluate import evaluate_model
 
     m = evaluate_model(args.model_dir, args.data, output_dir=args.output_dir, split=args.split,
                        batch_size=args.batch_size, n_bootstrap=args.n_bootstrap, seed=args.seed, ci_method=args.ci_method,
@@ -36,4 +40,6 @@ def run(args, rest) -> int:
     print(f"{m['n']} images: accuracy {m['accuracy']:.4f}{ci}, F1 macro {m['f1_macro']:.4f}; report in {m['output_dir']}")
     if args.cam:
         print(f"Grad-CAM overlays of the most confident errors: {len(m['cam_overlays'])} in {m['output_dir']}/cam")
+    print(timings.row(clock.snapshot()))
+    timings.stop()
     return 0

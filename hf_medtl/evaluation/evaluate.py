@@ -77,6 +77,7 @@ def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str |
                    on_bad_image: str = "error", allow_pickle_weights: bool = False, trust_remote_code: bool = False,
                    allow_paths_outside_root: bool = False, max_image_pixels: int | None = None, cam: int = 0,
                    data_cache: bool = True, data_cache_dir: str | None = None) -> dict:
+    from hf_medtl import timings
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
     from hf_medtl.evaluation import report
     from hf_medtl.evaluation.scoring import score
@@ -87,19 +88,24 @@ def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str |
     model_dir, data_name = Path(model_dir), Path(data).stem
     output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
     ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
-    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    with timings.phase("model_load"):
+        model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
     multi_label, max_pixels = is_multi_label(model), max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
-    samples = (_multilabel_samples(data, classes, allow_paths_outside_root) if multi_label
-               else load_samples(data, split, classes, allow_outside=allow_paths_outside_root))
-    samples, shas = readable_samples(samples, data, on_bad_image, max_pixels)
-    dataset = _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir, multi_label)
+    with timings.phase("data"):
+        samples = (_multilabel_samples(data, classes, allow_paths_outside_root) if multi_label
+                   else load_samples(data, split, classes, allow_outside=allow_paths_outside_root))
+        samples, shas = readable_samples(samples, data, on_bad_image, max_pixels)
+    with timings.phase("image_cache"):
+        dataset = _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir,
+                                multi_label)
     # Scored as its run scored it: with the mirror averaging when the run's metrics used flip TTA.
     tta = core.run_tta_views(model_dir)
     core.views_outside(model)  # tta is all that is averaged
-    probs, labels = core.dataset_probabilities(core.inference_trainer(model, batch_size), dataset, tta)
-    thresholds = _run_thresholds(model_dir, classes) if multi_label else None
-    metrics = score(probs, labels, classes, EvaluationArguments(n_bootstrap=n_bootstrap, ci_method=ci_method), seed,
-                    thresholds)
+    with timings.phase("scoring"):
+        probs, labels = core.dataset_probabilities(core.inference_trainer(model, batch_size), dataset, tta)
+        thresholds = _run_thresholds(model_dir, classes) if multi_label else None
+        metrics = score(probs, labels, classes, EvaluationArguments(n_bootstrap=n_bootstrap, ci_method=ci_method),
+                        seed, thresholds)
     # (a multi-label evaluation's predictions keep the name its run's have)
     name = "predictions_test.csv" if multi_label else "predictions.csv"
     report.write_predictions(output_dir / name, [str(s.path) for s in samples], labels, probs, classes)
@@ -112,7 +118,9 @@ def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str |
     if cam and not multi_label:  # what a reviewer looks at first: the N most confident errors of each class
         from hf_medtl.inference.explain import error_overlays
 
-        overlays = error_overlays(model, processor, samples, probs, labels, classes, cam, output_dir / "cam", max_pixels)
+        with timings.phase("cam"):
+            overlays = error_overlays(model, processor, samples, probs, labels, classes, cam, output_dir / "cam",
+                                      max_pixels)
     return {"output_dir": str(output_dir), **metrics, "cam_overlays": [str(p) for p in overlays]}
 
 

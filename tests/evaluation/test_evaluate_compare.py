@@ -30,7 +30,13 @@ def test_evaluate_folder_writes_report(two_runs, tmp_path, capsys):
     external = make_image_folder(tmp_path / "external", per_class=(4, 5, 6), seed=9)
     assert main(["evaluate", str(two_runs[1]), str(external), "--output_dir", str(tmp_path / "ev"),
                  "--n_bootstrap", "200"]) == 0
-    assert "15 images: accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "15 images: accuracy" in out
+    # The last line: where the command's time went, phase by phase (hf_medtl/timings.py).
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("timings: ") and last.endswith("s"), last
+    for phase in ("model load", "data", "image cache", "scoring", "report+plots", "| total "):
+        assert phase in last, last
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     m = report["metrics"]["external"]
     assert m["n"] == 15 and m["per_class"]["support"] == [4, 5, 6] and m["n_bootstrap"] == 200
