@@ -99,12 +99,14 @@ def tiny_recipe(tmp_path, model_dir, image_folder, **extra):
 
 def assert_pipeline_serves(out: Path, image_root: Path, atol: float = 1e-5, classes=CLASSES, what=""):
     """transformers' pipeline() on a saved run gives, for every test image, the probabilities in its
-    predictions_test.csv (the run's evaluation): what serves the model sees what was evaluated."""
+    predictions_test.csv (the run's evaluation), or in predictions_test_no_tta.csv when its TTA is applied around
+    the model (the model alone, which the run scores too): what serves the model sees what was evaluated."""
     import csv
 
     from transformers import pipeline
 
-    with open(Path(out) / "predictions_test.csv") as f:
+    alone = Path(out) / "predictions_test_no_tta.csv"
+    with open(alone if alone.is_file() else Path(out) / "predictions_test.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows
     classifier = pipeline("image-classification", model=str(out))
@@ -126,14 +128,14 @@ def saved_classifier(out: Path):
     return model.members[0] if getattr(model.config, "model_type", "") == "hf_medtl_ensemble" else model
 
 
-def serve_with_remote_code(out: Path, image: Path, cwd: Path, top_k: int = 3) -> dict:
-    """{label: probability} of ``image`` from pipeline() with trust_remote_code, in a fresh interpreter that cannot
-    import hf_medtl (no PYTHONPATH; it asserts hf_medtl was never imported): the saved folder alone serves it."""
+def serve_with_remote_code(out: Path, image: Path, cwd: Path, top_k: int = 3, trust_remote_code: bool = True) -> dict:
+    """{label: probability} of ``image`` from pipeline() (with trust_remote_code unless told otherwise), in a fresh
+    interpreter that never imports hf_medtl (no PYTHONPATH; it asserts so): the saved folder alone serves it."""
     import subprocess
     import sys
 
     code = ("import sys, json; from transformers import pipeline; "
-            f"p = pipeline('image-classification', model={str(out)!r}, trust_remote_code=True); "
+            f"p = pipeline('image-classification', model={str(out)!r}, trust_remote_code={trust_remote_code}); "
             f"r = p({str(image)!r}, top_k={top_k}); "
             "assert 'hf_medtl' not in sys.modules; print(json.dumps({x['label']: x['score'] for x in r}))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

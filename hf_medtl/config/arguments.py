@@ -277,9 +277,15 @@ class EvaluationArguments:
                 "and at small n). percentile: the plain percentile bootstrap."})
     tta: Literal["none", "hflip"] = field(default="none", metadata={
         "help": "Test-time augmentation: hflip averages the probabilities of the image and its horizontal mirror (two "
-                "forward passes). It is inside the saved model's forward (MedtlEnsembleForImageClassification with "
-                "views), so pipeline(), ONNX, predict, evaluate and the app all serve what the run scored. Default: "
-                "hflip when training flips images (augment true and hflip_prob > 0; no preset), else none."})
+                "forward passes). The saved model stays its backbone's own transformers class; config.json's "
+                "`tta_views` records the views, and hf_medtl's serving (predict, evaluate, the app, and the ONNX "
+                "export, which bakes them into the graph) applies them. Plain pipeline() serves the model alone: "
+                "metrics.json reports both (`test`, with TTA; `model_alone`, without). Default: hflip when training "
+                "flips images (augment true and hflip_prob > 0; no preset), else none."})
+    tta_inside: bool = field(default=False, metadata={
+        "help": "Save the TTA views inside the model's forward (MedtlEnsembleForImageClassification, loaded with "
+                "trust_remote_code), so that plain pipeline() and the Hub's widgets serve the TTA-averaged "
+                "probabilities too. false: a standard transformers model (no remote code)."})
 
 
 @dataclass

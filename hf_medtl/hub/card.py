@@ -153,12 +153,24 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         budget=budget_text(metrics.get("budget"), t.num_train_epochs),
         augment=augment_text(r),
         schedule=schedule, epochs_run=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"],
-        tta=r.get("tta", "none") == "hflip", best_epoch=metrics["best_epoch"],
+        tta=r.get("tta", "none") == "hflip", tta_inside=bool(r.get("tta_inside")) or "ensemble" in metrics,
+        alone_text=_alone_text(metrics.get("model_alone", {}).get("test")), best_epoch=metrics["best_epoch"],
         swa_text=swa_text(metrics.get("swa")),
         # hf_medtl's own classes (TTA inside, an ensemble, its heads): loaded through their saved code
         remote_code=str(metrics.get("model_class", "")).startswith("Medtl"),
         curves="plots/training_curves.png" if metrics["epochs_run"] and "ensemble" not in metrics else None,
         ensemble_text=ensemble_markdown(metrics["ensemble"]) if "ensemble" in metrics else None)
+
+
+def _alone_text(alone: dict | None) -> str | None:
+    """The test scores of the model alone (no TTA: what plain transformers serves), when the run reported them."""
+    if not alone or "accuracy" not in alone:
+        return None
+    ci = alone.get("ci", {}).get("accuracy")
+    return (f"The model alone (the image without its mirror: what plain `pipeline()` gives) scores accuracy "
+            f"{fmt('accuracy', alone['accuracy'])}" + (f" (95% CI {fmt('accuracy', ci[0])}-{fmt('accuracy', ci[1])})"
+                                                       if ci else "") +
+            f", F1 macro {fmt('f1_macro', alone['f1_macro'])} on the same images (`model_alone` in metrics.json).")
 
 
 def augment_text(r: dict) -> str:

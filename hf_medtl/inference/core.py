@@ -24,15 +24,35 @@ TTA_VIEWS = ("identity", "hflip", "rotate+10", "rotate-10")
 RUN_TTA_VIEWS = {"none": ("identity",), "hflip": ("identity", "hflip")}
 
 
+# config.json's key for the views hf_medtl's serving averages over around a standard transformers model (plain
+# transformers ignores it and serves the model alone); a model with the views inside its forward says ``views``.
+TTA_KEY = "tta_views"
+
+
+def record_views(model, views) -> None:
+    """Write the run's TTA ``views`` into the model's config (saved in config.json), or remove a stale entry (a
+    model fine-tuned from a saved run carries that run's)."""
+    if len(views) > 1:
+        setattr(model.config, TTA_KEY, list(views))
+    elif hasattr(model.config, TTA_KEY):
+        delattr(model.config, TTA_KEY)
+
+
+def views_outside_of(model, views) -> tuple[str, ...]:
+    """The views to apply around ``model``: none when it already averages over them inside its forward."""
+    return ("identity",) if getattr(model, "serve_views", False) and len(model.config.views) > 1 else tuple(views)
+
+
 def run_tta_views(model_dir: str | Path) -> tuple[str, ...]:
     """The views a saved run's validation and test metrics averaged over, so that what serves it sees what was
-    evaluated: config.json's ``views`` for a model that averages over them inside its forward (runs saved since
-    TTA went inside the model: what pipeline() and ONNX serve), else its recipe.json's `tta` (runs saved before);
-    ("identity",) for a model saved by anything else."""
+    evaluated: config.json's ``tta_views`` (a standard model: the views hf_medtl applies around it) or ``views`` (a
+    model that averages over them inside its forward: `tta_inside`, ensembles), else its recipe.json's `tta` (runs
+    saved before either); ("identity",) for a model saved by anything else."""
     model_dir = Path(model_dir)
     config, recipe = model_dir / "config.json", model_dir / "recipe.json"
     try:
-        views = json.loads(config.read_text()).get("views") if config.is_file() else None
+        saved = json.loads(config.read_text()) if config.is_file() else {}
+        views = saved.get(TTA_KEY) or saved.get("views")
         if views:
             return tuple(views)
         tta = json.loads(recipe.read_text()).get("tta", "none") if recipe.is_file() else "none"
@@ -153,22 +173,28 @@ class Viewed(torch.utils.data.Dataset):
         return item
 
 
-def dataset_probabilities(trainer, dataset, tta="none", black=None) -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities, true labels) of a dataset, gathered over all processes; with TTA the mean over
-    the views (``tta`` as views_of takes it, e.g. the recipe's 'hflip')."""
+def dataset_view_probabilities(trainer, dataset, tta="none", black=None) -> tuple[list[np.ndarray], np.ndarray]:
+    """([class probabilities of each view], true labels) of a dataset, gathered over all processes (``tta`` as
+    views_of takes it; the first view is the image itself)."""
     from hf_medtl.models import is_multi_label
 
     if len(dataset) == 0:
         raise HfMedtlError("nothing to predict: the dataset is empty")
-    multi_label, total, labels = is_multi_label(trainer.model), None, None
-    views = views_of(tta)
-    for name in views:
+    multi_label, per_view, labels = is_multi_label(trainer.model), [], None
+    for name in views_of(tta):
         out = trainer.predict(dataset if name == "identity" else Viewed(dataset, name, black),
                               metric_key_prefix="predict")
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-        p = probabilities(logits, multi_label)
-        total, labels = (p if total is None else total + p), out.label_ids
-    return total / len(views), labels
+        per_view.append(probabilities(logits, multi_label))
+        labels = out.label_ids
+    return per_view, labels
+
+
+def dataset_probabilities(trainer, dataset, tta="none", black=None) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities, true labels) of a dataset, gathered over all processes; with TTA the mean over
+    the views (``tta`` as views_of takes it, e.g. the recipe's 'hflip'): the one averaging rule."""
+    per_view, labels = dataset_view_probabilities(trainer, dataset, tta, black)
+    return sum(per_view) / len(per_view), labels
 
 
 class Logits(torch.nn.Module):

@@ -178,6 +178,17 @@ def _write_onnx(path: Path, model, processor, classes, model_dir, opset: int) ->
     onnx.save(graph, str(path))
 
 
+def _with_run_views(model, processor, model_dir):
+    """The model as the run served it: a standard model whose run averaged over TTA views (config.json's
+    tta_views) is exported with those views baked into the graph, so that the ONNX file gives the probabilities
+    `hf-medtl predict` gives (its metadata's views_inside says so; callers add no flip)."""
+    from hf_medtl.inference.core import run_tta_views, views_outside_of
+    from hf_medtl.models.ensemble import with_views
+
+    views = views_outside_of(model, run_tta_views(model_dir))
+    return with_views(model, processor, list(views)) if len(views) > 1 else model
+
+
 def _check_images(check_inputs, max_check: int) -> list:
     from hf_medtl.data.decode import DecodeError, decode
     from hf_medtl.inference.predict import collect_inputs
@@ -203,6 +214,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, check_inputs, opset: int
     require_export_packages()
     out = _destination(out, opset)
     model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    model = _with_run_views(model, processor, model_dir)
     images = _check_images(check_inputs, max_check)
     # Same folder, so the rename is atomic; hidden and named per process, so no reader mistakes it for OUT.
     tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")

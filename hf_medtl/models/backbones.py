@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hf_medtl.models.encoders import encoder_config, load_encoder
 from hf_medtl.models.heads import ModelError, init_head, register_auto_classes, with_medtl_head
+from hf_medtl.models.positions import fit_image_size
 from hf_medtl.models.strategies import apply_strategy
 
 logger = logging.getLogger("hf_medtl")
@@ -191,6 +192,8 @@ def load_backbone(model_args, classes: list[str], image_size: int | None = None,
         raise _not_found(name, str(e).splitlines()[0]) from None
     if hasattr(model.config, "label_names"):  # TimmWrapper saves these over id2label; the base's are stale
         model.config.label_names = list(classes)
+    if encoder is None:  # (encoders resize their own positions: models/encoders.py)
+        fit_image_size(model, image_size, model_args.model_name_or_path)  # a ViT at another size: positions resized
     processor = serving_processor(model, processor, image_size)
     if (model_args.head == "bottleneck" or model_args.head_dropout > 0) and encoder is None:
         register_auto_classes()

@@ -116,8 +116,9 @@ def test_push_sends_exactly_the_final_files_privately_with_a_hub_card(fake_hub, 
     assert any(p.name.startswith("checkpoint-") for p in out.iterdir())  # they exist, and are not sent
     assert (out / "training_args.bin").is_file()  # the Trainer's, on disk; not part of the shared model
     assert sent == sorted(["README.md", "config.json", "data_report.json", "history.json", "metrics.json",
-                           "model.safetensors", "modeling_ensemble.py", "modeling_medtl.py",  # flip TTA's class
-                           "predictions_test.csv", "predictions_validation.csv", "preprocessor_config.json", "recipe.json",
+                           "model.safetensors",  # a standard class: no code to trust
+                           "predictions_test.csv", "predictions_test_no_tta.csv", "predictions_validation.csv",
+                           "predictions_validation_no_tta.csv", "preprocessor_config.json", "recipe.json",
                            "report.json", "report.md", "split_manifest.csv"] + [f"plots/{n}.png" for n in (
                                "confusion_matrix_test", "confusion_matrix_validation", "roc_reliability_test",
                                "roc_reliability_validation", "training_curves")])
@@ -132,7 +133,7 @@ def test_push_sends_exactly_the_final_files_privately_with_a_hub_card(fake_hub, 
     assert card.data.base_model is None  # a local checkpoint with no Hub origin: no false claim
     text = card.content
     assert text.count("# tiny-medtl") == 1 and str(tmp_path) not in text and ".staging" not in text
-    assert "pipeline(\"image-classification\", model=\"alice/tiny-medtl\", trust_remote_code=True)" in text
+    assert "pipeline(\"image-classification\", model=\"alice/tiny-medtl\")" in text  # a standard class: no remote code
     assert "![training curves](plots/training_curves.png)" in text and "Not a medical device" in text
     assert "each kept within one split" in text  # the leakage check that ran
     from hf_medtl.hub.card import write_model_card

@@ -68,13 +68,14 @@ def test_encoder_trains_and_pipeline_serves_the_runs_predictions(tmp_path, encod
     assert cli(["finetune", str(recipe)]) == 0
     out = tmp_path / "run"
     outer = json.loads((out / "config.json").read_text())
-    assert outer["views"] == ["identity", "hflip"]  # the default flip TTA, inside the saved model: pipeline() serves it
-    assert outer["auto_map"]["AutoModelForImageClassification"].endswith("MedtlEnsembleForImageClassification")
-    config = outer["members"][0]
+    # hf_medtl's head class (its code saved beside it); the default flip TTA recorded for hf_medtl's serving
+    assert outer["tta_views"] == ["identity", "hflip"] and "views" not in outer
+    assert outer["auto_map"]["AutoModelForImageClassification"].endswith("MedtlForImageClassification")
+    config = outer
     assert config["model_type"] == "hf_medtl_classifier" and config["encoder"] is True
     assert (config["pooling"], config["num_prefix_tokens"], config["feature_dim"]) == (saved, prefix, width)
     assert config["backbone_config"].get("mask_ratio", 0.0) == 0.0  # ViT-MAE keeps every patch
-    with open(out / "predictions_test.csv") as f:
+    with open(out / "predictions_test_no_tta.csv") as f:  # what pipeline() serves: the model alone
         rows = list(csv.DictReader(f))
     classifier = pipeline("image-classification", model=str(out))
     assert classifier.image_processor.size == {"height": size, "width": size}  # squashed, not cropped
@@ -157,7 +158,7 @@ def test_an_encoder_model_loads_in_plain_transformers_with_remote_code(tmp_path,
                          dedupe=False, pooling="cls+mean")
     assert cli(["finetune", str(recipe)]) == 0
     out = tmp_path / "run"
-    with open(out / "predictions_test.csv") as f:
+    with open(out / "predictions_test_no_tta.csv") as f:
         row = next(csv.DictReader(f))
     served = serve_with_remote_code(out, data / row["path"], tmp_path)
     for c in CLASSES:

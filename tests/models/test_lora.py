@@ -121,11 +121,14 @@ def test_lora_trains_adapters_and_head_only_and_saves_a_plain_merged_model(tmp_p
     assert not any(s in k for k in load_file(str(out / "model.safetensors")) for s in ("lora_", "base_layer",
                                                                                         "modules_to_save"))
 
-    # pipeline() and `hf-medtl predict` on the non-square test images give predictions_test.csv's probabilities.
+    # On the non-square test images, pipeline() gives the model alone as the run scored it (predictions_test_no_tta),
+    # and `hf-medtl predict` the run's flip TTA (predictions_test.csv).
     with open(out / "predictions_test.csv") as f:
         rows = {r["path"]: r for r in csv.DictReader(f)}
+    with open(out / "predictions_test_no_tta.csv") as f:
+        alone = {r["path"]: r for r in csv.DictReader(f)}
     classifier = pipeline("image-classification", model=str(out))
-    for path, row in rows.items():
+    for path, row in alone.items():
         served = {p["label"]: p["score"] for p in classifier(str(data / path), top_k=len(CLASSES))}
         assert served == pytest.approx({c: float(row[f"p_{c}"]) for c in CLASSES}, abs=1e-5), path
     capsys.readouterr()
@@ -140,7 +143,7 @@ def test_lora_trains_adapters_and_head_only_and_saves_a_plain_merged_model(tmp_p
     assert "onnxruntime matches PyTorch" in capsys.readouterr().out
 
     # ... and in a process where peft cannot be imported at all.
-    path, row = next(iter(rows.items()))
+    path, row = next(iter(alone.items()))
     code = ("import json, sys; sys.modules['peft'] = None\n"  # import peft fails; transformers sees no peft
             "from transformers import pipeline\n"
             "p = pipeline('image-classification', model=sys.argv[1], trust_remote_code=True)(sys.argv[2], top_k=9)\n"

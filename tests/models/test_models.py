@@ -1,4 +1,6 @@
 """Backbone loading: new head with our labels, safe weights only by default, random-init baseline."""
+import json
+
 import pytest
 import torch
 
@@ -55,3 +57,30 @@ def test_a_model_whose_labels_disagree_with_its_classifier_is_one_line(trained_r
     assert main(["predict", str(model), str(image)]) == 2
     [line] = errors(capsys)
     assert str(model) in line and "config.json" in line
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_a_vit_trained_at_another_image_size_serves_that_size(tmp_path, image_folder, tiny_vit, strategy, capsys):
+    """The tiny ViT's config says 24 px; at image_size 48 its position embeddings are resized once (the model's own
+    interpolation), config.json says 48, and pipeline() serves the run's own test probabilities at 48 px."""
+    from hf_medtl.cli import main as cli
+    from tests.conftest import assert_pipeline_serves, tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=1, image_size=48, n_bootstrap=0,
+                         finetune_strategy=strategy)
+    assert cli(["finetune", str(recipe)]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["image_size"] == 48 and json.loads((tmp_path / "run" / "preprocessor_config.json").read_text())[
+        "size"] == {"height": 48, "width": 48}
+    assert_pipeline_serves(tmp_path / "run", image_folder, atol=1e-5, what=f"ViT at 48 px ({strategy})")
+
+
+def test_a_patch_size_that_does_not_divide_the_image_size_is_one_line(tmp_path, image_folder, tiny_vit, capsys):
+    from hf_medtl.cli import main as cli
+    from tests.conftest import errors, tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=1, image_size=50)
+    assert cli(["finetune", str(recipe)]) == 2
+    assert errors(capsys) == [f"error: image_size 50: '{tiny_vit}' splits images into 8-px patches; use a multiple "
+                              "of 8 (e.g. 48 or 56)"]
+    assert not (tmp_path / "run" / "metrics.json").exists()

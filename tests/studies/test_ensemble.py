@@ -37,10 +37,10 @@ def test_the_saved_ensemble_averages_its_members_and_names_them(seed_ensemble):
     assert all((m / "metrics.json").is_file() for m in members)
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "hf_medtl_ensemble" and len(config["members"]) == 3
-    # Each member's run serves flip TTA inside its own saved model; the ensemble opens them into 3 plain members
-    # and serves the views once, over all of them.
+    # Each member's run is a plain model with flip TTA served around it; the ensemble holds the 3 plain members
+    # and serves the views inside its forward, over all of them (an ensemble needs hf_medtl's class anyway).
     assert config["views"] == ["identity", "hflip"] and {m["model_type"] for m in config["members"]} == {"vit"}
-    assert json.loads((members[0] / "config.json").read_text())["views"] == ["identity", "hflip"]
+    assert json.loads((members[0] / "config.json").read_text())["tta_views"] == ["identity", "hflip"]
     assert config["auto_map"]["AutoModelForImageClassification"].endswith("MedtlEnsembleForImageClassification")
     assert (out / "modeling_ensemble.py").is_file() and (out / "modeling_medtl.py").is_file()
     # the ensemble's test probabilities are the mean of its members' (each scored by its own run)

@@ -1,0 +1,32 @@
+"""A quiet console: the warnings other libraries raise on a normal small medical evaluation (scikit-learn's
+per-class notes when a class is absent from the labels, matplotlib's empty legends) are silenced by the one setup
+every command runs (console.setup_logging: finetune, evaluate, predict, cv, studies); hf_medtl says what matters."""
+import warnings
+
+
+def _noisy_calls():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import balanced_accuracy_score, precision_score
+
+    balanced_accuracy_score([0, 0, 1], [0, 2, 1])  # a predicted class that no label holds
+    precision_score([0, 1, 1], [1, 1, 1], average=None, labels=[0, 1])  # a class never predicted: ill-defined
+    fig, ax = plt.subplots()
+    ax.legend()  # nothing labelled yet
+    plt.close(fig)
+
+
+def test_expected_library_warnings_are_silenced_by_every_commands_setup():
+    with warnings.catch_warnings(record=True) as before:
+        warnings.simplefilter("always")
+        _noisy_calls()
+    assert len(before) >= 3, [str(w.message) for w in before]  # they do warn without the setup
+    from hf_medtl.console import setup_logging
+
+    with warnings.catch_warnings(record=True) as after:
+        warnings.simplefilter("always")
+        setup_logging()
+        _noisy_calls()
+    assert [str(w.message) for w in after] == []
