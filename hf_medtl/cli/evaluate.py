@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from hf_medtl.cli.common import dataclass_flag, model_flags, model_on_data, non_negative, positive
 from hf_medtl.config.arguments import DataArguments, EvaluationArguments
+from hf_medtl.config.saved import DATA_KEYS, add_data_flags
 
 
 def register(subparsers) -> None:
@@ -21,6 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--no_data_cache", action="store_true",
                    help="decode the files directly instead of through the decode-once image cache")
     dataclass_flag(p, DataArguments, "data_cache_dir")
+    add_data_flags(p)  # the run's own columns and NIfTI slice unless given
     p.set_defaults(func=run, passthrough=False)
 
 
@@ -35,7 +37,8 @@ def run(args, rest) -> int:
                        batch_size=args.batch_size, n_bootstrap=args.n_bootstrap, seed=args.seed, ci_method=args.ci_method,
                        on_bad_image=args.on_bad_image, allow_pickle_weights=args.allow_pickle_weights,
                        trust_remote_code=args.trust_remote_code, allow_paths_outside_root=args.allow_paths_outside_root,
-                       cam=args.cam, data_cache=not args.no_data_cache, data_cache_dir=args.data_cache_dir)
+                       cam=args.cam, data_cache=not args.no_data_cache, data_cache_dir=args.data_cache_dir,
+                       data_keys={k: getattr(args, k, None) for k in DATA_KEYS})
     ci = " (95% CI {:.4f}-{:.4f})".format(*m["ci"]["accuracy"]) if "ci" in m else ""
     print(f"{m['n']} images: accuracy {m['accuracy']:.4f}{ci}, F1 macro {m['f1_macro']:.4f}; report in {m['output_dir']}")
     if args.cam:

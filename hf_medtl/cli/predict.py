@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from hf_medtl.cli.common import model_flags, positive
+from hf_medtl.config.saved import add_data_flags
 
 
 def register(subparsers) -> None:
@@ -27,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch_size", type=positive, default=32)
     p.add_argument("--output", help="write the predictions to this file instead of printing them")
     model_flags(p)
+    add_data_flags(p, ("nifti_slice", "nifti_axis"))  # a 3-D volume: the run's own slice unless given
     p.set_defaults(func=run, passthrough=False)
 
 
@@ -40,7 +42,7 @@ def run(args, rest) -> int:
 
     views = run_tta_views(args.model_dir) if args.tta is None else views_of(args.tta)
     preds = predict(args.model_dir, args.inputs, views, args.batch_size, args.cam, args.allow_pickle_weights,
-                    args.trust_remote_code)
+                    args.trust_remote_code, data_keys={"nifti_slice": args.nifti_slice, "nifti_axis": args.nifti_axis})
     text = format_predictions(preds, args.format, args.top_k, views)
     if args.output:
         from hf_medtl.outputs import atomic_write_text

@@ -14,32 +14,43 @@ logger = logging.getLogger("hf_medtl")
 
 
 def load_samples(data: str | Path, split: str, model_classes: list[str], file_pattern: str = "**/*",
-                 allow_outside: bool = False):
+                 allow_outside: bool = False, keys=None):
     """The samples of ``data``: a folder of class sub-folders, a label CSV, one split of a MedMNIST .npz, or one
-    split of a Hugging Face dataset (a save_to_disk folder, parquet files, an imagefolder with metadata)."""
-    from hf_medtl.data.hf_datasets import local_kind, read_split
+    split of a Hugging Face dataset (a save_to_disk folder, parquet files, an imagefolder with metadata), read with
+    the run's data ``keys`` (config/saved.py: columns, the NIfTI slice; DataArguments' defaults when None)."""
+    from hf_medtl.config.saved import data_keys
+    from hf_medtl.data.sources import nifti_slices
+
+    keys = keys or data_keys()
+    samples = nifti_slices(_read(data, split, model_classes, file_pattern, allow_outside, keys), keys)
+    unknown = sorted({s.label for s in samples} - set(model_classes))
+    if unknown:
+        raise DataError(f"{data}: class(es) {unknown} are not among the model's labels {model_classes}; "
+                        "rename the folders/labels to the model's class names")
+    return samples
+
+
+def _read(data, split, model_classes, file_pattern, allow_outside, keys):
+    from hf_medtl.data.hf_datasets import DatasetColumns, local_kind, read_split
+    from hf_medtl.data.sources import Columns
 
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data}: not found; pass a folder of class sub-folders, a label CSV, a .npz or a dataset "
                         "(save_to_disk folder, parquet, imagefolder with metadata.csv)")
     if local_kind(data):
-        samples = read_split(data, split)
+        return read_split(data, split, DatasetColumns(keys.image_column, keys.label_column, keys.group_column))
     elif data.suffix == ".npz":
         parts = read_medmnist_npz(data, model_classes, only=split)  # integer labels are the model's ids
         key = {"val": "validation"}.get(split, split)
         if key not in parts:
             raise DataError(f"{data}: no '{split}' split ({split}_images / {split}_labels arrays)")
-        samples = parts[key]
-    elif data.suffix == ".csv":
-        samples = read_label_csv(data, allow_outside, min_classes=1).samples
-    else:
-        samples = scan_class_folders(data, file_pattern, "data", allow_outside).samples
-    unknown = sorted({s.label for s in samples} - set(model_classes))
-    if unknown:
-        raise DataError(f"{data}: class(es) {unknown} are not among the model's labels {model_classes}; "
-                        "rename the folders/labels to the model's class names")
-    return samples
+        return parts[key]
+    if data.suffix == ".csv":  # (a patient column is the run's group column, or named with --group_column)
+        cols = Columns(keys.path_column, keys.label_column, keys.group_column,
+                       keys.sources["group_column"] != "default", key="--group_column")
+        return read_label_csv(data, allow_outside, min_classes=1, columns=cols).samples
+    return scan_class_folders(data, file_pattern, "data", allow_outside).samples
 
 
 def readable_samples(samples, data, on_bad_image: str, max_pixels: int):
@@ -76,9 +87,10 @@ def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str |
                    batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0, ci_method: str = "bca",
                    on_bad_image: str = "error", allow_pickle_weights: bool = False, trust_remote_code: bool = False,
                    allow_paths_outside_root: bool = False, max_image_pixels: int | None = None, cam: int = 0,
-                   data_cache: bool = True, data_cache_dir: str | None = None) -> dict:
+                   data_cache: bool = True, data_cache_dir: str | None = None, data_keys: dict | None = None) -> dict:
     from hf_medtl import timings
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
+    from hf_medtl.config.saved import data_keys as saved_data_keys
     from hf_medtl.evaluation import report
     from hf_medtl.evaluation.scoring import score
     from hf_medtl.inference import core
@@ -90,10 +102,12 @@ def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str |
     ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
     with timings.phase("model_load"):
         model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
-    multi_label, max_pixels = is_multi_label(model), max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+    keys = saved_data_keys(model_dir, data_keys)  # the run's columns and NIfTI slice, unless flags say otherwise
+    multi_label = is_multi_label(model)
+    max_pixels = max_image_pixels or keys.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
     with timings.phase("data"):
         samples = (_multilabel_samples(data, classes, allow_paths_outside_root) if multi_label
-                   else load_samples(data, split, classes, allow_outside=allow_paths_outside_root))
+                   else load_samples(data, split, classes, allow_outside=allow_paths_outside_root, keys=keys))
         samples, shas = readable_samples(samples, data, on_bad_image, max_pixels)
     with timings.phase("image_cache"):
         dataset = _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir,

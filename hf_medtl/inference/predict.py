@@ -82,16 +82,18 @@ def _is_dicom(path: Path) -> bool:
 
 def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_dir: str | Path | None = None,
             allow_pickle_weights: bool = False, trust_remote_code: bool = False,
-            max_image_pixels: int | None = None) -> list[Prediction]:
+            max_image_pixels: int | None = None, data_keys: dict | None = None) -> list[Prediction]:
     """Probabilities of every label for each image of ``inputs`` (files and folders), in input order.
     An unreadable file gets a Prediction with ``error`` set (and a log line); the others are still predicted.
     ``tta``: None -> the views the run was evaluated with (run_tta_views); True -> TTA_VIEWS; False -> none.
-    ``cam_dir``: also write a Grad-CAM overlay PNG per image for its top class (hf_medtl.inference.explain)."""
+    ``cam_dir``: also write a Grad-CAM overlay PNG per image for its top class (hf_medtl.inference.explain).
+    ``data_keys``: nifti_slice / nifti_axis for 3-D NIfTI volumes (default: the run's own, from its recipe.json)."""
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS
-    from hf_medtl.data.decode import DecodeError, decode
+    from hf_medtl.config.saved import data_keys as saved_data_keys
+    from hf_medtl.data.decode import DecodeError, decode, from_array, is_nifti, nifti_slice
     from hf_medtl.inference.core import image_probabilities, run_tta_views, views_of, views_outside
     from hf_medtl.models import load_saved_model
 
@@ -99,7 +101,8 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
     views_outside(model)  # the views below are all that is averaged
     views = run_tta_views(model_dir) if tta is None else views_of(tta)
     files, folder = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
-    max_pixels = max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+    keys = saved_data_keys(model_dir, data_keys)
+    max_pixels = max_image_pixels or keys.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
     results = []
     # While the bar is open, hf_medtl's lines (an unreadable file) go through tqdm.write: above the bar, never into it.
     with tqdm(total=len(files), desc="predict", unit="img", disable=not folder, leave=False) as bar, \
@@ -110,7 +113,8 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
                 try:
                     if path.is_dir():  # a folder link back to a folder above it
                         raise DecodeError("a link to a folder above it (a loop); not followed")
-                    images.append(decode(path, max_pixels))
+                    images.append(from_array(nifti_slice(path, keys.nifti_axis, keys.nifti_slice, max_pixels))
+                                  if keys.nifti_slice is not None and is_nifti(path) else decode(path, max_pixels))
                     rows.append(Prediction(str(path)))
                 except DecodeError as e:
                     logger.warning(f"{path}: unreadable ({e}); skipped")

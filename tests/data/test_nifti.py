@@ -83,3 +83,35 @@ def test_the_chosen_slice_is_what_the_model_sees(tmp_path):
     volume = np.asarray(nibabel.load(str(s.path)).dataobj, dtype=np.float64)
     expected = np.asarray(from_array(np.rot90(volume[:, :, 1])))
     assert np.array_equal(np.asarray(decode(s.source)), expected)
+
+
+def test_predict_and_evaluate_read_a_volume_as_its_run_did(tmp_path, tiny_vit, capsys):
+    """A model trained on the middle slice of 3-D volumes predicts and evaluates the same volumes with that slice
+    (the run's recipe.json), giving the run's own test probabilities; --nifti_slice picks another one."""
+    import csv
+
+    data = nifti_folder(tmp_path / "vol", per_class=4, depth=5)
+    recipe = tiny_recipe(tmp_path, tiny_vit, data, num_train_epochs=1, n_bootstrap=0, image_size=24,
+                         nifti_slice="middle", dedupe=False)
+    assert main(["finetune", str(recipe)]) == 0
+    run = tmp_path / "run"
+    with open(run / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    files = [str(data / r["path"]) for r in rows]
+    capsys.readouterr()
+    assert main(["predict", str(run), *files, "--format", "json"]) == 0
+    served = json.loads(capsys.readouterr().out)
+    for p, r in zip(served, rows):
+        assert p["error"] is None
+        np.testing.assert_allclose([p["probabilities"][c] for c in CLASSES], [float(r[f"p_{c}"]) for c in CLASSES],
+                                   atol=1e-5)
+    assert main(["predict", str(run), files[0], "--format", "json", "--nifti_slice", "0"]) == 0
+    [other] = json.loads(capsys.readouterr().out)
+    assert other["error"] is None and other["probabilities"] != served[0]["probabilities"]  # another slice
+    assert main(["evaluate", str(run), str(data), "--output_dir", str(tmp_path / "ev"), "--n_bootstrap", "0"]) == 0
+    with open(tmp_path / "ev" / "predictions.csv") as f:
+        scored = {r["path"]: r for r in csv.DictReader(f)}
+    for r in rows:
+        [match] = [v for k, v in scored.items() if k.endswith(r["path"])]
+        np.testing.assert_allclose([float(match[f"p_{c}"]) for c in CLASSES], [float(r[f"p_{c}"]) for c in CLASSES],
+                                   atol=1e-5)

@@ -8,7 +8,7 @@ import pytest
 from hf_medtl.cli import main
 from hf_medtl.finetune import run
 from hf_medtl.config.recipe import load_recipe
-from tests.conftest import make_image_folder
+from tests.conftest import CLASSES, make_image_folder
 from tests.conftest import tiny_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -109,3 +109,47 @@ def test_compare_puts_an_external_evaluation_beside_the_internal_test(two_runs, 
     pairs = json.loads((tmp_path / "cmp" / "paired.json").read_text())
     assert {(p["run_a"], p["run_b"]) for p in pairs} >= {("ev0", "ev1")}  # same images: paired; internal vs external: not
     assert not any({"ev0", "run"} == {p["run_a"], p["run_b"]} for p in pairs)
+
+
+def test_evaluate_reads_a_csv_with_the_runs_patient_column_and_names_its_flag(tmp_path, tiny_timm, capsys):
+    """A run trained from a CSV with a patient column evaluates that CSV as it read it (its recipe.json's
+    group_column): exit 0, the run's own test probabilities. A CSV whose patient column the run did not name: one
+    line naming --group_column, which the command has; with it, exit 0."""
+    import csv
+
+    import numpy as np
+
+    from hf_medtl.cli import main
+    from tests.conftest import errors
+
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    files = sorted(p for p in images.rglob("*") if p.is_file())
+    with open(images / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "diagnosis", "ptid"])
+        for i, p in enumerate(files):
+            w.writerow([str(p.relative_to(images)), p.parent.name, f"P{i // 2:03d}"])
+    recipe = tiny_recipe(tmp_path, tiny_timm, images, data_dir=None, csv_file=str(images / "labels.csv"),
+                         path_column="file", label_column="diagnosis", group_column="ptid", num_train_epochs=1,
+                         image_size=24, n_bootstrap=0)
+    assert main(["finetune", str(recipe)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), str(images / "labels.csv"), "--output_dir", str(tmp_path / "ev"),
+                 "--n_bootstrap", "0"]) == 0
+    with open(tmp_path / "run" / "predictions_test.csv") as f:
+        run_rows = list(csv.DictReader(f))
+    with open(tmp_path / "ev" / "predictions.csv") as f:
+        scored = {r["path"]: r for r in csv.DictReader(f)}
+    for r in run_rows:
+        [match] = [v for k, v in scored.items() if k.endswith(r["path"])]
+        np.testing.assert_allclose([float(match[f"p_{c}"]) for c in CLASSES], [float(r[f"p_{c}"]) for c in CLASSES],
+                                   atol=1e-5)
+    # another CSV of the same images whose patient column is named otherwise
+    with open(images / "labels.csv") as f, open(images / "other.csv", "w") as g:
+        g.write(f.read().replace("ptid", "subject"))
+    assert main(["evaluate", str(tmp_path / "run"), str(images / "other.csv"), "--output_dir", str(tmp_path / "ev2"),
+                 "--n_bootstrap", "0"]) == 2
+    [line] = errors(capsys)  # the run's group column is not in this CSV: named by the flag that changes it
+    assert line.endswith("--group_column 'ptid' is not a column; it has file, diagnosis, subject")
+    assert main(["evaluate", str(tmp_path / "run"), str(images / "other.csv"), "--output_dir", str(tmp_path / "ev2"),
+                 "--n_bootstrap", "0", "--group_column", "subject"]) == 0
