@@ -69,8 +69,12 @@ def train_and_predict(train: list, validation: list, test: list, classes: list[s
     from hf_medtl.models import load_backbone
     from hf_medtl.inference.core import probabilities
 
+    from hf_medtl import timings
+    from hf_medtl.training.progress import EpochPhases
+
     set_seed(seed)
-    model, processor = load_backbone(ModelArguments(model_name_or_path=model_name_or_path), classes, image_size)
+    with timings.phase("model_load"):
+        model, processor = load_backbone(ModelArguments(model_name_or_path=model_name_or_path), classes, image_size)
     train_tf, eval_tf = transforms(preprocessing_from_processor(processor))
 
     def collate(batch):
@@ -86,15 +90,19 @@ def train_and_predict(train: list, validation: list, test: list, classes: list[s
         weight_decay=0.0, eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
         load_best_model_at_end=True, save_total_limit=1, remove_unused_columns=False, report_to="none", seed=seed,
         disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(), save_only_model=True)
+    # EpochPhases: the first and later epochs on the command's phase clock (benchmarks/phases.py), as hf_medtl's.
     trainer = Trainer(model=model, args=args, train_dataset=ImageList(train, train_tf),
-                      eval_dataset=ImageList(validation, eval_tf), data_collator=collate, compute_metrics=accuracy)
+                      eval_dataset=ImageList(validation, eval_tf), data_collator=collate, compute_metrics=accuracy,
+                      callbacks=[EpochPhases()])
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
-    out = trainer.train()
+    with timings.phase("train_setup"):
+        out = trainer.train()
     train_s = time.perf_counter() - start
-    pred = trainer.predict(ImageList(test, eval_tf))
+    with timings.phase("scoring"):
+        pred = trainer.predict(ImageList(test, eval_tf))
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     best = min(evals, key=lambda h: h["eval_loss"]) if evals else {}
@@ -146,8 +154,18 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if bool(a.npz_file) == bool(a.data_dir):
         p.error("give one of --npz_file and --data_dir")
-    pool, test, classes = _load(a)
-    tr, va = random_split(len(pool), a.seed)
+    from hf_medtl import timings
+
+    clock = timings.start(since_process_start=argv is None)  # a command of its own: from the process's start
+    clock.claimed = True
+    with timings.phase("startup"):  # the libraries train_and_predict imports
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+        from hf_medtl.models import load_backbone  # noqa: F401
+    with timings.phase("data"):
+        pool, test, classes = _load(a)
+        tr, va = random_split(len(pool), a.seed)
     result = train_and_predict([pool[i] for i in tr], [pool[i] for i in va], test or [pool[i] for i in va], classes,
                                a.model_name_or_path, a.image_size, a.epochs, a.learning_rate, a.batch_size, a.seed,
                                a.output_dir)
@@ -156,9 +174,12 @@ def main(argv=None) -> int:
     summary = {"scored_on": scored, "accuracy": acc, "n": len(result["labels"]), "train": len(tr), "validation": len(va),
                **{k: result[k] for k in ("best_epoch", "epochs", "images_processed", "train_runtime_s", "history")}}
     Path(a.output_dir).mkdir(parents=True, exist_ok=True)
+    summary["timings"] = clock.snapshot()
     (Path(a.output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"example recipe: {scored} accuracy {acc:.4f} on {len(result['labels'])} images; best epoch "
           f"{result['best_epoch']}; {result['train_runtime_s']:.0f} s training")
+    print(timings.row(clock.snapshot()))
+    timings.stop()
     return 0
 
 

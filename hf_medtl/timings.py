@@ -9,6 +9,7 @@ no clock is running (a library call of a stage, a test), so timing never changes
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Iterator, Optional
 
@@ -54,6 +55,14 @@ class Clock:
             self.seconds["startup"] = now - self.origin
         self._stack: list[list] = []  # [name, time this phase's clock last (re)started]
         self.claimed = False  # by a run (finetune.run): a run inside it (a seed-ensemble member) gets its own
+        # $HF_MEDTL_TIMELINE: a file that gets a line "enter|leave PHASE UNIX_TIME" per event, so that a benchmark
+        # can place samples taken beside the run (GPU utilisation: benchmarks/phases.py) in its phases.
+        self.timeline = os.environ.get("HF_MEDTL_TIMELINE") or None
+
+    def _event(self, what: str, name: str) -> None:
+        if self.timeline:
+            with open(self.timeline, "a") as f:
+                f.write(f"{what} {name} {time.time():.3f}\n")
 
     def _add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
@@ -64,6 +73,7 @@ class Clock:
             outer = self._stack[-1]
             self._add(outer[0], now - outer[1])
         self._stack.append([name, now])
+        self._event("enter", name)
 
     def leave(self, name: Optional[str] = None) -> None:
         """Close the innermost phase (``name``, when given, must be it: a mismatch leaves the stack alone)."""
@@ -72,6 +82,7 @@ class Clock:
         now = time.perf_counter()
         inner = self._stack.pop()
         self._add(inner[0], now - inner[1])
+        self._event("leave", inner[0])
         if self._stack:
             self._stack[-1][1] = now  # the outer phase resumes
 

@@ -42,6 +42,32 @@ def test_a_gpu_gets_workers_persistent_loaders_and_bf16_or_fp16(monkeypatch):
     assert defaults(monkeypatch, gpu=True, n_train=100)["dataloader_num_workers"] == 0  # tiny data: no start-up cost
 
 
+def test_a_gpu_evaluates_in_large_batches_with_non_blocking_copies_and_a_cpu_as_asked(monkeypatch):
+    """Issue 32: evaluation batches of at least 256 on a GPU (eval mode: the batch changes no probability) and pinned
+    batches copied without blocking; on CPU the recipe's evaluation batch and accelerate's defaults stay."""
+    gpu = defaults(monkeypatch, gpu=True)
+    assert gpu["per_device_eval_batch_size"] == train.GPU_EVAL_BATCH == 256
+    assert gpu["accelerator_config"]["non_blocking"] is True
+    assert defaults(monkeypatch, gpu=True, per_device_eval_batch_size=512)["per_device_eval_batch_size"] == 512
+    cpu = defaults(monkeypatch, gpu=False)
+    assert "per_device_eval_batch_size" not in cpu and "accelerator_config" not in cpu
+    assert train.eval_batch_size(64, gpu=False) == 64 and train.eval_batch_size(64, gpu=True) == 256
+
+
+def test_the_evaluation_batch_changes_no_probability():
+    """What lets a GPU evaluate in larger batches: a model in eval mode gives each image the same probabilities in
+    a batch of 2 as in one batch of all."""
+    from datasets import Dataset
+
+    model, items = _model(), _items()
+    ds = Dataset.from_list([{"pixel_values": i["pixel_values"].numpy(), "labels": i["labels"]} for i in items])
+    ds.set_format("torch")
+    small, labels = core.dataset_probabilities(train.inference_trainer(model, 2), ds)
+    large, labels_large = core.dataset_probabilities(train.inference_trainer(model, 256), ds)
+    assert np.array_equal(labels, labels_large)
+    np.testing.assert_allclose(small, large, rtol=0, atol=1e-6)
+
+
 def test_what_the_recipe_sets_is_kept(monkeypatch):
     c = defaults(monkeypatch, gpu=True, dataloader_num_workers=2, bf16=False)
     assert "dataloader_num_workers" not in c and c.get("bf16", False) is False and "fp16" not in c
