@@ -2,17 +2,23 @@
 
 Recall: copies planted into real datasets (a JPEG re-encoding at quality 75, a resize by 0.8 or 1.5, a shift by
 2 px along both axes with the border repeated, a brightness change by 10%) must end up in their original's
-group. Sizes: 28 px (PneumoniaMNIST, BreastMNIST, as they are) and 64 / 128 / 224 px (Brain MRI Training,
-resized; 224 is its own size). Precision: of the near-duplicate pairs flagged among the real images (pairs of
+group. Sizes: 28 px (PneumoniaMNIST, BreastMNIST, as they are), 64 / 128 / 224 px (Brain MRI Training,
+resized; 224 is its own size) and 96 px (synthetic organ scans of one modality, tests/data/organs.py: 450
+distinct acquisitions, 3-4 per patient, none a copy of another; issue 31's chaining data). Precision: of the near-duplicate pairs flagged among the real images (pairs of
 pixel-identical images aside), the share that are the same picture by a reference check independent of the
 guard: at native resolution, after the best shift of up to 2 px and the best grey mapping (linear least
 squares, or histogram matching), the mean absolute difference is under 5 grey levels. The default run on PneumoniaMNIST:
-how many training images each rule removes as copies of validation images.
+how many training images each rule removes as copies of validation images. Rules: "hash only" (commit 2ba22f3),
+"union" (every candidate confirmed on the 32-px pixels, groups by union-find: the default until issue 31) and the
+default (a 64-px check as well, groups by complete linkage); "largest group" is the share of the dataset's images
+in its largest near/exact group.
 """
 import argparse
 import io
 import json
+import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -20,10 +26,11 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from hf_medtl.config.arguments import DataArguments
-from hf_medtl.data import check, load_splits
+from hf_medtl.data import check, load_splits, near
 from hf_medtl.data.groups import UnionFind, multi
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests/data/organs.py: the synthetic look-alikes
 DATA = [REPO.parent / "shared" / "datasets", REPO.parent.parent / "shared" / "datasets"]  # a checkout, a worktree
 KINDS = ("re-encoded", "resized", "shifted", "brightness")
 
@@ -51,6 +58,11 @@ def plant(arr: np.ndarray, kind: str, rng) -> np.ndarray:
 
 
 def datasets(size: int):
+    if size == 96:
+        from tests.data.organs import organ_images
+
+        yield "organs", [img for img, _, _ in organ_images()]
+        return
     if size == 28:
         for name in ("pneumoniamnist", "breastmnist"):
             z = np.load(shared(f"medmnist/{name}.npz"))
@@ -102,6 +114,32 @@ def hash_only_groups(infos, near_distance, uf=None, *args):
             "rule": "hash only", "candidates": len(pairs), "rejected": 0}
 
 
+def union_groups(infos, near_distance, uf=None, *args):
+    """The rule before issue 31: candidates (hash, or any of the 8 coarse nearest neighbours) confirmed on the
+    32-px pixels alone, and grouped by union-find (transitive: look-alikes can chain)."""
+    uf = uf or UnionFind(len(infos))
+    first, exact = {}, UnionFind(len(infos))
+    for i, info in enumerate(infos):
+        if info.sha is not None and (j := first.setdefault(info.sha, i)) != i:
+            uf.union(i, j)
+            exact.union(i, j)
+    reps = list(first.values())
+    prepared = near.prepare(np.stack([infos[i].thumb for i in reps]))
+    cand = set(check.near_pairs([infos[i].phash for i in reps], near_distance)) | set(near.neighbour_pairs(prepared))
+    cand = np.array(sorted(cand), dtype=np.int64).reshape(-1, 2)
+    dist, _ = near.pixel_distances(prepared, cand)
+    per_image, rule = near.thresholds([info.size for info in infos], None, near.SMALL_IMAGE_SIZE)
+    limit = per_image[reps]
+    ok = dist <= np.minimum(limit[cand[:, 0]], limit[cand[:, 1]])
+    pairs, linked = {}, UnionFind(len(infos))
+    for (a, b), d in zip(cand[ok], dist[ok]):
+        pairs[(reps[a], reps[b])] = float(d)
+        uf.union(reps[a], reps[b])
+        linked.union(reps[a], reps[b])
+    return {"exact": multi(exact.groups()), "near": [(m, None, None) for m in multi(linked.groups())], "pairs": pairs,
+            "rule": "union", "candidates": len(cand), "rejected": int((~ok).sum())}
+
+
 def eye_check_sheet(path: Path, images: list, pairs: list, most: int = 24) -> None:
     """A PNG of (a random sample of) the flagged pairs the reference check did not confirm, side by side, to
     look at: the share that is the same picture by eye completes the precision."""
@@ -117,13 +155,16 @@ def eye_check_sheet(path: Path, images: list, pairs: list, most: int = 24) -> No
     sheet.save(path)
 
 
-def measure(name: str, images: list, per_dataset: int, rng, figures: Optional[Path] = None) -> dict:
+def measure(name: str, images: list, per_dataset: int, rng, figures: Optional[Path] = None,
+            rules=("before", "union", "after")) -> dict:
     n = len(images)
     originals = rng.choice(n, per_dataset, replace=False)
     planted = [(int(i), plant(images[i], kind, rng)) for i in originals for kind in KINDS]
     infos = check.inspect_all(images + [c for _, c in planted])
     row = {"dataset": name, "images": n, "planted": len(planted)}
-    for rule, groups in (("before", hash_only_groups), ("after", check.duplicate_groups)):
+    for rule, groups in RULES.items():
+        if rule not in rules:
+            continue
         start = time.perf_counter()
         uf = UnionFind(len(infos))
         dup = groups(infos, 4, uf)
@@ -138,14 +179,19 @@ def measure(name: str, images: list, per_dataset: int, rng, figures: Optional[Pa
                      "recall_by_kind": {k: round(float(np.mean(found[x::len(KINDS)])), 4) for x, k in enumerate(KINDS)},
                      "pairs_flagged": len(flagged), "pairs_same_picture": int(true),
                      "precision": round(true / len(flagged), 4) if flagged else None,
+                     "candidates": dup["candidates"],
+                     "largest_group": round(max(Counter(roots[:n]).values()) / n, 4),
                      "seconds": round(time.perf_counter() - start, 1)}
     return row
+
+
+RULES = {"before": hash_only_groups, "union": union_groups, "after": check.duplicate_groups}
 
 
 def removed_on_pneumoniamnist() -> dict:
     args = DataArguments(npz_file=str(shared("medmnist/pneumoniamnist.npz")))
     out = {}
-    for rule, groups in (("before", hash_only_groups), ("after", check.duplicate_groups)):
+    for rule, groups in (("before", hash_only_groups), ("union", union_groups), ("after", check.duplicate_groups)):
         original, check.duplicate_groups = check.duplicate_groups, groups
         try:
             splits = load_splits(args, 42, write=False)
@@ -159,10 +205,11 @@ def removed_on_pneumoniamnist() -> dict:
 def main(argv):
     p = argparse.ArgumentParser(prog="leakage.py guard")
     p.add_argument("--per-size", type=int, default=200, help="real images copied per size (4 copies each)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[28, 64, 128, 224])
+    p.add_argument("--sizes", type=int, nargs="+", default=[28, 64, 128, 224, 96], help="96: the synthetic organs")
     p.add_argument("--out", default="outputs/leakage_guard.json")
     p.add_argument("--figures", help="folder for eye-check sheets of the flagged pairs the reference check rejects")
     p.add_argument("--no-default-run", action="store_true", help="skip the PneumoniaMNIST load_splits comparison")
+    p.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
     a = p.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []
@@ -170,17 +217,18 @@ def main(argv):
         sets = list(datasets(size))
         for name, images in sets:
             row = {"size": size, **measure(name, images, a.per_size // len(sets), rng,
-                                           Path(a.figures) if a.figures else None)}
+                                           Path(a.figures) if a.figures else None, a.rules)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     result = {"rows": rows, "pneumoniamnist_default_run": None if a.no_default_run else removed_on_pneumoniamnist()}
     print(json.dumps(result["pneumoniamnist_default_run"]))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print("| size | dataset | planted copies | recall before | recall after | flagged pairs before | precision before "
-          "| flagged pairs after | precision after |\n|---|---|---|---|---|---|---|---|---|")
+    rules = a.rules
+    print("| size | dataset | planted copies | " + " | ".join(f"{x} {r}" for r in rules for x in (
+        "recall", "flagged pairs", "precision", "largest group")) + " |\n|---|---|---|" + "---|" * 4 * len(rules))
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     for r in rows:
-        b, f = r["before"], r["after"]
-        pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        print(f"| {r['size']} | {r['dataset']} | {r['planted']} | {pct(b['recall'])} | {pct(f['recall'])} | "
-              f"{b['pairs_flagged']} | {pct(b['precision'])} | {f['pairs_flagged']} | {pct(f['precision'])} |")
+        print(f"| {r['size']} | {r['dataset']} | {r['planted']} | " + " | ".join(
+            f"{pct(r[x]['recall'])} | {r[x]['pairs_flagged']} | {pct(r[x]['precision'])} | {pct(r[x]['largest_group'])}"
+            for x in rules) + " |")

@@ -15,6 +15,7 @@ def register(subparsers) -> None:
 def run(args, rest) -> int:
     from hf_medtl.config.recipe import load_recipe
     from hf_medtl.data import MANIFEST, load_splits, summary_line
+    from hf_medtl.data.data_report import class_table
     from hf_medtl.outputs import STAGING, ensure_writable, holds_complete_run, run_lock
 
     recipe = load_recipe(args.recipe, rest)  # no backbone needed: nothing is built
@@ -24,5 +25,6 @@ def run(args, rest) -> int:
         write_dir = ensure_writable(out / STAGING) if holds_complete_run(out) else out
         splits = load_splits(recipe.data, recipe.training.seed, out, write_dir=write_dir)
         splits.write_manifest(write_dir / MANIFEST)
-    print(summary_line(splits) + f"\nwrote {write_dir / 'data_report.json'} and {write_dir / MANIFEST}")
+    print(summary_line(splits) + "\n" + class_table(splits)
+          + f"\nwrote {write_dir / 'data_report.json'} and {write_dir / MANIFEST}")
     return 0

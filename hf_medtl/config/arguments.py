@@ -108,8 +108,9 @@ class DataArguments:
     label_column: str = field(default="label", metadata={"help": "csv_file: the column holding each image's class."})
     group_column: Optional[str] = field(default="group", metadata={
         "help": "csv_file: the column holding the patient (subject, study) id; one patient's images stay in one split. "
-                "A column named like patient*, subject*, study*, case* or pid that is not the group column stops the "
-                "run until you name it here, or set null to say the CSV has no patient column."})
+                "A column named like patient*, subject*, study*, case* or pid, or whose values repeat like an id "
+                "(e.g. ptid, ID: several rows per value, many values, not measurements), that is not the group column "
+                "stops the run until you name it here, or set null to say the CSV has no patient column."})
     npz_file: Optional[str] = field(default=None, metadata={
         "help": "A MedMNIST .npz ({train,val,test}_images/_labels); its own splits are kept, a missing test split "
                 "is carved out of train by test_ratio."})
@@ -162,7 +163,9 @@ class DataArguments:
         "help": "Largest pixel distance that confirms a near-duplicate candidate: mean absolute difference of the "
                 "blurred, standardised 32x32 grey thumbnails at their best alignment (+/-3 px), in standard "
                 "deviations. null: resolution-aware default, 0.08 when either image's shorter side is below "
-                "small_image_size, else 0.12 (calibrated on the shared datasets; docs/benchmarks.md 'Duplicate leakage')."})
+                "small_image_size, else 0.12, and for larger images the same on 64x64 thumbnails within 0.055 (scaled "
+                "with this key). Near groups are cliques: no pair in one is further apart than 1.25x these "
+                "(calibrated on the shared datasets; docs/benchmarks.md 'The leakage guard itself')."})
     small_image_size: int = field(default=64, metadata={
         "help": "Shorter side (px) below which an image counts as small for near duplicates: 64 hash bits say little "
                 "about it, so the stricter pixel default applies (data_report.json says which rule applied)."})
@@ -172,6 +175,14 @@ class DataArguments:
     cross_split_duplicates: Literal["remove", "keep"] = field(default="remove", metadata={
         "help": "A copy of a test (or MedMNIST val) image in the training pool: remove it from train, or keep it "
                 "(reported either way)."})
+    max_group_share: float = field(default=0.2, metadata={
+        "help": "Largest share of the images one leakage group (copies, a patient) may hold; a larger group stops "
+                "the run before training (it would decide a split by itself: check group_column and the "
+                "near-duplicate keys, or raise this, up to 1)."})
+    allow_missing_classes: bool = field(default=False, metadata={
+        "help": "Train even when the validation or test split has no image of some class (after grouping). "
+                "Default: stop before training; when allowed, data_report.json (absent_classes) and a warning name "
+                "them."})
     cv_folds: Optional[int] = field(default=None, metadata={
         "help": "K-fold cross-validation (set by `hf-medtl cv`): the train + validation pool is cut into K grouped, "
                 "stratified folds; fold cv_fold is validation, the rest train; the test split is untouched."})

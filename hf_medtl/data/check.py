@@ -14,7 +14,7 @@ from PIL import Image
 
 from hf_medtl.data import near
 from hf_medtl.data.decode import DecodeError, decode
-from hf_medtl.data.groups import UnionFind, multi
+from hf_medtl.data.groups import UnionFind, complete_linkage, multi
 
 _N = near.THUMB
 _DCT = np.sqrt(2 / _N) * np.cos(np.pi * (2 * np.arange(_N)[None, :] + 1) * np.arange(_N)[:, None] / (2 * _N))
@@ -27,14 +27,15 @@ class ImageInfo:
     phash: Optional[int] = None  # 64-bit DCT perceptual hash: resizes and mild re-compressions stay close
     size: Optional[tuple[int, int]] = None  # decoded width, height
     thumb: Optional[np.ndarray] = None  # 32x32 uint8 grey (the hash's input, 1 KB): the pixel check needs no 2nd decode
+    fine: Optional[np.ndarray] = None  # 64x64 uint8 grey (4 KB) of an image larger than 32 px: the 64-px pixel check
 
     @property
     def ok(self) -> bool:
         return self.reason is None
 
 
-def thumbnail(img: Image.Image) -> np.ndarray:
-    return np.asarray(img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS), dtype=np.uint8)
+def thumbnail(img: Image.Image, side: int = _N) -> np.ndarray:
+    return np.asarray(img.convert("L").resize((side, side), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def perceptual_hash(img: Image.Image, thumb: Optional[np.ndarray] = None) -> int:
@@ -52,7 +53,8 @@ def inspect(source, max_pixels: Optional[int] = None) -> ImageInfo:
     arr = np.asarray(img)
     sha = hashlib.sha1(arr.tobytes() + repr(arr.shape).encode()).hexdigest()
     thumb = thumbnail(img)
-    return ImageInfo(sha=sha, phash=perceptual_hash(img, thumb), size=img.size, thumb=thumb)
+    fine = thumbnail(img, near.FINE) if min(img.size) > _N else None
+    return ImageInfo(sha=sha, phash=perceptual_hash(img, thumb), size=img.size, thumb=thumb, fine=fine)
 
 
 def inspect_all(sources: list, max_pixels: Optional[int] = None) -> list[ImageInfo]:
@@ -83,10 +85,11 @@ def near_pairs(hashes: list[Optional[int]], max_distance: int, chunk: int = 1024
 def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: Optional[UnionFind] = None,
                      pixel_distance: Optional[float] = None, small_image_size: int = near.SMALL_IMAGE_SIZE) -> dict:
     """Union exact duplicates (same pixel hash) and confirmed near duplicates into ``uf``. Near candidates
-    (perceptual hash within near_distance bits, or coarse nearest neighbours) are grouped only when their
-    pixel distance (hf_medtl.data.near) is within the threshold of their resolution rule; ``near_distance``
-    None: exact copies only. Returns the groups, each near group with its largest confirming distance and the
-    threshold that applied to it, the confirmed pairs with their distances, and the rule."""
+    (perceptual hash within near_distance bits, or coarse nearest neighbours) are confirmed on the pixels
+    (hf_medtl.data.near.Confirmer) and grouped by complete linkage: every two images of a near group are
+    confirmed copies of each other, so look-alikes cannot chain into one large group. ``near_distance`` None:
+    exact copies only. Returns the groups, each near group with its largest 32-px distance and the threshold that
+    applied to it, every confirmed pair inside a group with its distance, the rule, and counts."""
     uf = uf or UnionFind(len(infos))
     first_of = {}
     exact = UnionFind(len(infos))
@@ -96,30 +99,33 @@ def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: O
             if j != i:
                 uf.union(i, j)
                 exact.union(i, j)
-    out = {"exact": multi(exact.groups()), "near": [], "pairs": {}, "rule": None, "candidates": 0, "rejected": 0}
+    out = {"exact": multi(exact.groups()), "near": [], "pairs": {}, "rule": None, "candidates": 0, "rejected": 0,
+           "left_apart": 0}
     reps = [i for i in first_of.values() if infos[i].thumb is not None]  # one image per exact group
     if near_distance is None or len(reps) < 2:
         return out
-    prepared = near.prepare(np.stack([infos[i].thumb for i in reps]))
-    cand = set(near_pairs([infos[i].phash for i in reps], near_distance)) | set(near.neighbour_pairs(prepared))
-    cand = np.array(sorted(cand), dtype=np.int64).reshape(-1, 2)
-    dist = near.pixel_distances(prepared, cand)
+    sizes = [infos[i].size for i in reps]
     per_image, out["rule"] = near.thresholds([info.size for info in infos], pixel_distance, small_image_size)
-    limit = per_image[reps]
-    ok = dist <= np.minimum(limit[cand[:, 0]], limit[cand[:, 1]])
+    small = near.is_small(sizes, small_image_size)
+    confirm = near.Confirmer(np.stack([infos[i].thumb for i in reps]), [infos[i].fine for i in reps],
+                             per_image[reps], small, pixel_distance)
+    cand = np.array(sorted(near.candidates(confirm.prepared, [infos[i].phash for i in reps], near_distance, small,
+                                           near_pairs)), dtype=np.int64).reshape(-1, 2)
+    ok = confirm.check(cand)
     out.update(candidates=len(cand), rejected=int((~ok).sum()))
-    linked = UnionFind(len(infos))
-    for (a, b), d in zip(cand[ok], dist[ok]):
-        i, j = reps[a], reps[b]
-        out["pairs"][(i, j)] = round(float(d), 4)
-        uf.union(i, j)
-        linked.union(i, j)
+    edges = sorted(map(tuple, cand[ok].tolist()), key=lambda p: (confirm.distance(*p), p))  # closest first
+    linked, out["left_apart"] = complete_linkage(len(reps), edges, confirm.all_confirmed)
+    group_of = {}
+    for m in linked:
+        for a, b in ((a, b) for x, a in enumerate(m) for b in m[x + 1:]):
+            out["pairs"][(reps[a], reps[b])] = confirm.distance(a, b)
+        for a in m:
+            uf.union(reps[a], reps[m[0]])
+            group_of[reps[a]] = len(out["near"])
+        out["near"].append(([reps[a] for a in m], max(confirm.distance(a, b) for x, a in enumerate(m) for b in m[x + 1:]),
+                            float(per_image[[reps[a] for a in m]].min())))
     for i, info in enumerate(infos):  # exact copies join their representative's near group
-        if info.sha is not None and first_of[info.sha] != i:
-            linked.union(i, first_of[info.sha])
-    roots = linked.groups()
-    worst: dict = {}
-    for (i, j), d in out["pairs"].items():
-        worst[roots[i]] = max(worst.get(roots[i], 0.0), d)
-    out["near"] = [(m, worst[roots[m[0]]], float(per_image[m].min())) for m in multi(roots) if roots[m[0]] in worst]
+        if info.sha is not None and first_of[info.sha] != i and first_of[info.sha] in group_of:
+            out["near"][group_of[first_of[info.sha]]][0].append(i)
+    out["near"] = [(sorted(m), d, t) for m, d, t in out["near"]]
     return out

@@ -27,6 +27,9 @@ def summary_line(splits) -> str:
     if patients:
         parts.append(f"{patients} patient groups kept within one split")
     parts.append(f"{d['exact_groups']} exact and {d['near_groups']} near duplicate groups kept within one split")
+    largest = r.get("leakage_groups", {}).get("largest_group")
+    if largest and largest["images"] > 1:
+        parts.append(f"largest group {largest['images']} images ({100 * largest['share']:.1f}%)")
     if d.get("near_candidates"):
         parts.append(f"{d['near_candidates_rejected']} of {d['near_candidates']} near-duplicate candidates rejected "
                      "on the pixels")
@@ -53,3 +56,13 @@ def _crossing_reasons(splits) -> dict:
                    for j in members[splits.groups[i]])
         reasons["pixel-identical" if same and splits.shas[i] is not None else near] += 1
     return reasons
+
+
+def class_table(splits) -> str:
+    """Images per split and class, one line per split (check-data prints it)."""
+    counts = splits.report.get("class_counts") or {}
+    width = max([len(c) for c in splits.classes] + [5])
+    lines = [f"{'class':<{width}} | " + " | ".join(f"{s:>10}" for s in counts)]
+    for c in splits.classes:
+        lines.append(f"{c:<{width}} | " + " | ".join(f"{counts[s].get(c, 0):>10}" for s in counts))
+    return "\n".join(lines)

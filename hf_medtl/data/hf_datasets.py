@@ -85,21 +85,21 @@ def load(name: str, config: Optional[str] = None) -> dict:
     return dict(ds) if isinstance(ds, dict) else {"train": ds}
 
 
-def _used_columns(where: str, names: list[str], cols: DatasetColumns) -> DatasetColumns:
+def _used_columns(where: str, names: list[str], cols: DatasetColumns, values_of=lambda c: None) -> DatasetColumns:
     """The columns to read (group None when the dataset has no patient column); a missing one, or a patient-like
-    column the recipe did not account for, stops the run."""
+    column the recipe did not account for (by name, or by its values: ``values_of(column)``), stops the run."""
     for key, col in (("image_column", cols.image), ("label_column", cols.label)):
         if col not in names:
             raise DataError(f"{where}: no column '{col}' (set {key} to yours); it has {', '.join(names)}")
     if cols.group_given and cols.group is not None and cols.group not in names:
         raise DataError(f"{where}: group_column '{cols.group}' is not a column; it has {', '.join(names)}")
     if not cols.group_given and cols.group not in names:
-        unused = [c for c in names if cols.patient_like and cols.patient_like.match(c.strip())
-                  and c not in (cols.image, cols.label)]
-        if unused:
-            raise DataError(f"{where}: column '{unused[0]}' looks like a patient id but is not used, so one patient's "
-                            f"images could land in both training and test; set group_column '{unused[0]}' (its "
-                            "images stay in one split), or group_column null if it is not one")
+        if cols.patient_like is not None:
+            from hf_medtl.data.sources import patient_column_error, unused_patient_column
+
+            found = unused_patient_column(names, (cols.image, cols.label), values_of)
+            if found:
+                raise patient_column_error(where, *found)
         return cols._replace(group=None)
     return cols
 
@@ -136,7 +136,10 @@ def _split_samples(name: str, split: str, ds, cols: DatasetColumns, max_pixels: 
     import datasets
 
     where = f"dataset_name '{name}', split '{split}'"
-    cols = _used_columns(where, list(ds.column_names), cols)
+    def values_of(column: str):  # a column of strings or numbers, for the patient-id check
+        return ds[column] if isinstance(ds.features.get(column), datasets.Value) else None
+
+    cols = _used_columns(where, list(ds.column_names), cols, values_of)
     feature = ds.features[cols.label]
     names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     try:  # undecoded: the path and bytes as stored, so that a local file is read by the toolkit's own decode
@@ -198,12 +201,12 @@ def scan_dataset(a, group: Optional[str], group_given: bool, patient_like: re.Pa
     return Source(root, samples, fixed, ratios, [], classes)
 
 
-def read_split(data, split: str) -> list[Sample]:
-    """One split of a local dataset for `hf-medtl evaluate` (columns image and label; 'val' finds a validation
-    split by any of its names)."""
+def read_split(data, split: str, cols: DatasetColumns = DatasetColumns()) -> list[Sample]:
+    """One split of a local dataset for `hf-medtl evaluate` (``cols``: the run's image / label / group columns;
+    'val' finds a validation split by any of its names)."""
     parts = load(str(data))
     wanted = SPLIT_ALIASES.get(split, split)
     chosen = [s for s in parts if SPLIT_ALIASES.get(s, s) == wanted]
     if not chosen:
         raise DataError(f"{data}: no '{split}' split; it has {', '.join(parts)}; pass --split with one of them")
-    return _split_samples(str(data), chosen[0], parts[chosen[0]], DatasetColumns(), None)[0]
+    return _split_samples(str(data), chosen[0], parts[chosen[0]], cols, None)[0]

@@ -45,6 +45,56 @@ def scan_class_folders(root: str | Path, pattern: str = "**/*", key: str = "data
 # Column names that say "patient" (or subject, study, case): left unused, their images could sit on both sides of
 # the split, so a CSV that holds one must say which column groups the images (or that none does).
 PATIENT_LIKE = re.compile(r"^(patient|subject|study|case|participant|pid$|mrn$)", re.I)
+# Names of an id (ID, ptid, subj_no, record_number...): an integer column so named is an identifier, not a count.
+ID_NAME = re.compile(r"id$|(^|_)(no|nr|num|number|code|key)$", re.I)
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def identifier_evidence(name: str, values: list) -> Optional[str]:
+    """Why a column's values look like a patient (or study) id, or None: most rows share their value with other
+    rows (several images per value), there are many values (at least the square root of the row count: not a
+    category such as sex, view or site), and they are not measurements (numbers with decimals, or integers
+    such as an age, unless the column is named like an id or the integers are zero-padded codes)."""
+    vals = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    n = len(vals)
+    if n < 6 or n < 0.9 * len(values):
+        return None
+    counts: dict[str, int] = {}
+    for v in vals:
+        counts[v] = counts.get(v, 0) + 1
+    k, shared = len(counts), sum(c for c in counts.values() if c > 1)
+    if shared < 0.5 * n or k < max(3, n ** 0.5):  # mostly one row per value (an image id), or a category
+        return None
+    if all(_NUMBER.match(v) for v in counts):
+        integers = all(re.fullmatch(r"[+-]?\d+", v) for v in counts)
+        padded = any(len(v) > 1 and v.startswith("0") for v in counts)
+        if not integers or not (ID_NAME.search(name.strip()) or padded):
+            return None
+    rows = sorted(counts.values())
+    return f"{k} values, {rows[len(rows) // 2]} rows each (median), {shared} of {n} rows share theirs"
+
+
+def unused_patient_column(names: list[str], used: tuple, values_of) -> Optional[tuple[str, str]]:
+    """(column, why) for the first column other than ``used`` that looks like a patient id, by its name
+    (PATIENT_LIKE) or by its values (identifier_evidence; ``values_of(column)`` -> the column's values, or None
+    for a column that holds no scalars); None when there is none."""
+    rest = [c for c in names if c not in used]
+    for c in rest:
+        if PATIENT_LIKE.match(c.strip()):
+            return c, "its name"
+    for c in rest:
+        values = values_of(c)
+        why = identifier_evidence(c, values) if values is not None else None
+        if why:
+            return c, f"its values: {why}"
+    return None
+
+
+def patient_column_error(where: str, column: str, why: str, key: str = "group_column") -> DataError:
+    """``key``: how the user names the group column where this is raised (the recipe key, or a command's flag)."""
+    return DataError(f"{where}: column '{column}' looks like a patient id ({why}) but is not used, so one patient's "
+                     f"images could land in both training and test; set {key} '{column}' (its images stay "
+                     f"in one split), or {key} null if it is not one")
 
 
 @dataclass(frozen=True)
@@ -56,22 +106,28 @@ class Columns:
     label: str = "label"
     group: Optional[str] = "group"
     group_given: bool = False
+    key: str = "group_column"  # how the user names the group column here (evaluate: its --group_column flag)
 
 
 def _check_columns(csv_file: Path, names: list[str], cols: Columns) -> None:
-    """Every named column exists; a patient-like column the recipe did not account for stops the run."""
+    """Every named column exists."""
+    flag = "--" if cols.key.startswith("--") else ""  # a command's flags, or the recipe's keys
     missing = [c for c in (cols.path, cols.label) if c not in names]
     if missing:
-        raise DataError(f"csv_file '{csv_file}': needs columns {cols.path},{cols.label} (set path_column / "
-                        f"label_column to yours); missing {', '.join(missing)}; it has {', '.join(names)}")
+        raise DataError(f"csv_file '{csv_file}': needs columns {cols.path},{cols.label} (set {flag}path_column / "
+                        f"{flag}label_column to yours); missing {', '.join(missing)}; it has {', '.join(names)}")
     if cols.group_given and cols.group is not None and cols.group not in names:
-        raise DataError(f"csv_file '{csv_file}': group_column '{cols.group}' is not a column; it has {', '.join(names)}")
-    if not cols.group_given and cols.group not in names:
-        unused = [c for c in names if PATIENT_LIKE.match(c.strip()) and c not in (cols.path, cols.label)]
-        if unused:
-            raise DataError(f"csv_file '{csv_file}': column '{unused[0]}' looks like a patient id but is not used, so "
-                            f"one patient's images could land in both training and test; set group_column "
-                            f"'{unused[0]}' (its images stay in one split), or group_column null if it is not one")
+        raise DataError(f"csv_file '{csv_file}': {cols.key} '{cols.group}' is not a column; it has {', '.join(names)}")
+
+
+def _check_patient_columns(csv_file: Path, names: list[str], rows: list[dict], cols: Columns) -> None:
+    """A column that looks like a patient id (by name or by its values) that the recipe did not account for
+    (group_column unset, and no column 'group') stops the run."""
+    if cols.group_given or cols.group in names:
+        return
+    found = unused_patient_column(names, (cols.path, cols.label), lambda c: [r.get(c) for r in rows])
+    if found:
+        raise patient_column_error(f"csv_file '{csv_file}'", *found, key=cols.key)
 
 
 def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classes: int = 2,
@@ -88,6 +144,7 @@ def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classe
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"csv_file '{csv_file}': not a readable UTF-8 CSV ({type(e).__name__})") from None
+    _check_patient_columns(csv_file, list(reader.fieldnames or []), rows, cols)
     samples = []
     for line, r in enumerate(rows, start=2):  # line 1 is the header
         if None in r or any(r.get(k) is None for k in (cols.path, cols.label)):
@@ -120,6 +177,11 @@ def scan_source(a) -> Source:
     if getattr(a, "nifti_slice", None) is not None:
         source.samples = [_with_nifti_slice(s, a) for s in source.samples]
     return source
+
+
+def nifti_slices(samples: list[Sample], a) -> list[Sample]:
+    """``samples`` with each 3-D NIfTI volume as the slice ``a`` (nifti_slice, nifti_axis, max_image_pixels) names."""
+    return [_with_nifti_slice(s, a) for s in samples] if a.nifti_slice is not None else samples
 
 
 def _with_nifti_slice(s: Sample, a) -> Sample:

@@ -72,7 +72,22 @@ CASES = {
     "every class copies of one image": (lambda t: (
         [Image.new("L", (16, 16), 40 * c).save(t / "d" / n / f"{i}.png") for c, n in enumerate("abc")
          if not (t / "d" / n).mkdir(parents=True) for i in range(5)],
-        ["check-data", recipe(t, data_dir=str(t / "d"))])[1], "split is empty after the data check"),
+        ["check-data", recipe(t, data_dir=str(t / "d"), max_group_share=1)])[1], "split is empty after the data check"),
+    # (flat pictures are copies of each other whatever their grey: one group of two classes, 10 of 15 images)
+    "one group swallows the data": (lambda t: (
+        [Image.new("L", (16, 16), 40 * c).save(t / "d" / n / f"{i}.png") for c, n in enumerate("abc")
+         if not (t / "d" / n).mkdir(parents=True) for i in range(5)],
+        ["check-data", recipe(t, data_dir=str(t / "d"))])[1], r"one leakage group holds 10 of the 15 images \(67%"),
+    "max_group_share 0": (lambda t: ["check-data", recipe(t, data_dir=str(make_image_folder(t / "d")),
+                                                            max_group_share=0)], r"max_group_share 0: must lie in"),
+    "labels differ only in case": (lambda t: csv_case(t, "path,label\n" + "".join(
+        f"imgs/{c}/{c}_{i:03d}.{'jpg' if i == 1 else 'png'},{c.capitalize() if c == 'normal' and i < 2 else c}\n"
+        for c in ("benign", "malignant", "normal") for i in range(4))),
+        "labels that differ only in case or surrounding spaces: 'Normal' \\(2 images\\) vs 'normal' \\(2 images\\)"),
+    "unused ptid column": (lambda t: csv_case(t, "path,label,ptid\n" + "".join(
+        f"imgs/{c}/{c}_{i:03d}.{'jpg' if i == 1 else 'png'},{c},pt{k * 2 + i // 2}\n"
+        for k, c in enumerate(("benign", "malignant", "normal")) for i in range(4))),
+        "column 'ptid' looks like a patient id .*set group_column 'ptid'.*or group_column null"),
     # the recipe itself
     "recipe is a folder": (lambda t: ["finetune", str(t)], "is a folder"),
     "recipe not UTF-8": (lambda t: ((t / "bad.json").write_bytes(b'{"seed": "\xff\xfe"}'),

@@ -62,7 +62,7 @@ def test_distinct_lookalikes_at_28px_are_not_grouped():
     roots, dup = grouped(list(x))
     assert len(set(roots)) == 6 and dup["near"] == [] and dup["rejected"] == dup["candidates"] >= 3
     # Their distances: 0.10-0.16 standard deviations, above the 28-px threshold
-    d = near.pixel_distances(near.prepare(np.stack([i.thumb for i in infos])), np.array([[0, 1], [2, 3], [4, 5]]))
+    d, _ = near.pixel_distances(near.prepare(np.stack([i.thumb for i in infos])), np.array([[0, 1], [2, 3], [4, 5]]))
     assert np.all((d > near.PIXEL_DISTANCE["small"]) & (d < 0.2)), d
     # A recipe that loosens the threshold groups them again, and says so.
     roots, dup = grouped(list(x), pixel_distance=0.2)
