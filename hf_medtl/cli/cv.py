@@ -36,8 +36,9 @@ def run(args, rest) -> int:
     from hf_medtl.studies import cv
 
     if args.fold is not None:
-        job, m = cv.run_job(args.recipe, rest, args.folds, args.seeds, args.fold, args.seed)
-        print(f"{job.name()}: test accuracy {m['test']['accuracy']:.4f}; the run is in {job.dir}")
+        job, m, main = cv.run_job(args.recipe, rest, args.folds, args.seeds, args.fold, args.seed)
+        if main:  # one line per job, not one per process of a multi-GPU launch
+            print(f"{job.name()}: test accuracy {m['test']['accuracy']:.4f}; the run is in {job.dir}")
         return 0
     if args.plan:
         print(cv.plan_text(args.recipe, rest, args.folds, args.seeds, args.ensemble, args.seed))

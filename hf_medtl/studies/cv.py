@@ -7,6 +7,7 @@ a fold that finished on the same recipe and data, and reruns one that finished o
 (hf_medtl.studies.runs.run_variant)."""
 from __future__ import annotations
 
+import json
 import shlex
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from hf_medtl.errors import HfMedtlError
 from hf_medtl.evaluation.plots import pyplot, save_figure
 from hf_medtl.evaluation.scoring import HEADLINE, fmt
 from hf_medtl.studies.reuse import finished
-from hf_medtl.studies.runs import begin, finish, run_variant, study_lock
+from hf_medtl.studies.runs import SUMMARY, begin, finish, run_variant, study_lock
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int 
     The study folder is this process's for the whole study (its lock), each run's folder is its run's."""
     study = plan_study(recipe_path, argv, folds, seeds)
     _check_ensemble(study, ensemble)
-    with study_lock(study.out, take=study.base.training.process_index == 0):
-        staging = begin(study.out)
+    main = study.base.training.process_index == 0
+    with study_lock(study.out, take=main):
+        staging = begin(study.out) if main else None
         done = [(job, run_variant(recipe_path, argv, list(job.extra), job.dir)) for job in study.jobs]
         return _summarize(recipe_path, study, done, staging, ensemble)
 
@@ -79,7 +81,7 @@ def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int 
 def run_job(recipe_path: str | Path, argv: list[str], folds: int, seeds: int, fold: int, seed: int | None) -> tuple:
     """``hf-medtl cv RECIPE --fold K --seed S``: exactly that run of the study, into the folder the one-process cv
     gives it (reused when it finished there, resumed with resume_from_checkpoint 'last'). It writes nothing else,
-    so it takes no lock but its run's: jobs of one study run side by side. -> (job, metrics)."""
+    so it takes no lock but its run's: jobs of one study run side by side. -> (job, metrics, main process?)."""
     if seed is not None and seeds == 1:  # one seed: it is the study's, as --seed S is for the one-process cv
         argv = [*argv, "--seed", str(seed)]
     study = plan_study(recipe_path, argv, folds, seeds)
@@ -93,7 +95,7 @@ def run_job(recipe_path: str | Path, argv: list[str], folds: int, seeds: int, fo
                            f"{first} and --seeds {seeds}); pass one of those, or set 'seed' in the recipe to start "
                            "the seeds elsewhere")
     job = study.jobs[(seed - first) * n + fold]
-    return job, run_variant(recipe_path, argv, list(job.extra), job.dir)
+    return job, run_variant(recipe_path, argv, list(job.extra), job.dir), study.base.training.process_index == 0
 
 
 def collect(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1, ensemble: bool = False) -> dict:
@@ -104,7 +106,8 @@ def collect(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int
 
     study = plan_study(recipe_path, argv, folds, seeds)
     _check_ensemble(study, ensemble)
-    with study_lock(study.out, take=study.base.training.process_index == 0):
+    main = study.base.training.process_index == 0
+    with study_lock(study.out, take=main):
         done, missing = [], []
         for job in study.jobs:
             recipe = load_recipe(recipe_path, [*argv, *job.extra, "--output_dir", str(job.dir)])
@@ -116,7 +119,7 @@ def collect(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int
             raise HfMedtlError(f"cv --collect: {len(missing)} of {len(study.jobs)} run(s) not finished: "
                                f"{'; '.join(missing)}; run them (hf-medtl cv RECIPE ... --fold K --seed S, see "
                                "--plan), then --collect again")
-        return _summarize(recipe_path, study, done, begin(study.out), ensemble)
+        return _summarize(recipe_path, study, done, begin(study.out) if main else None, ensemble)
 
 
 def plan_text(recipe_path: str | Path, argv: list[str], folds: int, seeds: int, ensemble: bool,
@@ -160,10 +163,23 @@ def _state(run_dir: Path) -> str:
 def _check_ensemble(study: Study, ensemble: bool) -> None:
     if ensemble and len(study.jobs) < 2:
         raise HfMedtlError("--ensemble needs at least 2 models: use --folds 2 or more (or --seeds 2 or more)")
+    if ensemble and study.base.training.world_size > 1:
+        # The ensemble is scored by the main process alone; a launch's other processes would wait on it forever.
+        raise HfMedtlError("cv --ensemble under a multi-process launch: run the folds as jobs (accelerate launch ... "
+                           "cv RECIPE --fold K --seed S, see --plan), then --collect --ensemble as one process")
 
 
 def _summarize(recipe_path, study: Study, done: list[tuple[Job, dict]], staging: Path, ensemble: bool) -> dict:
-    """The study's summary, report, plot (and ensemble) from its finished runs, committed summary.json last."""
+    """The study's summary, report, plot (and ensemble) from its finished runs, committed summary.json last. Under
+    a multi-process launch the main process writes them (``staging``: None elsewhere) while the others wait."""
+    base, out, folds, seeds = study.base, study.out, study.folds, study.seeds
+    with base.training.main_process_first(desc="cv summary"):
+        if staging is not None:
+            _write_summary(recipe_path, study, done, staging, ensemble)
+    return json.loads((out / SUMMARY).read_text())
+
+
+def _write_summary(recipe_path, study: Study, done: list[tuple[Job, dict]], staging: Path, ensemble: bool) -> None:
     base, out, folds, seeds = study.base, study.out, study.folds, study.seeds
     runs = [{"seed": job.seed, "fold": job.fold, "dir": str(job.dir), "test": m["test"], "validation": m["validation"],
              "epochs_run": m["epochs_run"]} for job, m in done]
@@ -179,7 +195,6 @@ def _summarize(recipe_path, study: Study, done: list[tuple[Job, dict]], staging:
         summary["ensemble"] = _ensemble(base, runs, [m for _, m in done], out / "ensemble")
     _plot(runs, staging / "plots" / "folds.png")
     finish(staging, out, summary, markdown(summary))
-    return summary
 
 
 def _ensemble(base, runs: list[dict], member_metrics: list[dict], out: Path) -> dict:

@@ -174,3 +174,24 @@ def test_bad_job_input_is_one_line(one_process, capsys):
     with pytest.raises(SystemExit) as e:  # one mode at a time
         main([*base, "--fold", "0", "--collect"])
     assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_fold_job_under_accelerate_launch_on_two_processes(one_process, tmp_path):
+    """One job on several devices: `accelerate launch ... -m hf_medtl.cli cv RECIPE --fold K --seed S` (two CPU
+    ranks over gloo here; GPUs the same way): the run trains once across the ranks, one result line, no lock left."""
+    import shutil
+
+    from tests.conftest import free_port, run_cmd
+
+    recipe, _ = one_process
+    out = tmp_path / "launched"
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
+    proc = run_cmd([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+                    "-m", "hf_medtl.cli", "cv", str(recipe), "--folds", "3", "--fold", "1", "--seed", "1", *FAST,
+                    "--use_cpu", "true", "--output_dir", str(out)])
+    assert proc.stdout.count("seed 1 fold 1: test accuracy") == 1, proc.stdout
+    m = json.loads((out / "fold-1" / "metrics.json").read_text())
+    assert m["split_counts"]["validation"] > 0 and not (out / "fold-1" / ".hf_medtl.lock").exists()
+    assert not (out / "summary.json").exists()  # a job writes its run only
