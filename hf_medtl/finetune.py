@@ -60,6 +60,22 @@ def run_seed_ensemble(recipe) -> dict:
         return ensemble.save_seed_ensemble(recipe, members, done)
 
 
+def _resume_command(recipe_path: str, overrides: list[str]) -> str:
+    """The command that resumes an interrupted run: the same recipe and overrides, from its last checkpoint."""
+    import shlex
+
+    kept, skip = [], False
+    for a in overrides:
+        if skip or a.startswith("--resume_from_checkpoint="):
+            skip = False
+            continue
+        if a == "--resume_from_checkpoint":
+            skip = True
+            continue
+        kept.append(a)
+    return f"hf-medtl finetune {shlex.join([recipe_path, *kept])} --resume_from_checkpoint last"
+
+
 def main(argv: list[str] | None = None) -> int:
     """`hf-medtl finetune`, also as a script (accelerate launch, python -m): the same parser (its --help lists every
     recipe key), then load and check the recipe, run it, and print the test line on the main process."""
@@ -78,7 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             setup_logging()
             recipe = load_recipe(args.recipe, overrides)
             require_model(recipe, args.recipe)
-        metrics = run(recipe)
+        from hf_medtl.training.interrupt import TrainingInterrupted
+
+        try:
+            metrics = run(recipe)
+        except TrainingInterrupted as e:  # Ctrl-C / SIGTERM: the epoch was saved; say how to go on from it
+            if recipe.training.process_index == 0:
+                print(f"error: {e}; resume with: {_resume_command(args.recipe, overrides)}", file=sys.stderr)
+            return 130
         if recipe.training.process_index != 0:
             return 0
         test = metrics["test"]

@@ -105,7 +105,15 @@ def _fit(run: Run) -> None:
     checkpoint = outputs.resolve_checkpoint(recipe.training.resume_from_checkpoint, run.output_dir)
     if checkpoint:
         run.schedule.load_checkpoint(checkpoint)
-    run.train_metrics = run.trainer.train(resume_from_checkpoint=checkpoint).metrics
+        logger.info(training.resumed_line(checkpoint, run.schedule))
+    interrupt = run.schedule.interrupt  # Ctrl-C / SIGTERM: this epoch saved, then a stop (training/interrupt.py)
+    interrupt.install()
+    try:
+        run.train_metrics = run.trainer.train(resume_from_checkpoint=checkpoint).metrics
+    finally:
+        interrupt.restore()
+    if interrupt.stopped_after:
+        raise training.TrainingInterrupted(*interrupt.stopped_after)
     run.model.to(memory_format=torch.contiguous_format)  # (channels_last on GPUs): saved and served in the standard layout
     from hf_medtl.models import lora
 

@@ -35,7 +35,12 @@ class MedTrainingArguments(TrainingArguments):
     eval_strategy: Union[IntervalStrategy, str] = field(default="epoch", metadata={"help": "Validate every epoch."})
     logging_strategy: Union[IntervalStrategy, str] = field(default="epoch", metadata={"help": "Log every epoch."})
     save_strategy: Union[SaveStrategy, str] = field(default="no", metadata={
-        "help": "Trainer checkpoints; the best weights are kept by the adaptive schedule."})
+        "help": "Trainer checkpoints; the best weights are kept by the adaptive schedule. Whatever it says, Ctrl-C "
+                "or SIGTERM while training finishes the epoch, saves it as a checkpoint and prints the command that "
+                "resumes it (--resume_from_checkpoint last)."})
+    save_total_limit: Optional[int] = field(default=1, metadata={
+        "help": "Checkpoints kept in output_dir (the newest; each holds the weights and the optimiser's state). "
+                "null: every one."})
     report_to: Union[None, str, list] = field(default="none", metadata={"help": "Experiment trackers."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the transforms."})
     dataloader_num_workers: int = field(default=-1, metadata={

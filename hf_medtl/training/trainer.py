@@ -13,6 +13,7 @@ from transformers import Trainer, TrainingArguments, default_data_collator
 from transformers.trainer_callback import PrinterCallback
 
 from hf_medtl.training import ema, mixing, swa
+from hf_medtl.training.interrupt import EpochEndInterrupt, TrainingInterrupted, resumed_line  # noqa: F401 (stages)
 from hf_medtl.training.budget import TimeBudgetCallback, plan_epochs
 from hf_medtl.training.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
 from hf_medtl.training.memory import PeakMemoryCallback
@@ -224,6 +225,9 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
                          sampler=recipe.data.sampler, train_collator=mixing.train_collator(recipe.data, model.config))
     trainer.remove_callback(PrinterCallback)  # its raw dicts would interleave with the callback's epoch rows
     _add_epoch_end_callbacks(trainer, callback, recipe, budget)
+    # Last of all: a Ctrl-C saves the epoch once every other callback has decided it (training/interrupt.py).
+    callback.interrupt = EpochEndInterrupt()
+    trainer.add_callback(callback.interrupt)
     callback.log = trainer.log
     if loss is not None:
         loss.observer = callback.count

@@ -89,3 +89,43 @@ def test_outputs_are_committed_with_the_marker_last(tmp_path):
     assert moved[-1][0] == "metrics.json"
     assert all(not marker_present for _, marker_present in moved)  # the old marker went first
     assert (out / "metrics.json").read_text() == "new metrics.json" and not stage.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_epoch_and_the_printed_command_resumes_it(tmp_path, image_folder, tiny_timm):
+    """The default save_strategy ("no"): SIGINT during training finishes the epoch, saves it (one checkpoint kept),
+    exits 130 with the resume command; that command prints what it resumed from and ends as an uninterrupted run."""
+    import shlex
+
+    recipe = tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=6, image_size=32, threshold=0.6,
+                         patience=1, stop_patience=5, learning_rate=1e-2)
+    straight = run(load_recipe(recipe, ["--output_dir", str(tmp_path / "straight")]))
+    assert straight["epochs_run"] == 6
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "hf_medtl.finetune", str(recipe)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # the epoch rows come on stderr: interrupt once epoch 2's has appeared
+        lines.append(line)
+        if re.search(r"\] +2 \| ", line):
+            proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=300) == 130, "".join(lines)[-3000:]
+    out = tmp_path / "run"
+    assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / "adaptive_schedule.json").is_file()
+    epoch = json.loads((checkpoints[0] / "adaptive_schedule.json").read_text())["history"][-1]["epoch"]
+    assert 2 <= epoch < 6
+    last = lines[-1].strip()
+    assert last.startswith(f"error: interrupted: epoch {epoch} finished and saved in {checkpoints[0]}; resume with: ")
+    command = shlex.split(last.split("resume with: ", 1)[1])
+    assert command[:2] == ["hf-medtl", "finetune"] and command[-2:] == ["--resume_from_checkpoint", "last"]
+
+    resumed = subprocess.run([sys.executable, "-m", "hf_medtl.cli", *command[1:]], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {checkpoints[0]}: {epoch} epoch(s) done, learning rate" in resumed.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in RESULT_KEYS:
+        assert metrics[key] == straight[key], key
