@@ -92,6 +92,25 @@ def resolve_checkpoint(resume: Optional[str], output_dir: Path) -> Optional[str]
     return str(max(complete, key=lambda p: int(p.name.split("-")[1])))
 
 
+def check_checkpoint_recipe(checkpoint: str | Path, resolved: dict) -> None:
+    """A checkpoint resumes only the recipe that wrote it (its recipe.json, beside the Trainer's state): another
+    run's checkpoint (other data, another learning rate...) is refused in one line naming the first difference,
+    instead of being trained on (or, when it was that run's last epoch, saved as this one's model). A checkpoint
+    written before checkpoints recorded their recipe is resumed with a warning."""
+    from hf_medtl.config.recipe import recipe_difference
+
+    saved = Path(checkpoint) / "recipe.json"
+    if not saved.is_file():
+        logging.getLogger("hf_medtl").warning(f"{checkpoint}: no recipe.json (an older checkpoint); resumed without "
+                                              "checking that this recipe wrote it")
+        return
+    before = json.loads(saved.read_text())
+    changed = recipe_difference(before, json.loads(json.dumps(resolved, default=str)), ignore=("output_dir",))
+    if changed:
+        raise HfMedtlError(f"resume_from_checkpoint: {checkpoint} was written by another recipe ({changed}); resume "
+                           "with that recipe, or start afresh (resume_from_checkpoint false, or another output_dir)")
+
+
 # -- the run lock ------------------------------------------------------------------------------------------------
 @contextmanager
 def run_lock(output_dir: str | Path, take: bool = True) -> Iterator[Path]:

@@ -57,6 +57,9 @@ def prepare(recipe) -> Run:
     # A finished run in output_dir stays whole until this one has finished too: its data files are written beside
     # the staged outputs, not over the old run's.
     data_out = staging if outputs.holds_complete_run(output_dir) else output_dir
+    checkpoint = outputs.resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+    if checkpoint:  # another run's checkpoint: one line now, before the data check
+        outputs.check_checkpoint_recipe(checkpoint, recipe.resolved)
     models.backbones.check_available(recipe.model)  # an unobtainable Hub id: one line now, not after the data check
     splits = data.load_splits(recipe.data, args.seed, output_dir, write=main_process, write_dir=data_out)
     if main_process:

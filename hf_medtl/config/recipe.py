@@ -226,6 +226,22 @@ def dataset_name(resolved: dict) -> str:
     return path.stem or "unknown"
 
 
+# Keys that say how a run is driven, not what it trains: a finished run or a checkpoint stands for the recipe
+# whatever they say.
+HOW_IT_RUNS = {"resume_from_checkpoint", "disable_tqdm", "push_to_hub", "hub_model_id", "hub_private_repo", "report_to"}
+
+
+def recipe_difference(before: dict, now: dict, ignore=()) -> str | None:
+    """The first key (sorted) on which two resolved recipes differ, as "key: <before> there, <now> now"; None when
+    they agree on everything but HOW_IT_RUNS and ``ignore``."""
+    changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k) and k not in HOW_IT_RUNS
+                     and k not in ignore)
+    if not changed:
+        return None
+    k = changed[0]
+    return f"{k}: {json.dumps(before.get(k))} there, {json.dumps(now.get(k))} now"
+
+
 def write_resolved(recipe: Recipe, output_dir: str | Path) -> Path:
     out = Path(output_dir) / "recipe.json"
     out.write_text(json.dumps(recipe.resolved, indent=2, default=str) + "\n")

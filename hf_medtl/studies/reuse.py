@@ -8,11 +8,10 @@ import logging
 from pathlib import Path
 
 from hf_medtl import outputs
+from hf_medtl.config.recipe import HOW_IT_RUNS, recipe_difference  # noqa: F401 (search.py imports HOW_IT_RUNS here)
 from hf_medtl.errors import HfMedtlError
 
 logger = logging.getLogger("hf_medtl")
-# Keys that say how a run is driven, not what it trains: a finished run stands for the recipe whatever they say.
-HOW_IT_RUNS = {"resume_from_checkpoint", "disable_tqdm", "push_to_hub", "hub_model_id", "hub_private_repo", "report_to"}
 
 
 def finished(recipe, output_dir: Path) -> dict | None:
@@ -34,11 +33,9 @@ def finished(recipe, output_dir: Path) -> dict | None:
 
 def _refuse_other_recipe(output_dir: Path, recipe) -> None:
     before = json.loads((output_dir / "recipe.json").read_text())
-    now = json.loads(json.dumps(recipe.resolved, default=str))
-    changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k) and k not in HOW_IT_RUNS)
+    changed = recipe_difference(before, json.loads(json.dumps(recipe.resolved, default=str)))
     if changed:
-        raise HfMedtlError(f"{output_dir} holds a finished run of another recipe ({changed[0]}: "
-                           f"{json.dumps(before.get(changed[0]))} there, {json.dumps(now.get(changed[0]))} now); "
+        raise HfMedtlError(f"{output_dir} holds a finished run of another recipe ({changed}); "
                            "remove it or choose another output_dir")
 
 

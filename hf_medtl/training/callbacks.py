@@ -106,6 +106,7 @@ class AdaptiveLRCallback(TrainerCallback):
         # Callbacks whose state goes into each checkpoint with the schedule's (save_state / load_state), written before
         # the schedule's state file, which marks the checkpoint complete: SWA's window (training/swa.py).
         self.companions: list = []
+        self.recipe_json: Optional[str] = None  # the resolved recipe, written into each checkpoint (build_trainer)
         self._sums: Optional[torch.Tensor] = None  # loss * n, correct, n over this epoch's training batches
         self._hook = None
         self.clock = EpochClock()  # the epoch row's time and ETA
@@ -216,6 +217,8 @@ class AdaptiveLRCallback(TrainerCallback):
             companion.save_state(checkpoint)
         state_json = {"schedule": self.schedule.state_dict() if self.schedule else None,
                       "history": self.history, "best_epoch": self.best_epoch, "best_key": self.best_key}
+        if self.recipe_json is not None:  # which recipe wrote it: a resume by another is refused (outputs.py)
+            atomic_write_text(checkpoint / "recipe.json", self.recipe_json)
         atomic_write_text(checkpoint / STATE_FILE, json.dumps(state_json))
 
     def load_checkpoint(self, checkpoint: str | Path) -> None:

@@ -3,6 +3,7 @@ asks for. (Inference, the run's own scoring included, is hf_medtl.inference.core
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -226,6 +227,7 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
     trainer.remove_callback(PrinterCallback)  # its raw dicts would interleave with the callback's epoch rows
     _add_epoch_end_callbacks(trainer, callback, recipe, budget)
     # Last of all: a Ctrl-C saves the epoch once every other callback has decided it (training/interrupt.py).
+    callback.recipe_json = json.dumps(recipe.resolved, indent=2, default=str)  # into each checkpoint
     callback.interrupt = EpochEndInterrupt()
     trainer.add_callback(callback.interrupt)
     callback.log = trainer.log

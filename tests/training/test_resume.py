@@ -129,3 +129,24 @@ def test_ctrl_c_saves_the_epoch_and_the_printed_command_resumes_it(tmp_path, ima
     metrics = json.loads((out / "metrics.json").read_text())
     for key in RESULT_KEYS:
         assert metrics[key] == straight[key], key
+
+
+def test_resume_refuses_a_checkpoint_another_recipe_wrote(tmp_path, image_folder, tiny_timm, capsys):
+    """A finished run on another learning rate in output_dir: `--resume_from_checkpoint last` with this recipe
+    would train 0 epochs and save that run's weights as this one's. One line naming the difference, exit 2,
+    before the data check; nothing of the old run changes. The same recipe resumes (here: its last epoch)."""
+    recipe = tiny_recipe(tmp_path, tiny_timm, image_folder, num_train_epochs=1, image_size=32, save_strategy="epoch",
+                         n_bootstrap=0)
+    assert main([str(recipe)]) == 0
+    out = tmp_path / "run"
+    [checkpoint] = out.glob("checkpoint-*")
+    assert json.loads((checkpoint / "recipe.json").read_text())["learning_rate"] == 3e-3
+    before = (out / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main([str(recipe), "--learning_rate", "0.3", "--resume_from_checkpoint", "last"]) == 2
+    [line] = errors(capsys)
+    assert line == (f"error: resume_from_checkpoint: {checkpoint} was written by another recipe (learning_rate: 0.003 "
+                    "there, 0.3 now); resume with that recipe, or start afresh (resume_from_checkpoint false, or "
+                    "another output_dir)")
+    assert (out / "metrics.json").read_bytes() == before
+    assert main([str(recipe), "--resume_from_checkpoint", "last"]) == 0
