@@ -142,3 +142,30 @@ def test_degenerate_bootstrap_falls_back_to_a_point_interval(metric):
     refs = np.arange(20) % 2
     out = metric.compute(predictions=refs, references=refs, num_classes=2, n_bootstrap=200)
     assert out["ci"]["accuracy"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("n,k,ties,one_class", [(40, 2, False, False), (60, 3, True, False), (30, 9, False, False),
+                                                (25, 2, True, True), (1500, 2, True, False)])
+def test_the_batched_bootstrap_table_is_point_metrics_bit_for_bit(n, k, ties, one_class, monkeypatch):
+    """Issue 32: the bootstrap and jackknife resamples are scored together (one confusion-matrix and ROC-AUC pass
+    for all); each value equals point_metrics' on that resample exactly, so the CIs are unchanged. Covers score
+    ties, nine classes (pairwise sums), one class only (undefined AUC), unequal jackknife blocks (n > 1000) and
+    the memory blocks (small on purpose here)."""
+    from hf_medtl.metrics.medical_classification import medical_classification as mc
+
+    monkeypatch.setattr(mc, "_ROW_BLOCK", 3 * n + 1)  # several blocks of rows
+    rng = np.random.default_rng(n + k)
+    p = rng.random((n, k)) ** 3
+    if ties:
+        p = np.round(p, 1) + 1e-3
+    p /= p.sum(1, keepdims=True)
+    y = np.zeros(n, dtype=np.int64) if one_class else rng.integers(0, k, n)
+    preds = p.argmax(1)
+    sets = [rng.integers(0, n, n) for _ in range(20)] + mc._jackknife_sets(n)[:30] + mc._jackknife_sets(n)[-30:]
+    for scores in (p, None):
+        table = mc._metric_table(y, preds, k, scores, sets)
+        for j, idx in enumerate(sets):
+            one = mc.point_metrics(y[idx], preds[idx], k, None if scores is None else scores[idx])
+            for key, values in table.items():
+                expected = one.get(key)
+                assert (np.isnan(values[j]) if expected is None else values[j] == expected), (key, j)

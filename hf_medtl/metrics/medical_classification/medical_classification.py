@@ -112,15 +112,100 @@ def point_metrics(refs, preds, k, scores=None, ece_bins=15):
 
 
 def _metric_table(refs, preds, k, scores, index_sets):
-    """metric -> array of its value on each index set (NaN where undefined)."""
+    """metric -> array of its value on each index set (NaN where undefined): point_metrics' values, bit for bit, with
+    the index sets of one length computed together (one confusion matrix and one ROC-AUC pass for all of them)."""
     keys = HEADLINE + ("ece",)
     table = {m: np.full(len(index_sets), np.nan) for m in keys}
+    by_length = {}
     for j, idx in enumerate(index_sets):
-        m = point_metrics(refs[idx], preds[idx], k, None if scores is None else scores[idx])
-        for key in keys:
-            if m.get(key) is not None:
-                table[key][j] = m[key]
+        by_length.setdefault(len(idx), []).append(j)
+    for same in by_length.values():
+        step = max(1, _ROW_BLOCK // max(len(index_sets[same[0]]), 1))  # memory: about _ROW_BLOCK indices at a time
+        for start in range(0, len(same), step):
+            rows = same[start:start + step]
+            values = _metric_rows(refs, preds, k, scores, np.stack([np.asarray(index_sets[j]) for j in rows]))
+            for key, v in values.items():
+                table[key][rows] = v
     return table
+
+
+_ROW_BLOCK = 2_000_000
+
+
+def _metric_rows(refs, preds, k, scores, idx):
+    """The headline metrics and the ECE of each row of ``idx`` (m index sets of one length), as point_metrics
+    computes them: the same float operations on the same exact counts, so the same values."""
+    m, n = idx.shape
+    codes = (refs[idx] * k + preds[idx]) + (np.arange(m) * k * k)[:, None]
+    cm = np.bincount(codes.ravel(), minlength=m * k * k).reshape(m, k, k)
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
+    support, predicted = cm.sum(2), cm.sum(1)
+    fp, fn = predicted - tp, support - tp
+    tn = n - tp - fp - fn
+    precision, recall, specificity = _div(tp, predicted), _div(tp, support), _div(tn, tn + fp)
+    f1 = _div(2 * precision * recall, precision + recall)
+    trace = tp.sum(1)  # exact: integer counts
+    cov = trace * n - (predicted * support).sum(1).astype(float)
+    nn = float(n) * n
+    denom = np.sqrt((nn - (predicted * predicted).sum(1).astype(float)) * (nn - (support * support).sum(1).astype(float)))
+    out = {"accuracy": _div(trace, np.full(m, n)), "precision_macro": precision.mean(1), "recall_macro": recall.mean(1),
+           "f1_macro": f1.mean(1), "sensitivity_macro": recall.mean(1), "specificity_macro": specificity.mean(1),
+           "mcc": np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), 0.0)}
+    if scores is None:
+        out["roc_auc"] = np.full(m, np.nan)
+        out["ece"] = np.full(m, np.nan)
+        return out
+    counts = np.bincount((idx + (np.arange(m) * len(refs))[:, None]).ravel(), minlength=m * len(refs))
+    counts = counts.reshape(m, len(refs))  # how often each image is drawn in each row
+    if k == 2:
+        out["roc_auc"] = _weighted_auc(refs == 1, scores[:, 1], counts)
+    else:
+        per_class = np.stack([_weighted_auc(refs == c, scores[:, c], counts) for c in range(k)], 1)
+        # np.mean over the defined classes of each row, as point_metrics takes it (the same summation)
+        out["roc_auc"] = np.array([np.mean(r[~np.isnan(r)]) if (~np.isnan(r)).any() else np.nan for r in per_class])
+    out["ece"] = _rows_ece(refs, scores, idx)
+    return out
+
+
+def _weighted_auc(positive, score, counts):
+    """binary_auc of each row's resample, from how often each image is drawn (``counts``, m x N): the Mann-Whitney
+    count of (positive, negative) pairs ranked right, ties a half, which is what the average-rank formula gives.
+    Every term is a multiple of 1/2 well inside float64's exact range, so the value is binary_auc's to the bit."""
+    order = np.argsort(score, kind="mergesort")
+    sorted_scores = score[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    c = counts[:, order]
+    pos_sorted = positive[order]
+    pos = np.add.reduceat(c * pos_sorted, starts, axis=1)  # drawn positives per tie group
+    neg = np.add.reduceat(c * ~pos_sorted, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each group
+    twice = (pos * (2 * below + neg)).sum(1)  # 2 x the pairs ranked right (integers)
+    n_pos, n_neg = pos.sum(1), neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (twice / 2.0) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def _rows_ece(refs, scores, idx, bins=15):
+    """expected_calibration_error of each row's resample. Each bin's mean confidence is np.mean of the same values
+    in the same order as calibration_bins takes them (a stable sort by bin keeps the resample's order), so the sum
+    and its rounding are the same; counts and accuracies are exact."""
+    conf = scores.max(1)
+    correct = scores.argmax(1) == refs
+    which = np.clip(np.digitize(conf, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True), 0, bins - 1)
+    out = np.empty(len(idx))
+    n = idx.shape[1]
+    for r, rows in enumerate(idx):
+        w = which[rows]
+        order = np.argsort(w, kind="stable")
+        c, ok, w = conf[rows][order], correct[rows][order], w[order]
+        edges = np.flatnonzero(np.r_[True, w[1:] != w[:-1], True])
+        total = 0.0
+        for a, b in zip(edges[:-1], edges[1:]):  # the non-empty bins, in bin order
+            size = b - a
+            total += size / n * abs(ok[a:b].sum() / size - c[a:b].mean())
+        out[r] = float(total)
+    return out
 
 
 def _jackknife_sets(n, max_blocks=1000):
