@@ -4,6 +4,7 @@ cache's pixels, the run's TTA, the one scoring interface (hf_medtl.evaluation.sc
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from hf_medtl.data import DataError
@@ -48,7 +49,7 @@ def _read(data, split, model_classes, file_pattern, allow_outside, keys):
         return parts[key]
     if data.suffix == ".csv":  # (a patient column is the run's group column, or named with --group_column)
         cols = Columns(keys.path_column, keys.label_column, keys.group_column,
-                       keys.sources["group_column"] != "default", key="--group_column")
+                       keys.sources["group_column"] == "flag" or keys.group_column != "group", key="--group_column")
         return read_label_csv(data, allow_outside, min_classes=1, columns=cols).samples
     return scan_class_folders(data, file_pattern, "data", allow_outside).samples
 
@@ -88,6 +89,32 @@ def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str |
                    on_bad_image: str = "error", allow_pickle_weights: bool = False, trust_remote_code: bool = False,
                    allow_paths_outside_root: bool = False, max_image_pixels: int | None = None, cam: int = 0,
                    data_cache: bool = True, data_cache_dir: str | None = None, data_keys: dict | None = None) -> dict:
+    from hf_medtl.outputs import commit, ensure_writable, run_lock, staging_dir
+
+    model_dir, data_name = Path(model_dir), Path(data).stem
+    output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
+    ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
+    # The evaluation owns its folder (a second one into it is refused) and writes into a staging folder moved into
+    # place at the end, report.json last: a killed or failed re-evaluation leaves the previous one whole.
+    with run_lock(output_dir):
+        staging = staging_dir(output_dir)
+        metrics, overlays = _evaluate_into(staging, model_dir, data, data_name, split=split, batch_size=batch_size,
+                                           n_bootstrap=n_bootstrap, seed=seed, ci_method=ci_method,
+                                           on_bad_image=on_bad_image, allow_pickle_weights=allow_pickle_weights,
+                                           trust_remote_code=trust_remote_code,
+                                           allow_paths_outside_root=allow_paths_outside_root,
+                                           max_image_pixels=max_image_pixels, cam=cam, data_cache=data_cache,
+                                           data_cache_dir=data_cache_dir, data_keys=data_keys)
+        shutil.rmtree(output_dir / "cam", ignore_errors=True)  # an earlier evaluation's overlays: not this one's
+        commit(staging, output_dir, marker="report.json")
+    overlays = [output_dir / p.relative_to(staging) for p in overlays]
+    return {"output_dir": str(output_dir), **metrics, "cam_overlays": [str(p) for p in overlays]}
+
+
+def _evaluate_into(staging: Path, model_dir: Path, data, data_name: str, *, split, batch_size, n_bootstrap, seed,
+                   ci_method, on_bad_image, allow_pickle_weights, trust_remote_code, allow_paths_outside_root,
+                   max_image_pixels, cam, data_cache, data_cache_dir, data_keys):
+    """Score the model and write the evaluation's files into ``staging``: (metrics, Grad-CAM overlay paths)."""
     from hf_medtl import timings
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
     from hf_medtl.config.saved import data_keys as saved_data_keys
@@ -95,11 +122,7 @@ def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str |
     from hf_medtl.evaluation.scoring import score
     from hf_medtl.inference import core
     from hf_medtl.models import is_multi_label, load_saved_model
-    from hf_medtl.outputs import ensure_writable
 
-    model_dir, data_name = Path(model_dir), Path(data).stem
-    output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
-    ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
     with timings.phase("model_load"):
         model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
     keys = saved_data_keys(model_dir, data_keys)  # the run's columns and NIfTI slice, unless flags say otherwise
@@ -122,20 +145,20 @@ def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str |
                         seed, thresholds)
     # (a multi-label evaluation's predictions keep the name its run's have)
     name = "predictions_test.csv" if multi_label else "predictions.csv"
-    report.write_predictions(output_dir / name, [str(s.path) for s in samples], labels, probs, classes)
+    report.write_predictions(staging / name, [str(s.path) for s in samples], labels, probs, classes)
     summary = {"model": str(model_dir), "data": str(data), "images": len(samples),
                "tta": "hflip" if "hflip" in tta else "none"}
     section = "test" if multi_label else data_name
-    report.write_report(output_dir, f"{model_dir.name} on {data_name}", {section: metrics}, {section: (probs, labels)},
+    report.write_report(staging, f"{model_dir.name} on {data_name}", {section: metrics}, {section: (probs, labels)},
                         summary)
     overlays = []
     if cam and not multi_label:  # what a reviewer looks at first: the N most confident errors of each class
         from hf_medtl.inference.explain import error_overlays
 
         with timings.phase("cam"):
-            overlays = error_overlays(model, processor, samples, probs, labels, classes, cam, output_dir / "cam",
+            overlays = error_overlays(model, processor, samples, probs, labels, classes, cam, staging / "cam",
                                       max_pixels)
-    return {"output_dir": str(output_dir), **metrics, "cam_overlays": [str(p) for p in overlays]}
+    return metrics, overlays
 
 
 def _multilabel_samples(data, classes: list[str], allow_outside: bool):

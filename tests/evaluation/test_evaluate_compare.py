@@ -1,5 +1,7 @@
 """`hf-medtl evaluate` and `hf-medtl compare` on saved runs of tiny models."""
 import csv
+import shutil
+from pathlib import Path
 import json
 
 import numpy as np
@@ -153,3 +155,47 @@ def test_evaluate_reads_a_csv_with_the_runs_patient_column_and_names_its_flag(tm
     assert line.endswith("--group_column 'ptid' is not a column; it has file, diagnosis, subject")
     assert main(["evaluate", str(tmp_path / "run"), str(images / "other.csv"), "--output_dir", str(tmp_path / "ev2"),
                  "--n_bootstrap", "0", "--group_column", "subject"]) == 0
+
+
+def test_a_failed_re_evaluation_leaves_the_previous_one_whole_and_a_live_one_is_not_mixed(trained_run, tmp_path,
+                                                                                           capsys, monkeypatch):
+    """evaluate writes into a staging folder, committed at the end (report.json last), inside the folder's lock:
+    a re-evaluation that fails after its predictions (a full disk) leaves the previous evaluation's files as they
+    were, with one line naming the file; another live process in the folder: one line, nothing written."""
+    import errno
+    import subprocess
+    import sys
+
+    from hf_medtl.evaluation import report
+    from tests.conftest import errors
+
+    out = tmp_path / "ev"
+    images = trained_run.parent / "images"
+    assert main(["evaluate", str(trained_run), str(images), "--output_dir", str(out), "--n_bootstrap", "0"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("predictions.csv") in before and Path("report.json") in before
+
+    def full_disk(directory, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(directory) / "report.json"))
+
+    monkeypatch.setattr(report, "write_report", full_disk)
+    (tmp_path / "other").mkdir()
+    for c in ("benign", "malignant"):
+        shutil.copytree(images / c, tmp_path / "other" / c)
+    capsys.readouterr()
+    assert main(["evaluate", str(trained_run), str(tmp_path / "other"), "--output_dir", str(out)]) == 2
+    [line] = errors(capsys)
+    assert "report.json: no space left on the device" in line
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".staging" not in p.parts}
+    assert after == before  # the old evaluation, whole; the new predictions only in .staging
+    monkeypatch.undo()
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".hf_medtl.lock").write_text(str(holder.pid))
+        assert main(["evaluate", str(trained_run), str(images), "--output_dir", str(out)]) == 2
+        [line] = errors(capsys)
+        assert "is in use by another hf_medtl run" in line and str(holder.pid) in line
+    finally:
+        holder.kill()
+        holder.wait()
