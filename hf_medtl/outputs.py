@@ -25,14 +25,48 @@ LOCK = ".hf_medtl.lock"
 _HELD: set[str] = set()  # the locks this process holds: its own PID in a lock it does not hold is a dead namesake's
 
 
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name beside ``path``, unique to this process and call: two writers never share one (a fixed
+    '.tmp' name let one writer rename the other's half-written file into place)."""
+    import secrets
+
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary sibling and rename it over ``path``: readers (other ranks, a later run)
-    see the old file or the new one, never half of one."""
+    """Write ``text`` to a temporary sibling and rename it over ``path``: readers (other ranks, a later run, another
+    writer) see the old file or a new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = temporary_sibling(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only folder: nothing was created there to remove
+    return path
+
+
+def check_destination(path: str | Path, flag: str) -> Path:
+    """A file the command will write at the end, checked before any work: not a folder, its folder creatable and
+    writable (one line naming the flag and why otherwise)."""
+    path = Path(path)
+    if path.is_dir():
+        raise HfMedtlError(f"{flag} '{path}': is a folder; name a file, e.g. {path / 'predictions.csv'}")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise HfMedtlError(f"{flag} {path}: its folder cannot be created ({blocker} is a file, not a folder)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = temporary_sibling(path)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise HfMedtlError(f"{flag} {path}: cannot be written there ({e.strerror or type(e).__name__}); choose a "
+                           "folder you can write to") from None
     return path
 
 
@@ -41,6 +75,10 @@ def ensure_writable(output_dir: str | Path, key: str = "output_dir") -> Path:
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise HfMedtlError(f"{key} '{output_dir}': is a file; pass a folder path")
+    blocker = next((p for p in output_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise HfMedtlError(f"{key} '{output_dir}': not writable ({blocker} is a file, not a folder); choose a "
+                           "folder you can write to")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".hf_medtl_write_test"

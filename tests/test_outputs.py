@@ -226,3 +226,30 @@ def test_an_empty_lock_is_waited_for_while_fresh_and_taken_over_when_old(tmp_pat
     with outputs.run_lock(tmp_path / "run"):
         assert json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists() and any("took over the lock" in m for m in hf_medtl_log.messages)
+
+
+def _write_many(target: str, text: str, n: int, failures) -> None:
+    from hf_medtl.outputs import atomic_write_text
+
+    for _ in range(n):
+        try:
+            atomic_write_text(target, text)
+        except OSError:
+            failures.value += 1
+
+
+def test_two_writers_to_one_path_never_lose_a_write_or_leave_half_of_one(tmp_path):
+    """predict --output and every other atomic write go through a temporary name unique to the writer: with a fixed
+    '.tmp' name, two processes renamed each other's files away (about half of 600 writes failed)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    target, texts = tmp_path / "predictions.csv", [f"writer {w}\n" * 2000 for w in range(2)]
+    failures = ctx.Value("i", 0)
+    writers = [ctx.Process(target=_write_many, args=(str(target), t, 300, failures)) for t in texts]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=120)
+    assert failures.value == 0 and target.read_text() in texts
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]  # no temporary file left behind

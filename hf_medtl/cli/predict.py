@@ -37,8 +37,12 @@ def run(args, rest) -> int:
     from hf_medtl.inference.predict import format_predictions, predict
     from hf_medtl.errors import HfMedtlError
 
-    if args.output and Path(args.output).is_dir():  # before any model is loaded or image decoded
-        raise HfMedtlError(f"--output '{args.output}': is a folder; name a file, e.g. {Path(args.output) / 'predictions.csv'}")
+    from hf_medtl.outputs import check_destination, ensure_writable
+
+    if args.output:  # before any model is loaded or image decoded
+        check_destination(args.output, "--output")
+    if args.cam:
+        ensure_writable(args.cam, "--cam")
 
     views = run_tta_views(args.model_dir) if args.tta is None else views_of(args.tta)
     preds = predict(args.model_dir, args.inputs, views, args.batch_size, args.cam, args.allow_pickle_weights,

@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import os
-import secrets
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_medtl.errors import HfMedtlError
+from hf_medtl.outputs import temporary_sibling
 
 logger = logging.getLogger("hf_medtl")
 ATOL = 1e-4  # largest difference of any probability between onnxruntime and PyTorch
@@ -117,13 +117,9 @@ def _destination(out: str | Path, opset: int) -> Path:
     out = Path(out)
     if out.is_dir():
         raise HfMedtlError(f"--onnx {out} is a folder; name the file to write, e.g. {out / 'model.onnx'}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # an ancestor that is a file, no permission, a read-only disk
-        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-        reason = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
-        raise HfMedtlError(f"--onnx {out}: its folder cannot be created ({reason})") from None
-    return out
+    from hf_medtl.outputs import check_destination
+
+    return check_destination(out, "--onnx")  # an ancestor that is a file, no permission, a read-only disk
 
 
 @contextlib.contextmanager
@@ -217,7 +213,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, check_inputs, opset: int
     model = _with_run_views(model, processor, model_dir)
     images = _check_images(check_inputs, max_check)
     # Same folder, so the rename is atomic; hidden and named per process, so no reader mistakes it for OUT.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_sibling(out)
     try:
         _write_onnx(tmp, model, processor, classes, model_dir, opset)
         diff = check_onnx(tmp, model, processor, images, name=out)
@@ -227,5 +223,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, check_inputs, opset: int
     except HfMedtlError as e:  # the exporter or the check refused the file: say that OUT was left as it was
         raise HfMedtlError(f"{e}; nothing was written") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # (a read-only folder: the real error above is the one to report)
+            pass
     return {"path": str(out), "images_checked": len(images), "max_abs_diff": diff, "labels": classes}

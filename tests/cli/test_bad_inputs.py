@@ -124,6 +124,15 @@ CASES = {
     "predict output is a folder": (lambda t: (_saved_model(t), (t / "outdir").mkdir(), ["predict", str(t / "m"), str(
         make_image_folder(t / "d", classes=("a", "b", "c"))), "--output", str(t / "outdir")])[-1],
         "--output '.*outdir': is a folder"),
+    # unwritable destinations, refused before the model is loaded (a read-only filesystem: /sys, even for root)
+    **{f"predict {flag} {where}": (lambda t, flag=flag, where=where: (_saved_model(t), (t / "file").write_text("x"), [
+        "predict", str(t / "m"), str(make_image_folder(t / "d", classes=("a", "b", "c"))), flag,
+        str(t / "file" / "p.csv") if where == "under a file" else "/sys/hf_medtl_test/p.csv"])[-1],
+        f"{flag} .*(cannot be created \\(.*file is a file|cannot be written there|not writable)")
+       for flag in ("--output", "--cam") for where in ("under a file", "on a read-only filesystem")},
+    "export onto a read-only filesystem": (lambda t: (_saved_model(t), ["export", str(t / "m"), "--onnx",
+                                                                        "/sys/hf_medtl_test.onnx", "--check", str(
+        make_image_folder(t / "d", classes=("a", "b", "c")))])[-1], "--onnx /sys/hf_medtl_test.onnx: cannot be written there"),
     # evaluate
     "evaluate pickle-only model": (lambda t: (_pickle_model(t), ["evaluate", str(t / "m"), str(
         make_image_folder(t / "d", classes=("a", "b", "c")))])[1], "only pickle weights"),
