@@ -50,6 +50,25 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """safetensors reports a failed write (a full disk, a quota) as its own SafetensorError, with the OS error only
+    in its text: turned here into that OSError, naming ``path``, so that the command says it in one line."""
+    import errno
+    import re
+
+    try:
+        yield
+    except Exception as e:
+        code = re.search(r"os error (\d+)", str(e)) if type(e).__name__ == "SafetensorError" else None
+        if code is None:
+            raise
+        number = int(code.group(1))
+        if number in (errno.ENOSPC, errno.EDQUOT):  # console.run_command's full-disk line names the file
+            raise OSError(number, os.strerror(number), str(path)) from None
+        raise HfMedtlError(f"{path}: cannot be written ({os.strerror(number)})") from None
+
+
 def check_destination(path: str | Path, flag: str) -> Path:
     """A file the command will write at the end, checked before any work: not a folder, its folder creatable and
     writable (one line naming the flag and why otherwise)."""

@@ -194,7 +194,8 @@ def phases(history: list[dict]) -> list[dict]:
 def save(run: Run, metrics: dict, predictions: dict) -> None:
     """Model + processor (pipeline-loadable), history, resolved recipe, model card, report, plots and predictions;
     metrics.json last, so that its presence means a complete run. Then the push, when asked for."""
-    run.trainer.save_model(str(run.staging))  # every rank calls it; only the main one writes
+    with outputs.writing(run.staging / "model.safetensors"):  # a full disk: one line naming the file
+        run.trainer.save_model(str(run.staging))  # every rank calls it; only the main one writes
     if not run.main_process:
         return
     recipe, staging, splits = run.recipe, run.staging, run.splits

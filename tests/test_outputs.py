@@ -253,3 +253,26 @@ def test_two_writers_to_one_path_never_lose_a_write_or_leave_half_of_one(tmp_pat
         w.join(timeout=120)
     assert failures.value == 0 and target.read_text() in texts
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]  # no temporary file left behind
+
+
+def test_a_truly_full_disk_while_saving_weights_is_one_line(tmp_path, image_folder, tiny_vit, capsys):
+    """output_dir on a 64 KiB tmpfs: the data files fit, the weights do not. safetensors raises its own
+    SafetensorError (os error 28): one line naming the weights file, exit 2, nothing that looks complete."""
+    import subprocess
+
+    from hf_medtl.finetune import main
+    from tests.conftest import errors, tiny_recipe
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    try:
+        recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=1, image_size=24, n_bootstrap=0,
+                             output_dir=str(disk / "run"), dedupe=False)
+        assert main([str(recipe)]) == 2
+        [line] = errors(capsys)
+        assert line.startswith(f"error: {disk / 'run' / '.staging' / 'model.safetensors'}: no space left on the device")
+        assert not (disk / "run" / "metrics.json").exists() and not (disk / "run" / "model.safetensors").exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
