@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 from hf_medtl.config.arguments import (DEFAULT_MIN_TRAIN_STEPS, PRESETS, DataArguments,  # noqa: F401
                                        EvaluationArguments, ModelArguments, ScheduleArguments, StudyArguments)
 from hf_medtl.config.training_arguments import GROUPS, MedTrainingArguments
-from hf_medtl.config.validation import validate, validate_model, validate_study
+from hf_medtl.config.validation import validate, validate_knn_schedule, validate_model, validate_study
 from hf_medtl.errors import HfMedtlError
 
 class RecipeError(HfMedtlError):
@@ -191,6 +191,7 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
         validate(parts["data"], parts["schedule"], groups["training"])
         validate_model(parts["model"], parts["data"])
         validate_study(parts["study"], parts["data"], parts["model"])
+        validate_knn_schedule(parts["model"], parts["schedule"])
         training = MedTrainingArguments(**groups["training"])
     except (ValueError, TypeError) as e:
         msg = str(e).splitlines()[0]

@@ -71,9 +71,23 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
     AdaptiveSchedule.from_arguments(dataclasses.replace(schedule, adaptive_lr=True))
 
 
+MAX_TRAIN_STEPS = 1_000_000
+
+
+def validate_knn_schedule(m: ModelArguments, s: ScheduleArguments) -> None:
+    """k-NN trains no weights: the keys that shape gradient training would be accepted and do nothing."""
+    if m.finetune_strategy != "knn":
+        return
+    for key in ("ema_decay", "swa_epochs", "time_budget_minutes"):
+        if getattr(s, key) is not None:
+            raise ValueError(f"'{key}' does nothing with finetune_strategy 'knn' (no weights are trained); remove it")
+
+
 def _validate_budget(s: ScheduleArguments) -> None:
     """The run's budget and weight averaging: each null (off) or in range."""
-    checks = {"min_train_steps": (s.min_train_steps, lambda v: v >= 1, "at least 1"),
+    # (a budget of a million steps is ~100x any small-data run; far beyond it the LR warm-up and decay spread over
+    # steps that never run, so the model trains at a vanishing LR and is saved untrained)
+    checks = {"min_train_steps": (s.min_train_steps, lambda v: 1 <= v <= MAX_TRAIN_STEPS, f"1..{MAX_TRAIN_STEPS:,}"),
               "time_budget_minutes": (s.time_budget_minutes, lambda v: v > 0, "above 0"),
               "ema_decay": (s.ema_decay, lambda v: 0 < v < 1, "strictly between 0 and 1"),
               "swa_epochs": (s.swa_epochs, lambda v: v >= 2, "at least 2 (an average of one epoch is that epoch)")}

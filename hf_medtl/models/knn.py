@@ -93,6 +93,12 @@ def fit(run) -> None:
     memory = PeakMemory().start()  # its "training": the feature pass and the choice of k
     model = knn_model(run.model, recipe.model)
     feats = split_features(model, run)
+    for split, (f, _) in feats.items():  # no loss to diverge: a NaN weight or buffer shows up only here
+        bad = int((~np.isfinite(np.asarray(f)).all(axis=1)).sum()) if len(f) else 0
+        if bad:
+            raise ModelError(f"finetune_strategy 'knn': {bad} of {len(f)} {split} images have non-finite features "
+                             f"(NaN/Inf) from '{recipe.model.model_name_or_path}'; its weights or BatchNorm buffers "
+                             "hold non-finite values: use another checkpoint")
     bank, bank_labels = normalised(feats["train"][0]), torch.as_tensor(np.asarray(feats["train"][1]), dtype=torch.long)
     choice = choose(bank, bank_labels, feats["validation"], recipe.model, model.config.num_labels)
     model.knn_bank, model.knn_labels = bank, bank_labels

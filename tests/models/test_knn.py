@@ -133,6 +133,10 @@ def test_knn_metric_null_chooses_among_both(tmp_path, tiny_vit, image_folder):
     ({"finetune_strategy": "full", "knn_metric": "euclidean"}, "'knn_metric' applies to finetune_strategy 'knn'"),
     ({"finetune_strategy": "knn", "augment": False, "data_dir": None, "multilabel_csv": "labels.csv"},
      "'multilabel_csv': finetune_strategy 'knn' needs one class per image"),
+    *[({"finetune_strategy": "knn", "augment": False, key: value},
+       f"'{key}' does nothing with finetune_strategy 'knn'")
+      for key, value in (("ema_decay", 0.99), ("swa_epochs", 3), ("time_budget_minutes", 5))],
+    ({"finetune_strategy": "full", "min_train_steps": 10**12}, "'min_train_steps' must be 1..1,000,000"),
 ])
 def test_bad_knn_inputs_are_one_line_before_any_work(tmp_path, image_folder, tiny_vit, capsys, values, message):
     recipe = tiny_recipe(tmp_path, tiny_vit, image_folder, image_size=24, **values)
@@ -165,3 +169,21 @@ def test_a_config_saved_before_the_knn_keys_builds_its_linear_head():
     model = MedtlForImageClassification(MedtlClassifierConfig(**old))
     assert model.classifier.out_features == 3 and not hasattr(model, "knn_bank")
     assert model(pixel_values=torch.zeros(1, 3, 24, 24)).logits.shape == (1, 3)
+
+
+def test_knn_on_a_backbone_with_a_nan_buffer_is_one_line(tmp_path, image_folder, tiny_timm, capsys):
+    """k-NN has no loss for the divergence guard to watch: one NaN BatchNorm buffer made every feature NaN and every
+    image one class at 1.000000 (exit 0). Now: one line naming the backbone, nothing saved."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    broken = tmp_path / "broken"
+    model = AutoModelForImageClassification.from_pretrained(tiny_timm)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_var[0] = float("nan")
+    model.save_pretrained(broken)
+    recipe = tiny_recipe(tmp_path, broken, image_folder, image_size=32, finetune_strategy="knn", augment=False)
+    assert cli(["finetune", str(recipe)]) == 2
+    [line] = errors(capsys)
+    assert "non-finite features (NaN/Inf)" in line and str(broken) in line
+    assert not (tmp_path / "run" / "metrics.json").exists()
