@@ -103,7 +103,9 @@ def nifti_slice(path: Path, axis: int | None = None, index=None, max_pixels: int
         raise DecodeError("not a readable NIfTI file" if "gzip" not in str(e).lower() else "corrupt or truncated") from None
     shape = tuple(int(s) for s in img.shape)
     kept = [s for s in shape if s > 1]
-    if len(kept) == 2 or index is None:
+    # A slice asked of a 3-D array is taken along nifti_axis even when another axis is a singleton: a (40, 1, 12)
+    # volume's axis-2 slice is a 40 x 1 line (refused below), not its 40 x 12 plane of another orientation.
+    if (len(kept) == 2 and not (index is not None and len(shape) == 3)) or index is None:
         if len(kept) != 2:
             raise DecodeError(f"a {len(kept)}-D NIfTI volume {shape}; hf_medtl classifies 2-D images: set nifti_slice "
                               "(and nifti_axis) to choose one, or export the 2-D slices you mean")
@@ -116,6 +118,10 @@ def nifti_slice(path: Path, axis: int | None = None, index=None, max_pixels: int
         if not 0 <= at < shape[axis]:
             raise DecodeError(f"nifti_slice {index} outside the volume's {shape[axis]} slices along axis {axis}")
         rest = [s for i, s in enumerate(shape) if i != axis]
+        if min(rest) < 2:
+            singleton = shape.index(1)
+            raise DecodeError(f"slices along nifti_axis {axis} of a {shape} volume are {rest[0]} x {rest[1]} lines, "
+                              f"not images; its image plane is across axis {singleton}: set nifti_axis {singleton}")
         _too_large(rest[0], rest[1], max_pixels)
         arr = np.asarray(img.dataobj[tuple(at if i == axis else slice(None) for i in range(3))])
     return np.rot90(np.asarray(arr, dtype=np.float64)).copy()

@@ -115,3 +115,18 @@ def test_predict_and_evaluate_read_a_volume_as_its_run_did(tmp_path, tiny_vit, c
         [match] = [v for k, v in scored.items() if k.endswith(r["path"])]
         np.testing.assert_allclose([float(match[f"p_{c}"]) for c in CLASSES], [float(r[f"p_{c}"]) for c in CLASSES],
                                    atol=1e-5)
+
+
+def test_a_slice_is_taken_along_the_asked_axis_even_beside_a_singleton(tmp_path, capsys):
+    """A (40, 1, 12) volume with nifti_axis 2: its 'slices' are 40 x 1 lines. It used to give the 40 x 12 plane (of
+    another orientation) without a word; now one line naming the axis to use, which then gives that plane."""
+    from hf_medtl.data.decode import DecodeError, nifti_slice
+
+    vol = np.random.default_rng(0).normal(size=(40, 1, 12)).astype(np.float32)
+    nibabel.save(nibabel.Nifti1Image(vol, np.eye(4)), str(tmp_path / "v.nii.gz"))
+    with pytest.raises(DecodeError, match=r"nifti_axis 2 of a \(40, 1, 12\) volume are 40 x 1 lines.*set nifti_axis 1"):
+        nifti_slice(tmp_path / "v.nii.gz", 2, "middle")
+    np.testing.assert_array_equal(nifti_slice(tmp_path / "v.nii.gz", 1, "middle"), np.rot90(vol[:, 0, :]))
+    flat = np.ones((24, 24, 1), np.float32)  # a 2-D image stored as one slice: its own plane, as before
+    nibabel.save(nibabel.Nifti1Image(flat, np.eye(4)), str(tmp_path / "f.nii"))
+    assert nifti_slice(tmp_path / "f.nii", 2, "middle").shape == (24, 24)
