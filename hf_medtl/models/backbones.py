@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 from pathlib import Path
 
 from hf_medtl.models.encoders import encoder_config, load_encoder
 from hf_medtl.models.heads import ModelError, init_head, register_auto_classes, with_medtl_head
-from hf_medtl.models.positions import fit_image_size
+from hf_medtl.models.positions import fit_image_size, learned_positions
 from hf_medtl.models.strategies import apply_strategy
 
 logger = logging.getLogger("hf_medtl")
@@ -253,6 +254,10 @@ def load_saved_model(model_dir: str | Path, allow_pickle_weights: bool = False, 
         raise ModelError(f"{model_dir}: not a saved model (no config.json); pass the output_dir of a finetune run")
     if not list(model_dir.glob("*.safetensors")) and not allow_pickle_weights:
         raise _not_found(str(model_dir), "no safetensors weights")
+    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    if "pretrained_cfg" not in config and not (model_dir / "preprocessor_config.json").is_file():
+        raise ModelError(f"{model_dir}: preprocessor_config.json is missing (the image processor the model was "
+                         "scored with); restore it from the run")
     try:
         model = AutoModelForImageClassification.from_pretrained(
             model_dir, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle_weights else True)
@@ -260,12 +265,36 @@ def load_saved_model(model_dir: str | Path, allow_pickle_weights: bool = False, 
     except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: weights whose shapes disagree with config.json
         raise ModelError(f"{model_dir}: cannot load the saved model ({str(e).splitlines()[0][:160]}); config.json "
                          "and the weights must come from the same save") from None
+    _check_processor(model_dir, model, processor)
     classes = [model.config.id2label[i] for i in range(model.config.num_labels)]
     declared = _declared_labels(model_dir / "config.json")
     if declared is not None and declared != classes:
         raise ModelError(f"{model_dir}: config.json names {len(declared)} label(s) {declared[:4]}{'...' if len(declared) > 4 else ''} "
                          f"but the classifier has {len(classes)} output(s); restore the config.json saved with the weights")
     return model.eval(), processor, classes
+
+
+def _check_processor(model_dir: Path, model, processor) -> None:
+    """The saved image processor can serve the model: one line naming the key of preprocessor_config.json that an
+    edit broke, instead of a traceback in the first batch (a mean per channel, a resize to one size, a size the
+    model takes)."""
+    where = f"{model_dir / 'preprocessor_config.json'}"
+    if hasattr(processor, "data_config"):  # timm's: read from config.json's pretrained_cfg, written by hf_medtl
+        return
+    channels = getattr(model.config, "num_channels", 3)
+    for key in ("image_mean", "image_std"):
+        value = getattr(processor, key, None)
+        if getattr(processor, "do_normalize", True) and (not isinstance(value, (list, tuple)) or len(value) != channels):
+            raise ModelError(f"{where}: '{key}' must hold {channels} values (one per channel), got {value!r}; restore "
+                             "the file saved with the model")
+    if not getattr(processor, "do_resize", True):
+        raise ModelError(f"{where}: 'do_resize' is false, so images of other sizes than the model's would reach it "
+                         "unchanged; set it true (the run resized every image)")
+    size = dict(getattr(processor, "size", None) or {})
+    native = getattr(model.config, "image_size", None)
+    if isinstance(native, int) and learned_positions(model) is not None and size.get("height", native) != native:
+        raise ModelError(f"{where}: 'size' {size} but the model takes {native} × {native} px; restore the size "
+                         "saved with the model")
 
 
 def _declared_labels(config_json: Path) -> list[str] | None:

@@ -18,7 +18,7 @@ from hf_medtl.models.heads import ModelError
 logger = logging.getLogger("hf_medtl")
 
 
-def _embeddings(model):
+def learned_positions(model):
     """The module holding learned absolute position embeddings over a patch grid, or None."""
     for m in model.modules():
         if isinstance(getattr(m, "position_embeddings", None), nn.Parameter) and \
@@ -34,7 +34,7 @@ def fit_image_size(model, image_size: int | None, name: str) -> None:
     native = getattr(config, "image_size", None)
     if not image_size or not isinstance(native, int) or native == image_size:
         return
-    emb = _embeddings(model)
+    emb = learned_positions(model)
     patch = getattr(config, "patch_size", None)
     if emb is not None and isinstance(patch, int):
         if image_size % patch:

@@ -133,6 +133,20 @@ CASES = {
     "export onto a read-only filesystem": (lambda t: (_saved_model(t), ["export", str(t / "m"), "--onnx",
                                                                         "/sys/hf_medtl_test.onnx", "--check", str(
         make_image_folder(t / "d", classes=("a", "b", "c")))])[-1], "--onnx /sys/hf_medtl_test.onnx: cannot be written there"),
+    # an edited or deleted preprocessor_config.json: one line naming the key, for every command that serves
+    **{f"{command} with {what}": (lambda t, command=command, edit=edit: (_saved_model(t), edit(t / "m"), [
+        command, str(t / "m"), *({"predict": [], "evaluate": ["--output_dir", str(t / "ev")],
+                                  "export": ["--onnx", str(t / "m.onnx"), "--check"]}[command]),
+        str(make_image_folder(t / "d", classes=("a", "b", "c")))])[-1], message)
+       for command in ("predict", "evaluate", "export")
+       for what, edit, message in (
+           ("do_resize false", lambda m: _edit_processor(m, do_resize=False), "'do_resize' is false"),
+           ("a size the ViT cannot take", lambda m: _edit_processor(m, size={"height": 40, "width": 40}),
+            "'size' .*40.* but the model takes 24 × 24 px"),
+           ("a 2-value image_mean", lambda m: _edit_processor(m, image_mean=[0.5, 0.5]),
+            "'image_mean' must hold 3 values"),
+           ("it deleted", lambda m: (m / "preprocessor_config.json").unlink(),
+            "preprocessor_config.json is missing .*restore it"))},
     # evaluate
     "evaluate pickle-only model": (lambda t: (_pickle_model(t), ["evaluate", str(t / "m"), str(
         make_image_folder(t / "d", classes=("a", "b", "c")))])[1], "only pickle weights"),
@@ -176,6 +190,11 @@ def _saved_model(t):
     ViTForImageClassification(config).save_pretrained(t / "m")
     ViTImageProcessor(size={"height": 24, "width": 24}).save_pretrained(t / "m")
     return t / "m"
+
+
+def _edit_processor(model_dir, **changes):
+    path = model_dir / "preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
 def _pickle_model(t):
