@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -110,6 +112,10 @@ def run_search(recipe_path: str | Path, argv: list[str], n_trials: int = 10, sto
     from hf_medtl.config.recipe import load_recipe, require_model
     from hf_medtl.training.schedule import AdaptiveSchedule
 
+    # Optuna's own handler keeps the sys.stderr of the moment it was made (a closed one in a later command of the
+    # same process); its warnings go through Python's last-resort handler instead, and hf_medtl says the rest.
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
     recipe = load_recipe(recipe_path, argv)
     require_model(recipe, recipe_path)
     space = recipe.study.search_space or DEFAULT_SPACE
@@ -262,10 +268,24 @@ def _run_trials(trainer, study, storage, name: str, suggest, n_trials: int, args
             return
         # Seeded by the number of trials so far: one worker's search is reproducible; workers started together
         # draw alike at first, which TPE's constant liar (running trials count as bad) spreads afterwards.
+        before = len(study.get_trials(deepcopy=False))
         trainer.hyperparameter_search(hp_space=suggest, compute_objective=lambda m: m["eval_accuracy"], n_trials=1,
                                       direction="maximize", backend="optuna", study_name=name, storage=storage,
                                       load_if_exists=True, sampler=optuna.samplers.TPESampler(
-                                          seed=args.seed + len(study.get_trials(deepcopy=False)), constant_liar=True))
+                                          seed=args.seed + before, constant_liar=True))
+        if args.process_index == 0:
+            _log_mine(study, before)
+
+
+def _log_mine(study, since: int) -> None:
+    """One line for the trial this worker has just run (the first since ``since`` that names this process)."""
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for t in study.get_trials(deepcopy=False)[since:]:
+        worker = t.user_attrs.get(WORKER_ATTR) or {}
+        if {k: worker.get(k) for k in me} == me and t.state.is_finished():
+            value = f": validation accuracy {t.value:.4f}" if t.value is not None else ""
+            logger.info(f"search: trial {t.number} {t.state.name.lower()}{value} with {json.dumps(t.params)}")
+            return
 
 
 def _fail_dead(study, storage, out: Path) -> None:

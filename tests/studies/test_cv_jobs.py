@@ -195,3 +195,29 @@ def test_a_fold_job_under_accelerate_launch_on_two_processes(one_process, tmp_pa
     m = json.loads((out / "fold-1" / "metrics.json").read_text())
     assert m["split_counts"]["validation"] > 0 and not (out / "fold-1" / ".hf_medtl.lock").exists()
     assert not (out / "summary.json").exists()  # a job writes its run only
+
+
+@pytest.mark.slow
+def test_ensemble_members_as_jobs_then_the_ensemble_reuses_them(tmp_path, tiny_vit, hf_medtl_log):
+    """`ensemble_seeds: N` members as independent jobs: member S is the plain finetune run of the recipe with
+    ensemble_seeds 1, seed S, the split seed and output_dir/members/seed-S (docs/cluster.md); the ensemble's own
+    run then reuses every member and saves what one process saves (probabilities to 1e-6)."""
+    images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
+    recipe = tiny_recipe(tmp_path, tiny_vit, images, ensemble_seeds=2, n_bootstrap=20, num_train_epochs=1)
+    one, jobs = tmp_path / "one", tmp_path / "jobs"
+    assert main(["finetune", str(recipe), "--output_dir", str(one)]) == 0
+    for seed in (1, 2):
+        assert main(["finetune", str(recipe), "--ensemble_seeds", "1", "--seed", str(seed), "--split_seed", "1",
+                     "--output_dir", str(jobs / "members" / f"seed-{seed}"), "--push_to_hub", "false"]) == 0
+    stamps = [(jobs / "members" / f"seed-{s}" / "metrics.json").stat().st_mtime_ns for s in (1, 2)]
+    hf_medtl_log.clear()
+    assert main(["finetune", str(recipe), "--output_dir", str(jobs)]) == 0
+    for s in (1, 2):
+        assert f"members/seed-{s}: finished earlier (metrics.json there); not rerun" in hf_medtl_log.text
+    assert [(jobs / "members" / f"seed-{s}" / "metrics.json").stat().st_mtime_ns for s in (1, 2)] == stamps
+    pa, pb = (_probabilities(d / "predictions_test.csv") for d in (one, jobs))
+    assert pa.keys() == pb.keys() and len(pa) > 0
+    assert _flat(pb) == pytest.approx(_flat(pa), abs=1e-6)
+    ea, eb = (json.loads((d / "metrics.json").read_text())["ensemble"] for d in (one, jobs))
+    assert _flat([m["test"] for m in eb["members"]]) == pytest.approx(_flat([m["test"] for m in ea["members"]]))
+    assert _flat(eb["gain_over_best_member"]) == pytest.approx(_flat(ea["gain_over_best_member"]))
