@@ -3,7 +3,9 @@ one starts cold — import, CUDA context, the model on the device, then the firs
 steps (forward + backward + AdamW) and the first and second evaluation forwards, on random pixels at the run's
 input size and batch, for fp32 / bf16 autocast x contiguous / channels_last (and cudnn.benchmark on, when asked).
 Where the first step costs seconds more than the second, the difference is one-off set-up (cuDNN / cuBLAS
-loading, kernel selection or run-time compilation for that dtype and layout), not data or callbacks.
+loading, kernel selection or run-time compilation for that dtype and layout), not data or callbacks; a step at a
+new batch size (an epoch's last, partial batch) and evaluation forwards at 32, 256 and 12 images show whether
+each new input shape pays it again.
 
     python benchmarks/first_step.py [--model_name_or_path checkpoints/efficientnet_lite0] [--image_size 224]
         [--batch 32] [--steps 10] [--out first_step.json]
@@ -69,13 +71,22 @@ def one(model_dir: str, size: int, batch: int, steps: int, bf16: bool, channels_
     model.train()
     out["step1_s"], out["step2_s"] = timed(step), timed(step)
     out["steady_step_s"] = sum(timed(step) for _ in range(steps)) / steps
+    # A new input shape (an epoch's last, partial batch): does it pay the first step's set-up again?
+    full_x, full_y = x, y
+    x, y = full_x[:3], full_y[:3]
+    out["new_shape_step1_s"], out["new_shape_step2_s"] = timed(step), timed(step)
     model.eval()
 
     def forward():
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=bf16):
             model(pixel_values=x)
 
+    x = full_x
     out["eval1_s"], out["eval2_s"] = timed(forward), timed(forward)
+    x = full_x.repeat(8, 1, 1, 1)[:256]  # the GPU evaluation batch
+    out["eval256_1_s"], out["eval256_2_s"] = timed(forward), timed(forward)
+    x = full_x[:12]  # a split's last, partial evaluation batch
+    out["eval12_1_s"], out["eval12_2_s"] = timed(forward), timed(forward)
     out["steady_images_per_s"] = batch / out["steady_step_s"]
     return {k: round(v, 4) for k, v in out.items()}
 
