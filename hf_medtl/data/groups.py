@@ -1,7 +1,51 @@
 """Leakage groups: images that must land in one split (copies of one image, one patient's images)."""
 from __future__ import annotations
 
+import math
+import re
+from decimal import Decimal
+from numbers import Integral, Real
 from typing import Callable, Hashable, Iterable
+
+from hf_medtl.data.types import DataError
+
+# A plain decimal number as text ("7", "007", "7.0", "7.50"); no exponent: an id such as "12e45" stays text.
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?")
+# Cells that hold no id: what pandas, R and spreadsheets write for a missing value.
+_MISSING = {"", "nan", "na", "n/a", "none", "null", "<na>", "nat", "-"}
+
+
+def group_id(value, where: str, column: str) -> str:
+    """A patient (group) id as one text whatever type the reader hands over, so that two readers, or two splits of
+    one dataset, name one patient alike: numbers normalised (7, 7.0, "7", "7.0" and "007" are the patient "7": a
+    split re-exported through pandas turns ints into floats and drops zero padding, and merging two ids is only a
+    more cautious split, while keeping them apart leaks one patient into train and test), text stripped. A missing
+    id (None, NaN, an empty cell, "nan", "NA"...) is refused in one line naming the column and ``where`` (the
+    row): left in, every such image would become one patient "nan" spanning classes and splits."""
+    if isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, Integral):
+        return str(int(value))
+    elif isinstance(value, Real):
+        number = float(value)
+        if not math.isfinite(number):
+            raise _missing(where, column, value)
+        return str(int(number)) if number.is_integer() else _decimal_text(Decimal(repr(number)))
+    else:
+        text = (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")).strip()
+    if text.lower() in _MISSING:
+        raise _missing(where, column, value)
+    return _decimal_text(Decimal(text)) if _DECIMAL.fullmatch(text) else text
+
+
+def _decimal_text(d: Decimal) -> str:
+    return str(int(d)) if d == d.to_integral_value() else format(d.normalize(), "f")
+
+
+def _missing(where: str, column: str, value) -> DataError:
+    shown = "empty" if value is None or not str(value).strip() else repr(value) if isinstance(value, str) else value
+    return DataError(f"{where}: no patient id in group column '{column}' ({shown}); fill it in, remove the row, "
+                     "or set group_column null if the data has no patients")
 
 
 class UnionFind:

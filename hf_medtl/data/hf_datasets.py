@@ -12,7 +12,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from hf_medtl.data.types import DataError, Sample, Source
+from hf_medtl.data.groups import group_id
+from hf_medtl.data.types import DataError, Sample, Source, inside
 
 # A dataset's own split names -> the toolkit's; other splits (e.g. 'unlabeled') are not used.
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
@@ -131,8 +132,21 @@ def _pixels(data: bytes, max_pixels: Optional[int], where: str) -> np.ndarray:
         raise DataError(f"{where}: image unreadable ({reason})") from None
 
 
-def _split_samples(name: str, split: str, ds, cols: DatasetColumns, max_pixels: Optional[int]):
-    """One split's Samples (a local file by its path, stored bytes in memory) and its ClassLabel names or None."""
+def dataset_folder(name) -> Optional[Path]:
+    """The folder a local dataset's relative image paths are relative to (a save_to_disk or parquet folder, a
+    parquet file's folder), resolved; None for a Hub dataset."""
+    local = Path(str(name)).expanduser()
+    if not local.exists():
+        return None
+    return (local if local.is_dir() else local.parent).resolve()
+
+
+def _split_samples(name: str, split: str, ds, cols: DatasetColumns, max_pixels: Optional[int],
+                   allow_outside: bool = False):
+    """One split's Samples and its ClassLabel names or None. A cell's stored bytes are its image (held in memory;
+    its path is then only the original file's name); a cell with only a path names a file, relative to the
+    dataset's folder (never the working directory: run from a folder holding files of the same names, the run
+    would train on those) and inside it unless ``allow_outside`` (allow_paths_outside_root), as a CSV's paths."""
     import datasets
 
     where = f"dataset_name '{name}', split '{split}'"
@@ -148,38 +162,78 @@ def _split_samples(name: str, split: str, ds, cols: DatasetColumns, max_pixels: 
     except (TypeError, ValueError) as e:
         raise DataError(f"{where}: column '{cols.image}' holds no images ({type(e).__name__}); set image_column "
                         f"to the image column") from None
+    folder = dataset_folder(name)
     samples = []
     for i, row in enumerate(ds):
         at, cell = f"{where}, row {i}", row[cols.image] or {}
         label = _label(row[cols.label], names, at)
-        group = row[cols.group] if cols.group else None
-        group = None if group is None else str(group).strip() or None
+        group = group_id(row[cols.group], at, cols.group) if cols.group else None
         path = cell.get("path")
-        if path and Path(path).is_file():
-            samples.append(Sample(Path(path), label, group=group))
-        elif cell.get("bytes"):
+        if cell.get("bytes"):
             samples.append(Sample(Path(f"{name}::{split}/{i}"), label, _pixels(cell["bytes"], max_pixels, at), group))
+        elif path:
+            if not Path(path).is_absolute() and folder is None:  # a Hub dataset's relative name: relative to nothing
+                raise DataError(f"{at}: no image (file '{path}' is a relative path, and the dataset is no local folder)")
+            file = Path(path) if Path(path).is_absolute() else folder / path
+            if folder is not None:
+                inside(file, folder, allow_outside, at)
+            if not file.is_file():
+                raise DataError(f"{at}: no image (file '{path}' not found"
+                                f"{'' if Path(path).is_absolute() else f' in {folder}'})")
+            samples.append(Sample(file, label, group=group))
         else:
-            raise DataError(f"{at}: no image ({'file ' + repr(path) + ' not found' if path else 'empty cell'})")
+            raise DataError(f"{at}: no image (empty cell)")
     return samples, names
 
 
-def read_dataset(name: str, config: Optional[str], cols: DatasetColumns, max_pixels: Optional[int]):
+def read_dataset(name: str, config: Optional[str], cols: DatasetColumns, max_pixels: Optional[int],
+                 allow_outside: bool = False):
     """{toolkit split (train / validation / test): Samples} and the class names in their dataset order."""
-    parts, found, names = load(name, config), {}, None
+    parts, found, read, labels_of = load(name, config), {}, {}, {}
     for split, ds in parts.items():
         if split not in SPLIT_ALIASES:
             logging.getLogger("hf_medtl").warning(f"dataset_name '{name}': split '{split}' is not used (only train, "
                                                   "validation and test are)")
             continue
-        samples, split_names = _split_samples(name, split, ds, cols, max_pixels)
-        names = names or split_names
+        samples, read[split] = _split_samples(name, split, ds, cols, max_pixels, allow_outside)
+        labels_of[split] = {s.label for s in samples}
         found.setdefault(SPLIT_ALIASES[split], []).extend(samples)
     if "train" not in found:
         raise DataError(f"dataset_name '{name}': no train split; it has {', '.join(parts) or 'none'}")
+    names = _same_classes(name, read, labels_of, cols.label)
     labels = {s.label for items in found.values() for s in items}
     classes = [c for c in names if c in labels] if names is not None else sorted(labels)
     return found, classes
+
+
+def _same_classes(name: str, class_labels: dict, labels: dict, column: str) -> Optional[list[str]]:
+    """The class names of the dataset's first ClassLabel split (None when no split is one), after checking that
+    every split names its classes among them: a split re-exported with the ids as ints (or with other strings)
+    beside a ClassLabel split would otherwise be read as classes '0', '1'... that the model has no head for.
+    Without a ClassLabel, a split whose labels share none with train's is the same refusal (written two ways).
+    ``class_labels``: {split: its ClassLabel names or None}; ``labels``: {split: the labels read from it}."""
+    named = [(split, names) for split, names in class_labels.items() if names is not None]
+    train = next(split for split in labels if SPLIT_ALIASES[split] == "train")
+    first = named[0] if named else (train, labels[train])
+    reference = set(first[1])
+    for split, found in labels.items():
+        stray = sorted(found - reference, key=str)
+        if not stray or (not named and split == first[0]):
+            continue
+        shown = ", ".join(repr(v) for v in stray[:4]) + (f" (and {len(stray) - 4} more)" if len(stray) > 4 else "")
+        if named:
+            ref, ref_names = named[0]
+            ids = all(v.lstrip("-").isdigit() for v in stray)
+            raise DataError(
+                f"dataset_name '{name}': split '{split}' has labels {shown} that are not among the class names of "
+                f"split '{ref}' (a ClassLabel: {', '.join(ref_names)}){' (they look like class ids)' if ids else ''}; "
+                f"give every split the same ClassLabel (ds.cast_column('{column}', "
+                f"datasets.ClassLabel(names=[...])) before saving) or write the labels as those names")
+        if not found & reference:  # nothing in common: the same classes written two ways
+            raise DataError(f"dataset_name '{name}': split '{split}' labels ({shown}) share no class with split "
+                            f"'{first[0]}' ({', '.join(sorted(reference)[:4])}); write every split's labels alike "
+                            "(the same names, or one ClassLabel)")
+    return list(named[0][1]) if named else None
 
 
 def scan_dataset(a, group: Optional[str], group_given: bool, patient_like: re.Pattern) -> Source:
@@ -187,14 +241,13 @@ def scan_dataset(a, group: Optional[str], group_given: bool, patient_like: re.Pa
     validation/test splits kept, the missing ones carved out of train by val_ratio / test_ratio (train is then
     free, as a data_dir's images are)."""
     cols = DatasetColumns(a.image_column, a.label_column, group, group_given, patient_like)
-    found, classes = read_dataset(a.dataset_name, a.dataset_config_name, cols, a.max_image_pixels)
+    found, classes = read_dataset(a.dataset_name, a.dataset_config_name, cols, a.max_image_pixels,
+                                  a.allow_paths_outside_root)
     ratios = {k: r for k, r in (("validation", a.val_ratio), ("test", a.test_ratio)) if k not in found}
     samples = [s for items in found.values() for s in items]
     fixed = [None if split == "train" and ratios else split for split, items in found.items() for _ in items]
-    local = Path(a.dataset_name).expanduser()
-    if local.exists():
-        root = (local if local.is_dir() else local.parent).resolve()
-    else:  # a Hub dataset: its files (if any are kept as files) live in the datasets cache
+    root = dataset_folder(a.dataset_name)
+    if root is None:  # a Hub dataset: its files (if any are kept as files) live in the datasets cache
         import datasets
 
         root = Path(datasets.config.HF_DATASETS_CACHE)
@@ -209,4 +262,6 @@ def read_split(data, split: str, cols: DatasetColumns = DatasetColumns()) -> lis
     chosen = [s for s in parts if SPLIT_ALIASES.get(s, s) == wanted]
     if not chosen:
         raise DataError(f"{data}: no '{split}' split; it has {', '.join(parts)}; pass --split with one of them")
+    if cols.group == "group":  # the recipe's default, not a column it named: as for a CSV (sources.columns_of)
+        cols = cols._replace(group_given=False)
     return _split_samples(str(data), chosen[0], parts[chosen[0]], cols, None)[0]

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Optional
 
+from hf_medtl.data.groups import group_id
 from hf_medtl.data.types import DataError, Sample, Source, inside
 
 NO_FINDING = "No Finding"
@@ -86,6 +88,15 @@ def _chestxray_findings(where: str, text: str) -> list[str]:
     return [x for x in names if x != NO_FINDING]
 
 
+def _group(t: _Rows, line: int, cells: list[str], column: str) -> Optional[str]:
+    """A row's patient id as every reader names it (hf_medtl.data.groups.group_id: 7 == 7.0); an empty cell is an
+    ungrouped image here (ChestX-ray14's form)."""
+    if column not in t.index:
+        return None
+    value = t.cell(line, cells, column, required=False)
+    return group_id(value, t.where(line), column) if value else None
+
+
 def _read_chestxray(csv_file: Path, header: list[str], rows):
     """(paths, finding lists, groups, classes) of ChestX-ray14's Data_Entry form."""
     t = _Rows(csv_file, header)
@@ -96,7 +107,7 @@ def _read_chestxray(csv_file: Path, header: list[str], rows):
         paths.append(images / t.cell(line, cells, IMAGE))
         findings.append(_chestxray_findings(t.where(line), t.cell(line, cells, FINDINGS, required=False)))
         # An empty Patient ID cell is an ungrouped image; a row too short to hold one is refused by cell().
-        groups.append((t.cell(line, cells, PATIENT, required=False) or None) if PATIENT in t.index else None)
+        groups.append(_group(t, line, cells, PATIENT))
     return paths, findings, groups, sorted({x for f in findings for x in f})
 
 
@@ -124,7 +135,7 @@ def _read_columns(csv_file: Path, header: list[str], rows):
             raise DataError(f"{t.where(line)}: column '{bad[0]}' must be 0 or 1, got {values[bad[0]]!r}")
         findings.append([c for c in classes if values[c] == "1"])
         paths.append(csv_file.parent / t.cell(line, cells, "path"))
-        groups.append((t.cell(line, cells, "group", required=False) or None) if "group" in t.index else None)
+        groups.append(_group(t, line, cells, "group"))
     return paths, findings, groups, classes
 
 

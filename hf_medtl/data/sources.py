@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from hf_medtl.data.groups import group_id
 from hf_medtl.data.medmnist import read_medmnist_npz
 from hf_medtl.data.multilabel import scan_multilabel
 from hf_medtl.data.types import IMAGE_EXTENSIONS, DataError, FolderScan, Sample, Source, inside, is_image_name
@@ -158,7 +159,8 @@ def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classe
         if not image.is_file():
             raise DataError(f"csv_file '{csv_file}', line {line}: image '{path}' does not exist; fix the path "
                             "(relative to the CSV's folder) or remove the row")
-        group = (r.get(cols.group) or "").strip() or None if cols.group else None
+        group = (group_id(r[cols.group], f"csv_file '{csv_file}', line {line}", cols.group)
+                 if cols.group and cols.group in reader.fieldnames else None)
         samples.append(Sample(image, label, group=group))
     if len({s.label for s in samples}) < min_classes:
         raise DataError(f"csv_file '{csv_file}': fewer than two classes in column {cols.label}")

@@ -172,18 +172,22 @@ def test_a_dataset_column_is_found_by_its_values(tmp_path, capsys):
 
 
 def test_the_manifest_names_real_groups(tmp_path):
-    """Patients by their id, copies by their first file, an image alone by its own path."""
-    table = id_csv(tmp_path, {"subject": lambda k, p: f"S{p}" if k < 24 else ""})
+    """Patients by their id, copies by their first file, an image alone by its own path (without a patient
+    column: an empty patient cell is refused, tests/data/test_ids_paths_labels.py)."""
+    table = id_csv(tmp_path, {"subject": lambda k, p: f"S{p}" if k < 24 else f"U{k}"})
     big = Image.open(tmp_path / "img" / "30.png").resize((80, 80))
     big.save(tmp_path / "img" / "30.png")
     big.save(tmp_path / "img" / "30_copy.jpg", quality=95)
     with open(table, "a", newline="") as f:
-        csv.writer(f).writerow(["img/30_copy.jpg", "abc"[(30 // 4) % 3], ""])
+        csv.writer(f).writerow(["img/30_copy.jpg", "abc"[(30 // 4) % 3], "U30"])
     recipe = write_recipe(tmp_path / "r.json", csv_file=str(table), group_column="subject",
                           output_dir=str(tmp_path / "out"))
     assert main(["check-data", str(recipe)]) == 0
     group = {r["path"]: r["group"] for r in manifest(tmp_path / "out")}
     assert group["img/0.png"] == group["img/3.png"] == "S0" and group["img/23.png"] == "S5"
+    assert group["img/30.png"] == group["img/30_copy.jpg"] == "U30" and group["img/40.png"] == "U40"
+    assert main(["check-data", str(recipe), "--group_column", "null"]) == 0
+    group = {r["path"]: r["group"] for r in manifest(tmp_path / "out")}
     assert group["img/30.png"] == group["img/30_copy.jpg"] == "copies of img/30.png"
     assert group["img/40.png"] == "img/40.png"
 
