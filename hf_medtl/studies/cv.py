@@ -4,7 +4,9 @@ shared test split. Writes the mean ± sd and range of every headline metric, the
 out-of-fold predictions scored once per seed, and a fold-by-fold plot. Multi-label data works the same way (folds
 stratified by finding set, per-finding scores, out-of-fold predictions in the multi-label form). A rerun reuses
 a fold that finished on the same recipe and data, and reruns one that finished on other data
-(hf_medtl.studies.runs.run_variant)."""
+(hf_medtl.studies.runs.run_variant). The runs can also be independent jobs (docs/cluster.md): ``run_job`` trains
+one of them into the same folder, ``collect`` pools the finished ones into the same summary and ensemble, and
+``plan_text`` lists the jobs; all three and ``run_cv`` share one plan of the study (``plan_study``)."""
 from __future__ import annotations
 
 import json
