@@ -113,3 +113,38 @@ def test_bad_storage_and_other_recipe_are_one_line(search_recipe, tmp_path, caps
     assert main(["study", "search", str(search_recipe), "--trials", "1", "--num_train_epochs", "1", "--storage", db,
                  "--study_name", "second"]) == 0  # another name in the same database: another study
     assert len(_study(db, "second").trials) == 1 and len(_study(db).trials) == 1
+
+
+def test_a_trial_started_past_the_total_gives_way_and_a_dead_workers_trial_fails(tmp_path):
+    """The two rules behind the workers' exact total, on an Optuna study without training: a trial that starts when
+    the finished trials and those started before it already make the total is pruned; a running trial whose worker
+    (this host, a PID that is gone) died is marked failed, one whose worker lives is left alone."""
+    import optuna
+
+    from hf_medtl.studies.search import WORKER_ATTR, _claim, _fail_dead
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    claim = _claim(3)
+    for value in (0.5, 0.6):
+        t = study.ask()
+        claim(t)
+        study.tell(t, value)
+    first, second = study.ask(), study.ask()  # two workers start "the last" trial together
+    claim(first)
+    with pytest.raises(optuna.TrialPruned, match="already has its 3 trials"):
+        claim(second)
+    study.tell(second, state=optuna.trial.TrialState.PRUNED)  # as Optuna's loop records it
+    claim(first)  # a trial's second suggest (model_init) is not counted again
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+
+    first.set_user_attr(WORKER_ATTR, {"pid": dead.pid, "host": socket.gethostname()})
+    alive = study.ask()
+    alive.set_user_attr(WORKER_ATTR, {"pid": os.getppid(), "host": socket.gethostname()})
+    _fail_dead(study, storage, tmp_path)
+    states = {t.number: t.state.name for t in study.trials}
+    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "FAIL", 3: "PRUNED", 4: "RUNNING"}
