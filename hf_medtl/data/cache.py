@@ -14,7 +14,10 @@ Both folder names also hold a digest of the decode rules (decode.py's code, the 
 key is the data check's hash of the decoded pixels (a file's bytes when the check is off), so a changed file
 gets a new entry and every other entry is reused. Entries are written in chunks, each saved to a temporary
 folder and renamed when complete: a killed build leaves no chunk that looks whole, and the next run builds only
-what is missing (removing the temporary folders of writers that are gone). Decoding runs in worker processes
+what is missing (removing the temporary folders of writers that are gone). Every entry carries a checksum of
+its content (xxh3 of key, size and pixels): a build checks the entries it needs and decodes a damaged one again
+(the new chunk's copy is the one read from then on), and every read checks the entry it serves, so flipped bytes
+are never served as pixels. Decoding runs in worker processes
 that die with the build (hf_medtl.data.workers). Location: ``data_cache_dir``, else ``$HF_MEDTL_IMAGE_CACHE``,
 else ``<HF_DATASETS_CACHE>/hf_medtl_images``. Stale entries are never served; delete the folder to reclaim space.
 """
@@ -24,6 +27,7 @@ import contextlib
 import functools
 import hashlib
 import importlib
+import logging
 import math
 import os
 import shutil
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import xxhash  # (a dependency of datasets)
 from PIL import Image
 
 from hf_medtl.data import workers
@@ -43,7 +48,7 @@ from hf_medtl.data.decode import decode
 from hf_medtl.data.transforms import eval_transform, mark_prepared
 from hf_medtl.data.types import DataError
 
-VERSION = 3  # of the stored layout: a change gives every entry a new variant folder
+VERSION = 4  # of the stored layout: a change gives every entry a new variant folder (4: entry checksums)
 CHUNK = 1024  # entries per chunk: what a killed build loses at most
 RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
             "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
@@ -52,6 +57,7 @@ RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LAN
 _MIN_RATIO = 3 / 4
 DECODERS = ("pillow", "numpy", "pydicom", "pylibjpeg", "python-gdcm")  # what decode.py reads files with
 SETTING = "data_cache_dir (or $HF_MEDTL_IMAGE_CACHE)"
+logger = logging.getLogger("hf_medtl")
 
 
 def default_dir() -> Path:
@@ -122,6 +128,14 @@ def eval_variant(prep) -> Variant:
     return Variant("eval", prep.size, prep.interpolation, pixels=pixels)
 
 
+def checksum(key: str, width: int, height: int, prepared: bool, pixels) -> int:
+    """An entry's content checksum: xxh3 (several GB/s: a small share of a read) of everything the entry serves,
+    so that a flipped byte in the pixels, a changed size or an entry under another key is seen."""
+    h = xxhash.xxh3_64(f"{key}|{width}x{height}|{int(prepared)}|".encode())
+    h.update(pixels)
+    return h.intdigest() & (2 ** 63 - 1)  # 63 bits: an int64 column (datasets passes ints through int64)
+
+
 def _encode(refs: list, job) -> list:
     """(height, width, raw RGB bytes, prepared) of the cached copy of each source in ``refs``."""
     sources, variant, max_pixels, transform = job
@@ -132,12 +146,14 @@ def _encode(refs: list, job) -> list:
     return rows
 
 
-FEATURES = {"key": "string", "height": "int32", "width": "int32", "pixels": "large_binary", "prepared": "bool"}
+FEATURES = {"key": "string", "height": "int32", "width": "int32", "pixels": "large_binary", "prepared": "bool",
+            "checksum": "int64"}
 
 
 class ImageCache:
     """One variant's entries: key -> decoded, resized RGB PIL image, read from memory-mapped Arrow tables
-    (zero-copy up to the PIL image); an entry made by the processor's geometry comes back marked as such."""
+    (zero-copy up to the PIL image, its checksum checked on every read); an entry made by the processor's
+    geometry comes back marked as such. The newest chunk holding a key serves it (a rebuilt entry's)."""
 
     def __init__(self, folder: Path, pixels: str = ""):
         import datasets
@@ -152,9 +168,10 @@ class ImageCache:
                                 "(its images are decoded again) or set data_cache false") from None
             keys, prepared = table.column("key").to_pylist(), table.column("prepared").to_pylist()
             sizes = zip(table.column("width").to_pylist(), table.column("height").to_pylist())
+            sums = table.column("checksum").to_pylist()
             rows = [(part, i) for part in table.column("pixels").chunks for i in range(len(part))]
-            for key, size, done, (part, i) in zip(keys, sizes, prepared, rows):
-                self._where[key] = (part, i, size, done)
+            for key, size, done, total, (part, i) in zip(keys, sizes, prepared, sums, rows):
+                self._where[key] = (part, i, size, done, total, chunk)
 
     def __contains__(self, key: str) -> bool:
         return key in self._where
@@ -162,9 +179,24 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self._where)
 
+    def intact(self, key: str) -> bool:
+        """Whether the entry's content matches its checksum."""
+        part, i, size, prepared, total, _ = self._where[key]
+        pixels = part[i].as_buffer()
+        return len(pixels) == 3 * size[0] * size[1] and checksum(key, *size, prepared, pixels) == total
+
+    def drop(self, key: str) -> None:
+        del self._where[key]
+
     def image(self, key: str) -> Image.Image:
-        part, i, size, prepared = self._where[key]
-        img = Image.frombuffer("RGB", size, part[i].as_buffer(), "raw", "RGB", 0, 1)
+        part, i, size, prepared, total, chunk = self._where[key]
+        pixels = part[i].as_buffer()
+        if len(pixels) != 3 * size[0] * size[1] or checksum(key, *size, prepared, pixels) != total:
+            # Damaged after this run's build checked it (a build decodes a damaged entry again): refuse, never serve.
+            raise DataError(f"image cache chunk '{chunk}': the entry of '{key}' does not match its checksum (damaged "
+                            "on disk while this run read it); run again (a damaged entry is decoded again), or set "
+                            "data_cache false")
+        img = Image.frombuffer("RGB", size, pixels, "raw", "RGB", 0, 1)
         return mark_prepared(img, self.pixels) if prepared else img
 
 
@@ -176,9 +208,16 @@ def build(keys: list[str], sources: list, variant: Variant, root: Path, max_pixe
     folder = Path(root) / variant.folder
     cache = ImageCache(folder, variant.pixels)
     todo: dict[str, int] = {}
+    damaged = 0
     for i, key in enumerate(keys):
+        if key in cache and key not in todo and not cache.intact(key):
+            cache.drop(key)  # decoded again below, into a newer chunk that serves it from then on
+            damaged += 1
         if key not in cache and key not in todo:
             todo[key] = i
+    if damaged:
+        logger.warning(f"image cache {folder}: {damaged} damaged entr{'y' if damaged == 1 else 'ies'} (content not "
+                       "matching its checksum) decoded again")
     if not todo:
         return cache, 0
     transform = eval_transform(processor) if processor is not None and variant.kind == "eval" else None
@@ -208,7 +247,8 @@ def _write_chunk(folder: Path, keys: list[str], rows: list) -> None:
     removed at once: on a full disk they hold the space the rest of the machine needs)."""
     import datasets
 
-    columns = {"key": keys, **{name: [r[j] for r in rows] for j, name in enumerate(list(FEATURES)[1:])}}
+    columns = {"key": keys, **{name: [r[j] for r in rows] for j, name in enumerate(list(FEATURES)[1:5])},
+               "checksum": [checksum(k, w, h, prepared, pixels) for k, (h, w, pixels, prepared) in zip(keys, rows)]}
     features = datasets.Features({name: datasets.Value(kind) for name, kind in FEATURES.items()})
     tmp = folder / temporary_name()
     try:

@@ -17,7 +17,7 @@ from hf_medtl.data.transforms import pixels_key
 from hf_medtl.models import MedtlForImageClassification, classifier_head
 
 logger = logging.getLogger("hf_medtl")
-MARKER = "complete.json"  # written last: the entry's row count and file sizes
+MARKER = "complete.json"  # written last: the entry's row count, file sizes and content checksums
 
 
 def cache_root(data_args) -> Path:
@@ -66,9 +66,21 @@ def fingerprint(model, processor, splits, split: str, batch_size: int | None = N
     return h.hexdigest()[:32]
 
 
+def file_sum(path: Path) -> str:
+    """A file's content checksum (xxh3: a few GB/s, a small share of reading the features back)."""
+    import xxhash  # (a dependency of datasets)
+
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def load_entry(path: Path, rows: int):
-    """The table stored at ``path`` when it is whole (its marker present, its files the sizes written, ``rows``
-    rows); else None, after a log line and removing what was there, so that it is computed again."""
+    """The table stored at ``path`` when it is whole (its marker present, its files the sizes and content written,
+    ``rows`` rows); else None, after a log line and removing what was there, so that it is computed again: a
+    flipped bit in a stored feature would otherwise change training silently (or make it NaN)."""
     import datasets
 
     if not path.exists():
@@ -78,6 +90,11 @@ def load_entry(path: Path, rows: int):
         sizes = {name: (path / name).stat().st_size for name in marker["files"]}
         if sizes != marker["files"] or marker["rows"] != rows:
             raise ValueError(f"{rows} rows and the written file sizes expected")
+        if "sums" not in marker:  # written before entries had checksums: its content cannot be vouched for
+            raise ValueError("no content checksums")
+        damaged = [name for name, total in marker["sums"].items() if file_sum(path / name) != total]
+        if damaged:
+            raise ValueError(f"'{damaged[0]}' does not match its checksum: damaged")
         table = datasets.load_from_disk(str(path))
         if len(table) != rows:
             raise ValueError(f"{len(table)} rows, {rows} expected")
@@ -98,7 +115,8 @@ def store_entry(table, path: Path) -> None:
         remove_abandoned(root)
         table.save_to_disk(str(tmp))
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
-        (tmp / MARKER).write_text(json.dumps({"rows": len(table), "files": files}))
+        sums = {name: file_sum(tmp / name) for name in files}
+        (tmp / MARKER).write_text(json.dumps({"rows": len(table), "files": files, "sums": sums}))
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_error(e, "feature cache", root, "feature_cache_dir", "cache_features false") from None

@@ -1,0 +1,120 @@
+"""Issue 35, item 6: damaged cache bytes are never served. Flipped bytes inside an image-cache chunk's pixels are
+decoded again (`hf-medtl evaluate` scores what it scores from the files), an entry damaged while a run reads it is
+refused in one line, and a flipped bit in a feature-cache entry is computed again (the run trains what an
+undamaged cache trains)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from hf_medtl.cli import main
+from tests.conftest import make_image_folder, tiny_recipe
+from tests.data.cache_helpers import same_tables, scored  # noqa: F401 (fixtures)
+
+
+def pixel_region(chunk: Path) -> tuple[Path, int, int]:
+    """(the chunk's Arrow file, offset, length) of its pixels column's bytes in the file."""
+    import datasets
+
+    table = datasets.load_from_disk(str(chunk)).data.table
+    pixels = b"".join(v.as_py() for v in table.column("pixels"))
+    [arrow] = list(chunk.glob("*.arrow"))
+    data = arrow.read_bytes()
+    start = data.find(pixels[:256])
+    assert start >= 0 and data[start:start + len(pixels)] == pixels
+    return arrow, start, len(pixels)
+
+
+def flip(file: Path, positions) -> None:
+    with open(file, "r+b") as f:
+        for at in positions:
+            f.seek(at)
+            byte = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([byte ^ 0xFF]))
+
+
+def evaluate(model, data, out, *extra):
+    assert main(["evaluate", str(model), str(data), "--n_bootstrap", "0", "--output_dir", str(out), *extra]) == 0
+
+
+def test_flipped_pixels_in_an_image_cache_chunk_are_decoded_again(tmp_path, tiny_resnet, scored, hf_medtl_log):
+    data = make_image_folder(tmp_path / "data", per_class=(5, 5, 5), classes=("LABEL_0", "LABEL_1", "LABEL_2"))
+    cache = ["--data_cache_dir", str(tmp_path / "cache")]
+    tables = {}
+    for name, extra in (("files", ["--no_data_cache"]), ("built", cache)):
+        scored.clear()
+        evaluate(tiny_resnet, data, tmp_path / name, *extra)
+        tables[name] = list(scored)
+    [chunk] = list((tmp_path / "cache").glob("*/chunk-*"))
+    arrow, start, length = pixel_region(chunk)
+    flip(arrow, np.linspace(start, start + length - 1, 2000).astype(int))  # 2,000 bytes across every image
+
+    scored.clear()
+    hf_medtl_log.clear()
+    evaluate(tiny_resnet, data, tmp_path / "damaged", *cache)
+    same_tables(tables["files"], list(scored), "after the damage")
+    assert "15 damaged entries (content not matching its checksum) decoded again" in hf_medtl_log.text
+    # The rebuilt entries serve from then on: nothing is decoded a third time.
+    hf_medtl_log.clear()
+    scored.clear()
+    evaluate(tiny_resnet, data, tmp_path / "again", *cache)
+    assert "0 of 15 copies decoded now" in hf_medtl_log.text and "damaged" not in hf_medtl_log.text
+    same_tables(tables["files"], list(scored), "read back")
+
+
+def test_an_entry_damaged_while_read_is_refused(tmp_path):
+    from hf_medtl.data import cache
+    from hf_medtl.data.types import DataError
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(files[-1])
+    variant = cache.Variant("eval", (16, 16), "bilinear")
+    built, n = cache.build(["a", "b", "c"], files, variant, tmp_path / "cache")
+    assert n == 3 and np.array_equal(np.asarray(built.image("b")), np.asarray(Image.open(files[1])))
+    [chunk] = list((tmp_path / "cache").glob("*/chunk-*"))
+    arrow, start, _ = pixel_region(chunk)
+    flip(arrow, [start + 16 * 16 * 3 + 7])  # one byte of entry 'b', under the open (memory-mapped) cache
+    with pytest.raises(DataError, match=r"image cache chunk '.*': the entry of 'b' does not match its checksum"):
+        built.image("b")
+    assert np.array_equal(np.asarray(built.image("a")), np.asarray(Image.open(files[0])))
+
+
+def test_a_flipped_bit_in_a_feature_cache_entry_is_computed_again(tmp_path, tiny_timm, hf_medtl_log):
+    data = make_image_folder(tmp_path / "data", per_class=(6, 6, 6))
+    recipe = tiny_recipe(tmp_path, tiny_timm, data, num_train_epochs=2, image_size=24, learning_rate=0.05,
+                         finetune_strategy="linear_probe", augment=False, n_bootstrap=0, dedupe=False,
+                         data_cache=False, feature_cache_dir=str(tmp_path / "features"))
+    assert main(["finetune", str(recipe), "--output_dir", str(tmp_path / "first")]) == 0
+    entries = [p for p in (tmp_path / "features").iterdir() if (p / "complete.json").is_file()]
+    assert len(entries) == 3
+    import datasets
+
+    train = next(p for p in entries if len(datasets.load_from_disk(str(p))) == 12)  # the training split's
+    [arrow] = list(train.glob("*.arrow"))
+    first = np.asarray(datasets.load_from_disk(str(train))["features"][0], dtype=np.float64)
+    raw = arrow.read_bytes()
+    kind = np.float32 if raw.find(first.astype(np.float32).tobytes()) >= 0 else np.float64
+    at = raw.find(first.astype(kind).tobytes())
+    assert at >= 0
+    flip_bit = at + (3 if kind == np.float32 else 7)  # the top byte of the first feature: sign and exponent
+    with open(arrow, "r+b") as f:
+        f.seek(flip_bit)
+        byte = f.read(1)[0]
+        f.seek(flip_bit)
+        f.write(bytes([byte ^ 0x40]))  # one bit of the exponent: the feature becomes huge (or tiny)
+
+    hf_medtl_log.clear()
+    assert main(["finetune", str(recipe), "--output_dir", str(tmp_path / "second")]) == 0
+    assert "does not match its checksum: damaged" in hf_medtl_log.text and "computing it again" in hf_medtl_log.text
+    a = load_file(tmp_path / "first" / "model.safetensors")
+    b = load_file(tmp_path / "second" / "model.safetensors")
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # trained on the features, not the damage
+    m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("first", "second"))
+    assert m1["test"] == m2["test"]
