@@ -46,7 +46,8 @@ def recipe_fields() -> dict[str, tuple[str, Any]]:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.init and not f.name.startswith("_"):
-                assert f.name not in out, f"recipe key {f.name} belongs to two groups"
+                if f.name in out:  # a programming error in the dataclasses, not a user's: fail loudly at import
+                    raise TypeError(f"recipe key {f.name} belongs to two groups")
                 out[f.name] = (group, hints[f.name])
     return out
 

@@ -19,8 +19,6 @@ from hf_medtl.models.modeling_medtl import MODEL_TYPE, MedtlForImageClassificati
 
 logger = logging.getLogger("hf_medtl")
 
-POOLINGS = ("cls", "mean", "cls+mean")
-
 
 def encoder_config(name: str, model_args):
     """The checkpoint's config when it takes the encoder path (``pooling`` set, or no image-classification class

@@ -1,5 +1,5 @@
 """Trainer glue for the adaptive schedule: measure each epoch, hand the numbers to AdaptiveSchedule, apply
-its decisions (LR scale, θ* snapshot, stop). The decision logic itself lives in hf_medtl/schedule.py."""
+its decisions (LR scale, θ* snapshot, stop). The decision logic itself lives in hf_medtl/training/schedule.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -104,7 +104,8 @@ class AdaptiveLRCallback(TrainerCallback):
         self.best_state: Optional[dict] = None
         self.best_epoch: Optional[int] = None
         # Callbacks whose state goes into each checkpoint with the schedule's (save_state / load_state), written before
-        # the schedule's state file, which marks the checkpoint complete: SWA's window (training/swa.py).
+        # the schedule's state file, which marks the checkpoint complete: SWA's window (training/swa.py), the
+        # EMA's average (training/ema.py).
         self.companions: list = []
         self.recipe_json: Optional[str] = None  # the resolved recipe, written into each checkpoint (build_trainer)
         self._sums: Optional[torch.Tensor] = None  # loss * n, correct, n over this epoch's training batches
