@@ -1,8 +1,10 @@
 """An exponential moving average of the weights (timm's ModelEmaV3), scored on validation at every epoch's end and
-kept as θ* when it wins under the run's θ* rule. The adaptive schedule keeps deciding on the live weights."""
+kept as θ* when it wins under the run's θ* rule. The adaptive schedule keeps deciding on the live weights. The
+average is saved in every checkpoint, so that a resumed run goes on averaging where the killed one stopped."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -13,6 +15,8 @@ from hf_medtl.training.callbacks import cpu_copy
 logger = logging.getLogger("hf_medtl")
 # θ* rules that compare validation scores: only under these can the averaged weights compete with the live ones.
 SCORED_RULES = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1_macro")
+EMA_FILE = "ema.safetensors"  # in each checkpoint: the average so far (restarting it from the resumed weights
+# would give another model than the uninterrupted run's)
 
 
 class EmaCallback(TrainerCallback):
@@ -21,7 +25,8 @@ class EmaCallback(TrainerCallback):
     when it beats θ* so far, stores its weights as ``adaptive.best_state`` (what the run restores, scores and saves).
 
     Built after the Trainer has placed the model on its device (the copy lives beside it), before training
-    registers any hook on the model (deepcopy would copy them)."""
+    registers any hook on the model (deepcopy would copy them). A companion of the adaptive callback: its average
+    is written into each checkpoint (``save_state``) and restored on resume (``load_state``), as SWA's window is."""
 
     def __init__(self, model, decay: float, adaptive, trainer=None):
         from timm.utils import ModelEmaV3
@@ -31,9 +36,32 @@ class EmaCallback(TrainerCallback):
         self.ema = ModelEmaV3(model, decay=decay, use_warmup=True)
         self.adaptive, self.trainer = adaptive, trainer
         self._in_eval = False
+        self._resumed: Optional[dict] = None  # the average a resumed checkpoint holds, set at on_train_begin
+        adaptive.companions.append(self)
+
+    def save_state(self, checkpoint: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(cpu_copy(self.ema.module.state_dict()), str(Path(checkpoint) / EMA_FILE))
+
+    def load_state(self, checkpoint: Path) -> None:
+        from safetensors.torch import load_file
+
+        path = Path(checkpoint) / EMA_FILE
+        if not path.is_file():
+            logger.warning(f"ema_decay: {checkpoint} holds no EMA (saved without ema_decay); the average starts "
+                           "from the resumed weights")
+            self._resumed = None
+            return
+        self._resumed = load_file(str(path))
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.ema.set(model)  # from the weights training starts at (a resumed checkpoint's, when resuming)
+        if self._resumed is not None:  # the killed run's average, where it stopped
+            with torch.no_grad():
+                self.ema.module.load_state_dict(self._resumed)
+            self._resumed = None
+        else:
+            self.ema.set(model)  # from the weights training starts at
         if self.adaptive.theta_star not in SCORED_RULES:
             logger.info(f"ema_decay: the EMA is scored each epoch but never kept: theta_star "
                         f"'{self.adaptive.theta_star}' does not compare validation scores (use val_loss, val_accuracy, "
