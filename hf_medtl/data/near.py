@@ -51,6 +51,9 @@ LINK_SLACK = 1.25
 FINE_DISTANCE = 0.055  # planted copies of 64-224 px images <= 0.048; distinct look-alike organ scans: 1% below 0.055
 SPECTRUM_K = 5  # frequencies (cycles per thumbnail) of the candidate descriptor of large images
 SPECTRUM_NEIGHBOURS = 6  # nearest neighbours by spectrum that become candidates
+# ... and by coarse correlation, for large images: the spectrum of a copy moved by whole pixels with its border
+# repeated (2 px of a 64-px image) can rank below a dozen look-alikes, its coarse correlation does not
+LARGE_NEIGHBOURS = 3
 # Coarse correlation a neighbour pair needs to become a candidate, by the pair's resolution rule: planted copies
 # lie at >= 0.9901 (28-px X-rays) and >= 0.9643 (Brain MRI at 224 px).
 COARSE_MIN = {"small": 0.985, "large": 0.955}
@@ -157,17 +160,26 @@ def neighbour_pairs(prepared: np.ndarray, k: int = NEIGHBOURS, chunk: int = 128,
 
 
 def coarse_similarity(prepared: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """The coarse correlation of each (i, j) row (8x8 block means, the best over shifts of up to 2 px)."""
+    """The coarse correlation of each (i, j) row (8x8 block means), the best over shifts of up to 2 px in steps
+    of half a pixel: at whole-pixel steps alone, a copy moved by half a thumbnail pixel (2 px of a 128-px image)
+    correlates as little as 0.91 with its original."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if not len(pairs):
         return np.zeros(0, np.float32)
     used = np.unique(pairs)
     row = np.full(len(prepared), -1)
     row[used] = np.arange(len(used))
-    base = _coarse(prepared[used], 0, 0)
-    shifted = np.stack([_coarse(prepared[used], dy, dx) for dy, dx in _COARSE_SHIFTS])  # (shifts, used, 64)
+    p = prepared[used]
+    down = np.concatenate([(p[:, :-1] + p[:, 1:]) / 2, p[:, -1:]], 1)  # moved by half a pixel along y
+    halves = [p, down, np.concatenate([(p[:, :, :-1] + p[:, :, 1:]) / 2, p[:, :, -1:]], 2),
+              np.concatenate([(down[:, :, :-1] + down[:, :, 1:]) / 2, down[:, :, -1:]], 2)]
+    base = _coarse(p, 0, 0)
     a, b = row[pairs[:, 0]], row[pairs[:, 1]]
-    return np.einsum("pd,spd->sp", base[a], shifted[:, b]).max(0)
+    best = np.full(len(pairs), -np.inf, np.float32)
+    for h in halves:
+        shifted = np.stack([_coarse(h, dy, dx) for dy, dx in _COARSE_SHIFTS])  # (shifts, used, 64)
+        best = np.maximum(best, np.einsum("pd,spd->sp", base[a], shifted[:, b]).max(0))
+    return best
 
 
 def spectrum(prepared: np.ndarray) -> np.ndarray:
@@ -210,7 +222,8 @@ def candidates(prepared: np.ndarray, hashes: list, near_distance: int, small: np
     """Stage 1: the pairs worth a pixel check. Hash neighbours (``hash_pairs(hashes, near_distance)``); for small
     images, their NEIGHBOURS nearest by coarse correlation (shifts of whole thumbnail px suit them: a 2-px shift
     of a 28-px image is 2.3 thumbnail px); for the others, their SPECTRUM_NEIGHBOURS nearest by amplitude
-    spectrum (a copy moved by a fraction of a pixel stays first). A pair of a small and a large image (a large
+    spectrum (a copy moved by a fraction of a pixel stays first) and their LARGE_NEIGHBOURS nearest by coarse
+    correlation. A pair of a small and a large image (a large
     one's copy resized below small_image_size) may come from either. Each neighbour pair must also correlate at
     least COARSE_MIN (of the pair's rule): a neighbour is the nearest look-alike, not necessarily a copy."""
     out = set(hash_pairs(hashes, near_distance))
@@ -218,8 +231,10 @@ def candidates(prepared: np.ndarray, hashes: list, near_distance: int, small: np
     if small.any():
         out |= set(neighbour_pairs(prepared, NEIGHBOURS, min_similarity=np.where(small, COARSE_MIN["small"], inf)))
     if (~small).any():
-        pairs = np.array(sorted(spectrum_pairs(prepared, min_similarity=np.where(small, inf, -inf))),
-                         np.int64).reshape(-1, 2)
+        large = np.where(small, inf, -inf)
+        pairs = set(spectrum_pairs(prepared, min_similarity=large))
+        pairs |= set(neighbour_pairs(prepared, LARGE_NEIGHBOURS, min_similarity=large))
+        pairs = np.array(sorted(pairs), np.int64).reshape(-1, 2)
         keep = coarse_similarity(prepared, pairs) >= COARSE_MIN["large"]
         out |= set(map(tuple, pairs[keep].tolist()))
     return out
