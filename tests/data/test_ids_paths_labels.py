@@ -37,7 +37,8 @@ def manifest(out):
 
 # -- 1. labels that disagree with the ClassLabel names ----------------------------------------------------------
 @pytest.mark.parametrize("test_labels", ["ints", "other strings"])
-def test_a_split_that_is_no_classlabel_stops_before_the_model(tmp_path, capsys, tiny_vit, test_labels):
+def test_a_split_that_is_no_classlabel_stops_before_the_model(tmp_path, capsys, tiny_vit, test_labels,
+                                                             hf_medtl_log):
     folder = tmp_path / "sd"
     if test_labels == "ints":  # the test split re-exported with the ClassLabel's ids as plain integers
         test = dataset(table(4, 2), label=datasets.Value("int64"))
@@ -54,6 +55,7 @@ def test_a_split_that_is_no_classlabel_stops_before_the_model(tmp_path, capsys, 
         assert ("'0', '1', '2'" in line and "class ids" in line) if test_labels == "ints" else "'class_0'" in line
         assert "cast_column('label'" in line
     assert not (tmp_path / "out" / "metrics.json").exists()
+    assert not any(str(tiny_vit) in m for m in hf_medtl_log.messages)  # no model was loaded
 
 
 def test_splits_that_share_no_class_stop(tmp_path, capsys):
