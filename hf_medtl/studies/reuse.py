@@ -33,7 +33,8 @@ def finished(recipe, output_dir: Path) -> dict | None:
 
 def _refuse_other_recipe(output_dir: Path, recipe) -> None:
     before = json.loads((output_dir / "recipe.json").read_text())
-    changed = recipe_difference(before, json.loads(json.dumps(recipe.resolved, default=str)))
+    # output_dir is this folder itself, perhaps reached by another path (a cluster node's mount, a symlink)
+    changed = recipe_difference(before, json.loads(json.dumps(recipe.resolved, default=str)), ignore=("output_dir",))
     if changed:
         raise HfMedtlError(f"{output_dir} holds a finished run of another recipe ({changed}); "
                            "remove it or choose another output_dir")

@@ -210,19 +210,20 @@ def _open_study(storage, where: str, name: str, recipe):
     worker started with other overrides, or two studies sharing one name on a shared database)."""
     import optuna
 
+    from hf_medtl.config.recipe import recipe_difference
+
+    # Every key but output_dir (the same study may be reached from other mounts) and how-to-run keys.
     mine = {k: v for k, v in json.loads(json.dumps(recipe.resolved, default=str)).items()
-            if k not in HOW_IT_RUNS and k != "output_dir"}  # the same study may be reached from other mounts
+            if k not in HOW_IT_RUNS and k != "output_dir"}
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize")
     theirs = study.user_attrs.get(RECIPE_ATTR)
     if theirs is None:
         study.set_user_attr(RECIPE_ATTR, mine)
         return study
-    changed = sorted(k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k))
+    changed = recipe_difference(theirs, mine)
     if changed:
-        k = changed[0]
-        raise HfMedtlError(f"--storage '{where}': study '{name}' holds trials of another recipe ({k}: "
-                           f"{json.dumps(theirs.get(k))} there, {json.dumps(mine.get(k))} now); start every worker "
-                           "with the same recipe and overrides, or pass another --study_name")
+        raise HfMedtlError(f"--storage '{where}': study '{name}' holds trials of another recipe ({changed}); start "
+                           "every worker with the same recipe and overrides, or pass another --study_name")
     return study
 
 

@@ -94,6 +94,10 @@ def test_collect_rewrites_the_one_process_summary(one_process, hf_medtl_log):
     assert _flat(after) == pytest.approx(_flat(before), abs=1e-12)
     assert [(a / f"fold-{k}" / "metrics.json").stat().st_mtime_ns for k in range(3)] == stamps  # nothing trained
     assert "running (" not in hf_medtl_log.text
+    mount = a.parent / "another_mount"  # the study folder as another node may see it
+    mount.symlink_to(a)
+    assert main(["cv", str(recipe), "--folds", "3", *FAST, "--output_dir", str(mount), "--collect"]) == 0
+    assert [(a / f"fold-{k}" / "metrics.json").stat().st_mtime_ns for k in range(3)] == stamps
 
 
 def test_killed_job_is_named_by_collect_and_its_rerun_trains_only_it(one_process, capsys):
