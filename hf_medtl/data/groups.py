@@ -15,13 +15,14 @@ _DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?")
 _MISSING = {"", "nan", "na", "n/a", "none", "null", "<na>", "nat", "-"}
 
 
-def group_id(value, where: str, column: str) -> str:
+def group_id(value, where: str, column: str, key: str = "group_column") -> str:
     """A patient (group) id as one text whatever type the reader hands over, so that two readers, or two splits of
     one dataset, name one patient alike: numbers normalised (7, 7.0, "7", "7.0" and "007" are the patient "7": a
     split re-exported through pandas turns ints into floats and drops zero padding, and merging two ids is only a
     more cautious split, while keeping them apart leaks one patient into train and test), text stripped. A missing
     id (None, NaN, an empty cell, "nan", "NA"...) is refused in one line naming the column and ``where`` (the
-    row): left in, every such image would become one patient "nan" spanning classes and splits."""
+    row; ``key``: how the user names the group column there, the recipe key or a command's flag): left in, every
+    such image would become one patient "nan" spanning classes and splits."""
     if isinstance(value, bool):
         text = str(value)
     elif isinstance(value, Integral):
@@ -29,12 +30,12 @@ def group_id(value, where: str, column: str) -> str:
     elif isinstance(value, Real):
         number = float(value)
         if not math.isfinite(number):
-            raise _missing(where, column, value)
+            raise _missing(where, column, value, key)
         return str(int(number)) if number.is_integer() else _decimal_text(Decimal(repr(number)))
     else:
         text = (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")).strip()
     if text.lower() in _MISSING:
-        raise _missing(where, column, value)
+        raise _missing(where, column, value, key)
     return _decimal_text(Decimal(text)) if _DECIMAL.fullmatch(text) else text
 
 
@@ -42,10 +43,10 @@ def _decimal_text(d: Decimal) -> str:
     return str(int(d)) if d == d.to_integral_value() else format(d.normalize(), "f")
 
 
-def _missing(where: str, column: str, value) -> DataError:
+def _missing(where: str, column: str, value, key: str) -> DataError:
     shown = "empty" if value is None or not str(value).strip() else repr(value) if isinstance(value, str) else value
     return DataError(f"{where}: no patient id in group column '{column}' ({shown}); fill it in, remove the row, "
-                     "or set group_column null if the data has no patients")
+                     f"or set {key} null if the data has no patients")
 
 
 class UnionFind:

@@ -159,7 +159,7 @@ def read_label_csv(csv_file: str | Path, allow_outside: bool = False, min_classe
         if not image.is_file():
             raise DataError(f"csv_file '{csv_file}', line {line}: image '{path}' does not exist; fix the path "
                             "(relative to the CSV's folder) or remove the row")
-        group = (group_id(r[cols.group], f"csv_file '{csv_file}', line {line}", cols.group)
+        group = (group_id(r[cols.group], f"csv_file '{csv_file}', line {line}", cols.group, cols.key)
                  if cols.group and cols.group in reader.fieldnames else None)
         samples.append(Sample(image, label, group=group))
     if len({s.label for s in samples}) < min_classes:
