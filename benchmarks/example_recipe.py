@@ -61,55 +61,56 @@ def train_and_predict(train: list, validation: list, test: list, classes: list[s
                       output_dir: str | Path) -> dict:
     """Train with the example's recipe on ``train`` (items: (array or path, label id)), choose the best epoch on
     ``validation`` by loss, predict ``test``. Returns probabilities, labels and what it cost."""
-    import torch
-    from transformers import Trainer, TrainingArguments, set_seed
-
-    from hf_medtl.config.arguments import ModelArguments
-    from hf_medtl.data import preprocessing_from_processor
-    from hf_medtl.models import load_backbone
-    from hf_medtl.inference.core import probabilities
-
     from hf_medtl import timings
     from hf_medtl.training.progress import EpochPhases
+
+    with timings.phase("startup"):  # (no-ops when main imported them already)
+        import torch
+        from transformers import Trainer, TrainingArguments, set_seed
+        from transformers.trainer_callback import PrinterCallback
+
+        from hf_medtl.config.arguments import ModelArguments
+        from hf_medtl.data import preprocessing_from_processor
+        from hf_medtl.models import load_backbone
+        from hf_medtl.inference.core import probabilities
 
     set_seed(seed)
     with timings.phase("model_load"):
         model, processor = load_backbone(ModelArguments(model_name_or_path=model_name_or_path), classes, image_size)
-    train_tf, eval_tf = transforms(preprocessing_from_processor(processor))
+    with timings.phase("train_setup"):  # (the epochs are phases of their own: EpochPhases)
+        train_tf, eval_tf = transforms(preprocessing_from_processor(processor))
 
-    def collate(batch):
-        return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]),
-                "labels": torch.tensor([b["labels"] for b in batch])}
+        def collate(batch):
+            return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]),
+                    "labels": torch.tensor([b["labels"] for b in batch])}
 
-    def accuracy(p):
-        return {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())}
+        def accuracy(p):
+            return {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())}
 
-    args = TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=batch_size, per_device_eval_batch_size=64,
-        num_train_epochs=epochs, learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=0,
-        weight_decay=0.0, eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
-        load_best_model_at_end=True, save_total_limit=1, remove_unused_columns=False, report_to="none", seed=seed,
-        disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(), save_only_model=True)
-    # EpochPhases: the first and later epochs on the command's phase clock (benchmarks/phases.py), as hf_medtl's.
-    trainer = Trainer(model=model, args=args, train_dataset=ImageList(train, train_tf),
-                      eval_dataset=ImageList(validation, eval_tf), data_collator=collate, compute_metrics=accuracy,
-                      callbacks=[EpochPhases()])
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    start = time.perf_counter()
-    with timings.phase("train_setup"):
+        args = TrainingArguments(
+            output_dir=str(output_dir), per_device_train_batch_size=batch_size, per_device_eval_batch_size=64,
+            num_train_epochs=epochs, learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=0,
+            weight_decay=0.0, eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
+            load_best_model_at_end=True, save_total_limit=1, remove_unused_columns=False, report_to="none",
+            seed=seed, disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(), save_only_model=True)
+        # EpochPhases: the first and later epochs on the command's phase clock (benchmarks/phases.py), as hf_medtl's.
+        trainer = Trainer(model=model, args=args, train_dataset=ImageList(train, train_tf),
+                          eval_dataset=ImageList(validation, eval_tf), data_collator=collate,
+                          compute_metrics=accuracy, callbacks=[EpochPhases()])
+        trainer.remove_callback(PrinterCallback)
+        start = time.perf_counter()
         out = trainer.train()
-    train_s = time.perf_counter() - start
+        train_s = time.perf_counter() - start
     with timings.phase("scoring"):
         pred = trainer.predict(ImageList(test, eval_tf))
-    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
-    best = min(evals, key=lambda h: h["eval_loss"]) if evals else {}
-    for ckpt in Path(output_dir).glob("checkpoint-*"):  # the model is in memory; keep the disk clean
-        import shutil
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+        best = min(evals, key=lambda h: h["eval_loss"]) if evals else {}
+    with timings.phase("save"):
+        for ckpt in Path(output_dir).glob("checkpoint-*"):  # the model is in memory; keep the disk clean
+            import shutil
 
-        shutil.rmtree(ckpt, ignore_errors=True)
+            shutil.rmtree(ckpt, ignore_errors=True)
     return {"probs": probabilities(logits), "labels": pred.label_ids, "train_runtime_s": out.metrics["train_runtime"],
             "wall_train_s": train_s, "best_epoch": best.get("epoch"), "epochs": epochs,
             "images_processed": int(round(epochs * len(train))),
@@ -174,8 +175,9 @@ def main(argv=None) -> int:
     summary = {"scored_on": scored, "accuracy": acc, "n": len(result["labels"]), "train": len(tr), "validation": len(va),
                **{k: result[k] for k in ("best_epoch", "epochs", "images_processed", "train_runtime_s", "history")}}
     Path(a.output_dir).mkdir(parents=True, exist_ok=True)
-    summary["timings"] = clock.snapshot()
-    (Path(a.output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with timings.phase("save"):
+        summary["timings"] = clock.snapshot()
+        (Path(a.output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"example recipe: {scored} accuracy {acc:.4f} on {len(result['labels'])} images; best epoch "
           f"{result['best_epoch']}; {result['train_runtime_s']:.0f} s training")
     print(timings.row(clock.snapshot()))

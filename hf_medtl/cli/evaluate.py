@@ -30,8 +30,11 @@ def run(args, rest) -> int:
     from hf_medtl import timings
 
     clock = timings.start()  # from the process's start when this process is the command (hf_medtl/timings.py)
-    with clock.phase("startup"):
+    with clock.phase("startup"):  # the command's libraries (evaluate_model imports them where it needs them)
+        from hf_medtl.evaluation import report, scoring  # noqa: F401
         from hf_medtl.evaluation.evaluate import evaluate_model
+        from hf_medtl.inference import core  # noqa: F401
+        from hf_medtl.models import load_saved_model  # noqa: F401
 
     m = evaluate_model(args.model_dir, args.data, output_dir=args.output_dir, split=args.split,
                        batch_size=args.batch_size, n_bootstrap=args.n_bootstrap, seed=args.seed, ci_method=args.ci_method,
