@@ -37,7 +37,7 @@ def test_cached_eval_pixels_equal_decoding_the_files(tmp_path, backbone, request
     from hf_medtl.config.arguments import ModelArguments
     from hf_medtl.models import load_backbone
 
-    _, processor = load_backbone(ModelArguments(model_name_or_path=str(request.getfixturevalue(backbone))), ["a", "b"], 28)
+    _, processor = load_backbone(ModelArguments(model_name_or_path=str(request.getfixturevalue(backbone))), ["a", "b"], 40)  # (a multiple of the ViT's 8-px patches: other sizes are refused at load)
     prep = preprocessing_from_processor(processor)
     samples = scan_class_folders(mixed_folder(tmp_path / "data")).samples
     _, eval_tf = build_transforms(prep, augment=False)
