@@ -254,7 +254,7 @@ def scan_dataset(a, group: Optional[str], group_given: bool, patient_like: re.Pa
     return Source(root, samples, fixed, ratios, [], classes)
 
 
-def read_split(data, split: str, cols: DatasetColumns = DatasetColumns()) -> list[Sample]:
+def read_split(data, split: str, cols: DatasetColumns = DatasetColumns(), allow_outside: bool = False) -> list[Sample]:
     """One split of a local dataset for `hf-medtl evaluate` (``cols``: the run's image / label / group columns;
     'val' finds a validation split by any of its names)."""
     parts = load(str(data))
@@ -264,4 +264,4 @@ def read_split(data, split: str, cols: DatasetColumns = DatasetColumns()) -> lis
         raise DataError(f"{data}: no '{split}' split; it has {', '.join(parts)}; pass --split with one of them")
     if cols.group == "group":  # the recipe's default, not a column it named: as for a CSV (sources.columns_of)
         cols = cols._replace(group_given=False)
-    return _split_samples(str(data), chosen[0], parts[chosen[0]], cols, None)[0]
+    return _split_samples(str(data), chosen[0], parts[chosen[0]], cols, None, allow_outside)[0]

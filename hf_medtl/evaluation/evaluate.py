@@ -40,7 +40,8 @@ def _read(data, split, model_classes, file_pattern, allow_outside, keys):
         raise DataError(f"{data}: not found; pass a folder of class sub-folders, a label CSV, a .npz or a dataset "
                         "(save_to_disk folder, parquet, imagefolder with metadata.csv)")
     if local_kind(data):
-        return read_split(data, split, DatasetColumns(keys.image_column, keys.label_column, keys.group_column))
+        return read_split(data, split, DatasetColumns(keys.image_column, keys.label_column, keys.group_column),
+                          allow_outside)
     elif data.suffix == ".npz":
         parts = read_medmnist_npz(data, model_classes, only=split)  # integer labels are the model's ids
         key = {"val": "validation"}.get(split, split)
