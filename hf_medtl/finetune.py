@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         print(timings.row(clock.snapshot()))  # the whole run's, to this line (metrics.json's stop before its write)
         return 0
 
-    return run_command(go)
+    try:
+        return run_command(go)
+    finally:
+        timings.stop()  # this command's clock ends with it (a later command in the process starts its own)
 
 
 if __name__ == "__main__":

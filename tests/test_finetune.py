@@ -304,7 +304,9 @@ def test_timings_account_for_the_whole_wall_of_a_cli_run(tmp_path, image_folder,
     assert set(PHASES) <= set(timings) and all(timings[k] > 0 for k in PHASES), timings
     assert sum(v for k, v in timings.items() if k != "total") == pytest.approx(timings["total"], abs=0.02 * len(timings))
     assert timings["other"] <= 0.1 * timings["total"], timings
-    assert 0.9 * wall <= timings["total"] <= wall, (timings["total"], wall)
+    # The process's wall beyond metrics.json's total: committing the outputs, the last lines and the interpreter's
+    # exit (a second or two on busy shared cores, a fixed cost that a 15-s test run feels more than a real one).
+    assert timings["total"] <= wall and wall - timings["total"] <= max(0.1 * wall, 3.0), (timings["total"], wall)
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("timings: start-up ") and " | first epoch " in last and " | later epochs " in last, last
     assert "| total " in last
