@@ -60,8 +60,9 @@ fi
 say "first step done"
 
 # 3. The table: hf_medtl vs the example recipe.
-timeout $(( $(left) - 20 )) $PY benchmarks/phases.py --npz_file $TABLE_DATA --class_names "$CLASSES" \
-  --image_size $SIZE --epochs $EPOCHS --batch 32 --out "$WORK/phases" --timeout $(( $(left) - 30 )) \
+t=$(( $(left) - 20 )); [ $t -lt 60 ] && t=60
+timeout $t $PY benchmarks/phases.py --npz_file $TABLE_DATA --class_names "$CLASSES" \
+  --image_size $SIZE --epochs $EPOCHS --batch 32 --out "$WORK/phases" --timeout $(( t - 10 )) \
   || say "phases stopped (exit $?)"
 cp "$WORK/phases/phases.md" "$WORK/phases/phases.json" "$OUT/" 2>/dev/null
 tar czf "$OUT/phases_runs.tgz" -C "$WORK/phases/runs" --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.bin' . 2>/dev/null

@@ -163,8 +163,15 @@ def main(argv=None) -> int:
                                   "class_names": json.loads(a.class_names), "image_size": a.image_size,
                                   "num_train_epochs": a.epochs, "per_device_train_batch_size": a.batch,
                                   "seed": a.seed, "output_dir": str(work / "hf_medtl")}))
+    def write() -> str:  # after every run: a check stopped by its time guard keeps what finished
+        (out / "phases.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        md = table(results)
+        (out / "phases.md").write_text(md + "\n")
+        return md
+
     with GpuSampler() as sampler:
         for name in a.only.split(","):
+            write()
             if name == "hf_medtl":
                 r = run_process("hf_medtl", [py, "-m", "hf_medtl.cli", "finetune", str(recipe), *extra], work,
                                 sampler, a.timeout)
@@ -176,6 +183,7 @@ def main(argv=None) -> int:
                                                  str(work / "evaluate")], work, sampler, a.timeout)
                     e["timings"] = parse_row(e["log_tail"])
                     results["runs"]["hf_medtl evaluate"] = e
+                    write()
             elif name == "example":
                 r = run_process("example", [py, "benchmarks/example_recipe.py", "--model_name_or_path",
                                             a.model_name_or_path, "--npz_file", a.npz_file, "--image_size",
@@ -184,10 +192,7 @@ def main(argv=None) -> int:
                                 sampler, a.timeout)
                 r.update(read_metrics(work / "example" / "metrics.json", a.epochs))
                 results["runs"]["example"] = r
-    (out / "phases.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    md = table(results)
-    (out / "phases.md").write_text(md + "\n")
-    print(md)
+    print(write())
     return 0
 
 
