@@ -122,8 +122,8 @@ def duplicate_groups(infos: list[ImageInfo], near_distance: Optional[int], uf: O
         for a in m:
             uf.union(reps[a], reps[m[0]])
             group_of[reps[a]] = len(out["near"])
-        out["near"].append(([reps[a] for a in m], max(confirm.distance(a, b) for x, a in enumerate(m) for b in m[x + 1:]),
-                            float(per_image[[reps[a] for a in m]].min())))
+        widest = max(confirm.distance(a, b) for x, a in enumerate(m) for b in m[x + 1:])
+        out["near"].append(([reps[a] for a in m], widest, float(per_image[[reps[a] for a in m]].min())))
     for i, info in enumerate(infos):  # exact copies join their representative's near group
         if info.sha is not None and first_of[info.sha] != i and first_of[info.sha] in group_of:
             out["near"][group_of[first_of[info.sha]]][0].append(i)
