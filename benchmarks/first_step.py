@@ -83,7 +83,9 @@ def one(model_dir: str, size: int, batch: int, steps: int, bf16: bool, channels_
 
     x = full_x
     out["eval1_s"], out["eval2_s"] = timed(forward), timed(forward)
-    x = full_x.repeat(8, 1, 1, 1)[:256]  # the GPU evaluation batch
+    x = full_x.repeat(8, 1, 1, 1)[:256]  # the GPU evaluation batch (in the model's layout)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     out["eval256_1_s"], out["eval256_2_s"] = timed(forward), timed(forward)
     x = full_x[:12]  # a split's last, partial evaluation batch
     out["eval12_1_s"], out["eval12_2_s"] = timed(forward), timed(forward)
