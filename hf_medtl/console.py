@@ -75,6 +75,19 @@ def run_command(fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing that looks complete was left behind", file=sys.stderr)
         return 130
+    finally:
+        _stop_loader_workers()
+
+
+def _stop_loader_workers() -> None:
+    """The command's work is done: its persistent DataLoader workers (GPU runs) are stopped now, not one 5-s
+    timeout at a time at the interpreter's exit (hf_medtl/training/trainer.py stop_loader_workers)."""
+    import multiprocessing
+
+    if "torch.utils.data" in sys.modules and multiprocessing.active_children():
+        from hf_medtl.training.trainer import stop_loader_workers
+
+        stop_loader_workers()
 
 
 EPOCH_HEADER = ("epoch | train loss | train acc | val loss | val acc |    lr     | monitoring     |   time |     ETA | "
