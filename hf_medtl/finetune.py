@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         if recipe.training.process_index != 0:
             return 0
         test = metrics["test"]
+        for split, classes in metrics.get("absent_classes", {}).items():  # allow_missing_classes: said first
+            print(f"WARNING: NOT EVERY CLASS IS SCORED: the {split} split has no image of {', '.join(classes)}")
         ci = test.get("ci", {}).get("accuracy")
         print(f"test accuracy {test['accuracy']:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "") +
               f", F1 macro {test['f1_macro']:.4f}; {metrics['epochs_run']} epochs, {metrics['lr_reductions']} LR "

@@ -178,6 +178,8 @@ def summary(run: Run) -> dict:
         "total_parameters": sum(p.numel() for p in run.model.parameters()),
         "model_class": type(run.model).__name__,  # what loads it: hf_medtl's own classes need their saved code
         "split_counts": run.splits.counts(),
+        # allow_missing_classes: the classes a split had no image of (their metrics there are not scored)
+        **({"absent_classes": absent} if (absent := run.splits.report.get("absent_classes")) else {}),
         "classes": run.splits.classes,
     }
 

@@ -155,6 +155,8 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
         schedule=schedule, epochs_run=metrics["epochs_run"], lr_reductions=metrics["lr_reductions"],
         tta=r.get("tta", "none") == "hflip", tta_inside=bool(r.get("tta_inside")) or "ensemble" in metrics,
         alone_text=_alone_text(metrics.get("model_alone", {}).get("test")), best_epoch=metrics["best_epoch"],
+        absent_text="; ".join(f"Not every class is scored: the {split} split has no image of {', '.join(c)} "
+                              "(allow_missing_classes)" for split, c in metrics.get("absent_classes", {}).items()),
         swa_text=swa_text(metrics.get("swa")),
         # hf_medtl's own classes (TTA inside, an ensemble, its heads): loaded through their saved code
         remote_code=str(metrics.get("model_class", "")).startswith("Medtl"),

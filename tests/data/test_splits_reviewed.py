@@ -206,3 +206,26 @@ def test_finetune_on_lookalike_scans_scores_every_class(tmp_path, tiny_timm):
     assert sorted(set(truth)) == ["calcification", "lesion", "normal"] and min(map(truth.count, set(truth))) >= 2
     test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert test["ci"]["accuracy"][1] - test["ci"]["accuracy"][0] > 0
+
+
+def test_an_allowed_missing_class_leads_the_console_metrics_and_card(tmp_path, tiny_timm, capsys):
+    """allow_missing_classes: the run trains, and metrics.json, the console (before the headline) and the model
+    card (first in its results) say which class a split lacks."""
+    import json
+
+    from tests.conftest import tiny_recipe
+
+    table = one_class_one_patient(tmp_path)
+    recipe = tiny_recipe(tmp_path, tiny_timm, None, data_dir=None, csv_file=str(table), group_column="patient",
+                         allow_missing_classes=True, num_train_epochs=1, image_size=32, n_bootstrap=0)
+    assert main(["finetune", str(recipe)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    warning = [i for i, line in enumerate(out) if line.startswith("WARNING: NOT EVERY CLASS IS SCORED")]
+    headline = [i for i, line in enumerate(out) if line.startswith("test accuracy")]
+    assert warning and headline and warning[-1] < headline[0] and "test split has no image of lesion" in out[warning[-1]]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["absent_classes"] == {"validation": ["lesion"], "test": ["lesion"]}
+    card = (tmp_path / "run" / "README.md").read_text()
+    results = card.index("## Results")
+    assert card.index("Not every class is scored: the test split has no image of lesion", results) < card.index(
+        "Held-out test split", results)
