@@ -152,15 +152,8 @@ def neighbour_pairs(prepared: np.ndarray, k: int = NEIGHBOURS, chunk: int = 128,
     floor = np.full(n, -np.inf, np.float32) if min_similarity is None else np.asarray(min_similarity, np.float32)
     base = _coarse(prepared, 0, 0)
     shifted = np.concatenate([_coarse(prepared, dy, dx) for dy, dx in _COARSE_SHIFTS]).T  # (64, shifts * n)
-    for start in range(0, n, chunk):
-        sim = (base[start:start + chunk] @ shifted).reshape(-1, len(_COARSE_SHIFTS), n).max(1)
-        rows = np.arange(len(sim))
-        sim[rows, start + rows] = -np.inf  # not itself
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        for r, js in enumerate(top):
-            for j in js:
-                if sim[r, j] >= min(floor[start + r], floor[j]):
-                    yield (start + r, int(j)) if start + r < j else (int(j), start + r)
+    yield from _nearest_pairs(lambda lo, hi: (base[lo:hi] @ shifted).reshape(-1, len(_COARSE_SHIFTS), n).max(1),
+                              n, k, floor, chunk)
 
 
 def coarse_similarity(prepared: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -211,8 +204,14 @@ def spectrum_pairs(prepared: np.ndarray, k: int = SPECTRUM_NEIGHBOURS, chunk: in
     k = min(k, n - 1)
     floor = np.full(n, -np.inf, np.float32) if min_similarity is None else np.asarray(min_similarity, np.float32)
     v = spectrum(prepared)
+    yield from _nearest_pairs(lambda lo, hi: v[lo:hi] @ v.T, n, k, floor, chunk)
+
+
+def _nearest_pairs(similarity, n: int, k: int, floor, chunk: int):
+    """(i, j) pairs, i < j: each image's k most similar others by ``similarity(lo, hi)`` (rows lo..hi against all
+    n), kept when the similarity reaches the floor of both images."""
     for start in range(0, n, chunk):
-        sim = v[start:start + chunk] @ v.T
+        sim = similarity(start, start + chunk)
         rows = np.arange(len(sim))
         sim[rows, start + rows] = -np.inf  # not itself
         top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
