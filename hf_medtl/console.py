@@ -81,13 +81,33 @@ def run_command(fn: Callable[[], int]) -> int:
 
 def _stop_loader_workers() -> None:
     """The command's work is done: its persistent DataLoader workers (GPU runs) are stopped now, not one 5-s
-    timeout at a time at the interpreter's exit (hf_medtl/training/trainer.py stop_loader_workers)."""
+    timeout at a time at the interpreter's exit (stop_loader_workers)."""
     import multiprocessing
 
     if "torch.utils.data" in sys.modules and multiprocessing.active_children():
-        from hf_medtl.training.trainer import stop_loader_workers
-
         stop_loader_workers()
+
+
+def stop_loader_workers() -> int:
+    """Stop the persistent DataLoader workers of every loader still alive (GPU runs keep them across epochs), once
+    a command's work is done. Left to the interpreter's exit, torch joined them one by one, each within a 5-s
+    timeout it ran out: on an H200 a finished run's process lived on for minutes with the GPU idle (its main thread
+    in DataLoader._clean_up_worker). They only read the run's images, so they are killed. Returns how many
+    loaders held workers."""
+    import gc
+
+    from torch.utils.data import _utils, dataloader
+
+    live = [o for o in gc.get_objects() if isinstance(o, dataloader._MultiProcessingDataLoaderIter)]
+    for it in live:
+        if getattr(it, "_worker_pids_set", False):  # unregistered first: torch's SIGCHLD check would call the kill
+            _utils.signal_handling._remove_worker_pids(id(it))  # a worker failure and raise in the main thread
+            it._worker_pids_set = False
+        for w in getattr(it, "_workers", []):
+            if w.is_alive():
+                w.kill()
+        it._shutdown_workers()  # the rest of torch's own shutdown (pin-memory thread, queues): joins return at once
+    return len(live)
 
 
 EPOCH_HEADER = ("epoch | train loss | train acc | val loss | val acc |    lr     | monitoring     |   time |     ETA | "

@@ -24,7 +24,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 class DatasetColumns(NamedTuple):
     """The columns to read; ``group_given``: the recipe named the group column (or null) itself.
-    ``patient_like``: column names that stop the run when left unused (sources.PATIENT_LIKE, passed in by the
+    ``patient_like``: column names that stop the run when left unused (patients.PATIENT_LIKE, passed in by the
     caller: this module must not import sources, which dispatches to it)."""
 
     image: str = "image"
@@ -96,7 +96,7 @@ def _used_columns(where: str, names: list[str], cols: DatasetColumns, values_of=
         raise DataError(f"{where}: group_column '{cols.group}' is not a column; it has {', '.join(names)}")
     if not cols.group_given and cols.group not in names:
         if cols.patient_like is not None:
-            from hf_medtl.data.sources import patient_column_error, unused_patient_column
+            from hf_medtl.data.patients import patient_column_error, unused_patient_column
 
             found = unused_patient_column(names, (cols.image, cols.label), values_of)
             if found:

@@ -41,5 +41,6 @@ def test_two_process_cpu_launch_decides_identically_and_writes_once(tmp_path, im
     assert proc.stdout.count("test accuracy") == 1  # both ranks finish; only rank 0 reports and writes
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
         ["README.md", "config.json", "data_report.json", "history.json", "metrics.json", "model.safetensors",
-         "modeling_ensemble.py", "modeling_medtl.py", "plots", "predictions_test.csv", "predictions_validation.csv", "preprocessor_config.json", "recipe.json", "report.json", "report.md", "split_manifest.csv",
+         "plots", "predictions_test.csv", "predictions_test_no_tta.csv", "predictions_validation.csv",
+         "predictions_validation_no_tta.csv", "preprocessor_config.json", "recipe.json", "report.json", "report.md", "split_manifest.csv",
          "training_args.bin"])

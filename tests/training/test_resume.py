@@ -35,8 +35,9 @@ def launch_and_kill_after_first_checkpoint(recipe, output_dir):
 @pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tmp_path, image_folder, tiny_timm, hf_medtl_log):
     # swa_epochs 5: the average includes epoch 1, trained before the kill, so its window must survive the resume
-    common = dict(num_train_epochs=5, image_size=32, save_strategy="epoch", threshold=0.6, patience=1,
-                  stop_patience=3, learning_rate=1e-2, swa_epochs=5)
+    # (every checkpoint kept: the first one's SWA window is checked below)
+    common = dict(num_train_epochs=5, image_size=32, save_strategy="epoch", save_total_limit=None, threshold=0.6,
+                  patience=1, stop_patience=3, learning_rate=1e-2, swa_epochs=5)
     recipe = tiny_recipe(tmp_path, tiny_timm, image_folder, **common)
     straight = run(load_recipe(recipe, ["--output_dir", str(tmp_path / "straight")]))
 
