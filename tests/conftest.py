@@ -116,6 +116,19 @@ def assert_pipeline_serves(out: Path, image_root: Path, atol: float = 1e-5, clas
             assert served[c] == pytest.approx(float(row[f"p_{c}"]), abs=atol), (what, row["path"], c)
 
 
+def assert_evaluation_matches_run(predictions_csv: Path, run_rows: list[dict], classes=CLASSES, atol=1e-5):
+    """`hf-medtl evaluate`'s predictions.csv gives each of the run's own rows (its predictions_test.csv) the same
+    probabilities: evaluate read and served the images as the run did."""
+    import csv
+
+    with open(predictions_csv) as f:
+        scored = {r["path"]: r for r in csv.DictReader(f)}
+    for r in run_rows:
+        [match] = [v for k, v in scored.items() if k.endswith(r["path"])]
+        np.testing.assert_allclose([float(match[f"p_{c}"]) for c in classes], [float(r[f"p_{c}"]) for c in classes],
+                                   atol=atol)
+
+
 def saved_classifier(out: Path):
     """The classifier a run trained, from its saved folder: the one member of a model that serves flip TTA inside
     its forward (the default), else the saved model itself."""

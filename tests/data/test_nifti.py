@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hf_medtl.cli import main
-from tests.conftest import CLASSES, errors, tiny_recipe, write_recipe
+from tests.conftest import CLASSES, assert_evaluation_matches_run, errors, tiny_recipe, write_recipe
 
 nibabel = pytest.importorskip("nibabel")
 
@@ -109,12 +109,7 @@ def test_predict_and_evaluate_read_a_volume_as_its_run_did(tmp_path, tiny_vit, c
     [other] = json.loads(capsys.readouterr().out)
     assert other["error"] is None and other["probabilities"] != served[0]["probabilities"]  # another slice
     assert main(["evaluate", str(run), str(data), "--output_dir", str(tmp_path / "ev"), "--n_bootstrap", "0"]) == 0
-    with open(tmp_path / "ev" / "predictions.csv") as f:
-        scored = {r["path"]: r for r in csv.DictReader(f)}
-    for r in rows:
-        [match] = [v for k, v in scored.items() if k.endswith(r["path"])]
-        np.testing.assert_allclose([float(match[f"p_{c}"]) for c in CLASSES], [float(r[f"p_{c}"]) for c in CLASSES],
-                                   atol=1e-5)
+    assert_evaluation_matches_run(tmp_path / "ev" / "predictions.csv", rows)
 
 
 def test_a_slice_is_taken_along_the_asked_axis_even_beside_a_singleton(tmp_path, capsys):

@@ -10,7 +10,7 @@ import pytest
 from hf_medtl.cli import main
 from hf_medtl.finetune import run
 from hf_medtl.config.recipe import load_recipe
-from tests.conftest import CLASSES, make_image_folder
+from tests.conftest import make_image_folder
 from tests.conftest import tiny_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -119,10 +119,8 @@ def test_evaluate_reads_a_csv_with_the_runs_patient_column_and_names_its_flag(tm
     line naming --group_column, which the command has; with it, exit 0."""
     import csv
 
-    import numpy as np
-
     from hf_medtl.cli import main
-    from tests.conftest import errors
+    from tests.conftest import assert_evaluation_matches_run, errors
 
     images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
     files = sorted(p for p in images.rglob("*") if p.is_file())
@@ -140,12 +138,7 @@ def test_evaluate_reads_a_csv_with_the_runs_patient_column_and_names_its_flag(tm
                  "--n_bootstrap", "0"]) == 0
     with open(tmp_path / "run" / "predictions_test.csv") as f:
         run_rows = list(csv.DictReader(f))
-    with open(tmp_path / "ev" / "predictions.csv") as f:
-        scored = {r["path"]: r for r in csv.DictReader(f)}
-    for r in run_rows:
-        [match] = [v for k, v in scored.items() if k.endswith(r["path"])]
-        np.testing.assert_allclose([float(match[f"p_{c}"]) for c in CLASSES], [float(r[f"p_{c}"]) for c in CLASSES],
-                                   atol=1e-5)
+    assert_evaluation_matches_run(tmp_path / "ev" / "predictions.csv", run_rows)
     # another CSV of the same images whose patient column is named otherwise
     with open(images / "labels.csv") as f, open(images / "other.csv", "w") as g:
         g.write(f.read().replace("ptid", "subject"))
