@@ -100,7 +100,7 @@ def ensure_writable(output_dir: str | Path, key: str = "output_dir") -> Path:
                            "folder you can write to")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".hf_medtl_write_test"
+        probe = temporary_sibling(output_dir / ".hf_medtl_write_test")  # unique: concurrent workers probe one folder
         probe.write_text("")
         probe.unlink()
     except OSError as e:

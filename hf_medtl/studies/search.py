@@ -180,8 +180,11 @@ def open_storage(url: str | None, out: Path):
                     return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
                                                       grace_period=2 * HEARTBEAT_S), shown
             except Exception as e:  # SQLAlchemy's and the drivers' errors: any of them means the same to the user
-                if "IntegrityError" in type(e).__name__ and attempt < 4:
-                    time.sleep(0.5)  # workers started together all create the new database's tables: one wins
+                # Workers started together all create the new database's tables: one wins, the others see an
+                # IntegrityError or (SQLite) "table ... already exists"; the next try finds the tables made.
+                race = "IntegrityError" in type(e).__name__ or "already exists" in str(e)
+                if race and attempt < 4:
+                    time.sleep(0.5)
                     continue
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0].replace(url, shown)
                 raise HfMedtlError(f"--storage '{shown}': cannot open it ({reason}); check the URL, that its database "
