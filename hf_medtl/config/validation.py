@@ -2,7 +2,6 @@
 ValueError naming the key in quotes, so that the recipe parser can blame the file or the command line."""
 from __future__ import annotations
 
-import dataclasses
 import re
 
 from hf_medtl.config.arguments import DataArguments, ModelArguments, ScheduleArguments
@@ -65,10 +64,18 @@ def validate(data: DataArguments, schedule: ScheduleArguments, training: dict) -
     _validate_budget(schedule)
     _validate_augmentation(data)
     check_report_to(training.get("report_to"))  # here, not when the Trainer is built after the data and the model
-    from hf_medtl.training.schedule import AdaptiveSchedule
+    # Whether or not adaptive_lr is on: a recipe that turns it on later (a search, an override) gets no surprise.
+    check_schedule(schedule.threshold, schedule.patience, schedule.stop_patience, schedule.factor)
 
-    # The schedule checks its own values (threshold, patience, factor), whether or not adaptive_lr is on.
-    AdaptiveSchedule.from_arguments(dataclasses.replace(schedule, adaptive_lr=True))
+
+def check_schedule(threshold: float, patience: int, stop_patience: int, factor: float) -> None:
+    """Algorithm 1's values (hf_medtl.training.schedule.AdaptiveSchedule checks its own with this, the one rule)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    if patience < 1 or stop_patience < 1:
+        raise ValueError(f"patience and stop_patience must be >= 1, got {patience} and {stop_patience}")
+    if not 0.0 < factor < 1.0:
+        raise ValueError(f"factor must lie in (0, 1), got {factor}")
 
 
 MAX_TRAIN_STEPS = 1_000_000

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from hf_medtl.config.validation import check_schedule
+
 TRAIN_ACCURACY = "train_accuracy"
 VAL_LOSS = "val_loss"
 
@@ -46,12 +48,7 @@ class AdaptiveSchedule:
     """
 
     def __init__(self, threshold: float = 0.9, patience: int = 2, stop_patience: int = 2, factor: float = 0.5):
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-        if patience < 1 or stop_patience < 1:
-            raise ValueError(f"patience and stop_patience must be >= 1, got {patience} and {stop_patience}")
-        if not 0.0 < factor < 1.0:
-            raise ValueError(f"factor must lie in (0, 1), got {factor}")
+        check_schedule(threshold, patience, stop_patience, factor)  # the recipe's own rule (config/validation.py)
         self.threshold, self.patience, self.stop_patience, self.factor = threshold, patience, stop_patience, factor
         self.state = ScheduleState()
 
