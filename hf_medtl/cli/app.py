@@ -1,16 +1,18 @@
 """`hf-medtl app MODEL_DIR`: a local browser app (Gradio) that predicts and explains one image at a time."""
 from __future__ import annotations
 
-from hf_medtl.cli.common import model_flags, positive
+from hf_medtl.cli.common import MODEL_DIR_HELP, model_flags, option_flags, positive
+from hf_medtl.config.commands import AppOptions
+
+OPTIONS = AppOptions
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("app", help='a local browser app: drop an image or DICOM, see probabilities and '
                                           'Grad-CAM (pip install -e ".[app]")')
-    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
-    p.add_argument("--port", type=positive, help="port (default: Gradio's, 7860 or the next free one)")
-    model_flags(p)
+    p.add_argument("model_dir", help=MODEL_DIR_HELP)
+    option_flags(p, OPTIONS, "host", "port", port={"type": positive})
+    model_flags(p, OPTIONS)
     p.set_defaults(func=run, passthrough=False)
 
 

@@ -1,6 +1,5 @@
-"""Argument helpers shared by the sub-commands (and by hf_medtl/finetune.py's script form). A flag that is also a
-recipe key takes its default, help text and choices from the argument dataclass (hf_medtl.config.arguments, light
-to import), so the two cannot drift apart."""
+"""Argument helpers shared by the sub-commands. A flag that is also a recipe key takes its default, help text and
+choices from the argument dataclass (hf_medtl.config.arguments, light to import), so the two cannot drift apart."""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +9,6 @@ import typing
 from typing import Literal, Union
 
 from hf_medtl.config.arguments import ModelArguments
-
-# `hf-medtl finetune`'s texts live here, not in cli/finetune.py, because the script form (hf_medtl/finetune.py, which
-# cli/finetune.py runs) builds the same parser and must not import the module that imports it.
-FINETUNE_HELP = "run a recipe: split, fine-tune, evaluate, save"
-FINETUNE_DESCRIPTION = "Run RECIPE.json; any --key value after it overrides the recipe."
 
 
 def positive(text: str) -> int:
@@ -43,38 +37,62 @@ def _field_type(cls: type, name: str):
     return tp
 
 
+def field_default(cls: type, name: str):
+    """The default of the dataclass field cls.NAME."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
 def dataclass_flag(parser, cls: type, name: str, **overrides) -> argparse.Action:
     """Add --NAME as the dataclass field cls.NAME declares it: its default, its help text (with the default
-    appended), its Literal[...] choices, store_true for a bool that defaults to false. ``overrides`` are
-    add_argument's keywords, for where a command deliberately differs (a CLI-only default, a stricter type)."""
+    appended), its Literal[...] choices, store_true for a bool that defaults to false (--no_NAME, store_false, for
+    one that defaults to true). ``overrides`` are add_argument's keywords, for where a command deliberately differs
+    (a stricter type, a metavar)."""
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    default = field_default(cls, name)
     tp = _field_type(cls, name)
     kwargs = {"default": default, "help": field.metadata["help"].replace("%", "%%")}  # argparse %-formats help
+    flag = f"--{name}"
     if tp is bool and default is False:
         kwargs["action"] = "store_true"
+    elif tp is bool and default is True:
+        flag, kwargs["action"], kwargs["dest"] = f"--no_{name}", "store_false", name
     elif typing.get_origin(tp) is Literal:
         kwargs["choices"] = list(typing.get_args(tp))
     elif tp in (int, float, str):
         kwargs["type"] = tp
     kwargs.update(overrides)
-    if kwargs["default"] not in (None, False) and "%(default)" not in kwargs["help"]:
+    if not any(kwargs["default"] is v for v in (None, False, True)) and "%(default)" not in kwargs["help"]:
         kwargs["help"] += " (default: %(default)s)"
-    return parser.add_argument(f"--{name}", **kwargs)
+    return parser.add_argument(flag, **kwargs)
 
 
-def model_flags(p) -> None:
+def option_flags(parser, cls: type, *names: str, **overrides: dict) -> None:
+    """dataclass_flag for each of ``names``; ``overrides``: name -> that flag's add_argument keywords."""
+    for name in names:
+        dataclass_flag(parser, cls, name, **overrides.get(name, {}))
+
+
+def options_from(args: argparse.Namespace, cls: type, **given):
+    """An options dataclass (hf_medtl.config.commands) from the parsed flags of its fields; ``given``: the fields
+    that no flag of their own fills."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}, **given)
+
+
+def model_flags(p, cls: type = ModelArguments) -> None:
     """The two opt-ins of every command that loads a saved model: pickle weights, and code shipped with it."""
-    dataclass_flag(p, ModelArguments, "allow_pickle_weights")
-    dataclass_flag(p, ModelArguments, "trust_remote_code")
+    option_flags(p, cls, "allow_pickle_weights", "trust_remote_code")
 
 
-def model_on_data(p, suffix: str) -> None:
-    """The arguments of a command that scores a saved model on data: model_dir, data, --output_dir, --split."""
-    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
+MODEL_DIR_HELP = "a finetune run's output_dir (or any saved image classifier)"
+
+
+def model_on_data(p, cls: type) -> None:
+    """The arguments of a command that scores a saved model on data: model_dir, data, and the --output_dir and
+    --split of its options ``cls``."""
+    p.add_argument("model_dir", help=MODEL_DIR_HELP)
     p.add_argument("data", help="folder of class sub-folders (e.g. a Testing/ folder), a label CSV, or a MedMNIST .npz")
-    p.add_argument("--output_dir", help=f"where to write (default: <model_dir>_{suffix}_<data name> beside the model)")
-    p.add_argument("--split", default="test", help="which split of an .npz (train, val, test; default test)")
+    option_flags(p, cls, "output_dir", "split")
 
 
 class _RecipeHelp(argparse.Action):

@@ -1,17 +1,16 @@
 """`hf-medtl compare RUN_DIR...`: finished runs side by side (seed 000's Table 2), with paired differences."""
 from __future__ import annotations
 
-from hf_medtl.cli.common import dataclass_flag, non_negative
-from hf_medtl.config.arguments import EvaluationArguments
+from hf_medtl.cli.common import non_negative, option_flags
+from hf_medtl.config.commands import CompareOptions
+
+OPTIONS = CompareOptions
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="tabulate finished runs as seed 000's Table 2 (Markdown + CSV)")
     p.add_argument("run_dirs", nargs="+", help="output_dirs of finished runs")
-    p.add_argument("--output_dir", default=".", help="where to write comparison.md, comparison.csv and paired.json")
-    dataclass_flag(p, EvaluationArguments, "n_bootstrap", type=non_negative,
-                   help="paired bootstrap resamples for the differences of runs on the same test set")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    option_flags(p, OPTIONS, "output_dir", "n_bootstrap", "seed", n_bootstrap={"type": non_negative})
     p.set_defaults(func=run, passthrough=False)
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hf_medtl.cli.common import non_negative, positive, recipe_parser
+from hf_medtl.cli.common import non_negative, option_flags, positive, recipe_parser
+from hf_medtl.config.commands import CvOptions
+
+OPTIONS = CvOptions
 
 
 def register(subparsers) -> None:
@@ -13,22 +16,10 @@ def register(subparsers) -> None:
                                   "by every fold), repeated with seeds seed..seed+N-1; --key value overrides the "
                                   "recipe. Every run in this process, or one per job: --plan lists the jobs "
                                   "(--fold K --seed S), --collect writes the summary from their finished runs.")
-    p.add_argument("--folds", type=positive, default=5, help="number of folds (1: the recipe's own split)")
-    p.add_argument("--seeds", type=positive, default=1, help="repeat with this many seeds")
-    p.add_argument("--ensemble", action="store_true",
-                   help="also save the runs' models as ONE model that averages their probabilities, in "
-                        "output_dir/ensemble, scored on the shared test split")
-    p.add_argument("--seed", type=int,
-                   help="the study's first seed (the recipe's 'seed'); with --fold, the seed of that job's run (one "
-                        "of the study's seeds; default its first)")
+    option_flags(p, OPTIONS, "folds", "seeds", "ensemble", "seed", folds={"type": positive},
+                 seeds={"type": positive})
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--fold", type=non_negative,
-                      help="train only this fold (0..K-1; 0 with --folds 1) of the seed --seed, into the folder the "
-                           "one-process cv uses (reused when finished there): one job of a job array")
-    mode.add_argument("--collect", action="store_true",
-                      help="write the summary (and --ensemble) from the runs the jobs finished; names any missing run")
-    mode.add_argument("--plan", action="store_true",
-                      help="print one command per job, each job's folder, and what --collect reads; runs nothing")
+    option_flags(mode, OPTIONS, "fold", "collect", "plan", fold={"type": non_negative})
     p.set_defaults(func=run, passthrough=True)
 
 

@@ -1,17 +1,18 @@
 """`hf-medtl export MODEL_DIR --onnx OUT --check INPUT...`: ONNX, checked against PyTorch on real images."""
 from __future__ import annotations
 
-from hf_medtl.cli.common import model_flags, positive
+from hf_medtl.cli.common import MODEL_DIR_HELP, model_flags, option_flags, positive
+from hf_medtl.config.commands import ExportOptions
+
+OPTIONS = ExportOptions
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="write a saved model as ONNX and check it against PyTorch")
-    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
-    p.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
-    p.add_argument("--check", nargs="+", required=True, metavar="INPUT",
-                   help="real images or folders to compare onnxruntime with PyTorch on (up to 64 images)")
-    p.add_argument("--opset", type=positive, default=18)
-    model_flags(p)
+    p.add_argument("model_dir", help=MODEL_DIR_HELP)
+    option_flags(p, OPTIONS, "onnx", "check", "opset", onnx={"required": True, "metavar": "OUT"},
+                 check={"required": True, "nargs": "+", "metavar": "INPUT"}, opset={"type": positive})
+    model_flags(p, OPTIONS)
     p.set_defaults(func=run, passthrough=False)
 
 

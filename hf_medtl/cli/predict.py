@@ -4,8 +4,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hf_medtl.cli.common import model_flags, positive
+from hf_medtl.cli.common import MODEL_DIR_HELP, dataclass_flag, model_flags, option_flags, positive
+from hf_medtl.config.commands import PredictOptions
 from hf_medtl.config.saved import add_data_flags
+
+OPTIONS = PredictOptions
 
 
 def register(subparsers) -> None:
@@ -13,21 +16,15 @@ def register(subparsers) -> None:
                               description="Predict INPUTs (image files, DICOM files, folders searched recursively) "
                                           "with a saved model; an unreadable file gets one line and the rest are "
                                           "still predicted.")
-    p.add_argument("model_dir", help="a finetune run's output_dir (or any saved image classifier)")
+    p.add_argument("model_dir", help=MODEL_DIR_HELP)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or DICOM files, or folders")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
-                   help="table: top-k labels (Markdown); csv / json: every label's probability")
-    p.add_argument("--top_k", type=positive, default=3, help="labels per image in the table (default 3)")
+    option_flags(p, OPTIONS, "format", "top_k", top_k={"type": positive})
     tta = p.add_mutually_exclusive_group()
-    tta.add_argument("--tta", action="store_const", const=True, default=None,
-                     help="average the probabilities over the identity, a horizontal flip and rotations of +/-10 "
-                          "degrees (default: the views the run's metrics averaged over, its recipe's `tta`)")
+    dataclass_flag(tta, OPTIONS, "tta", action="store_const", const=True)
     tta.add_argument("--no_tta", dest="tta", action="store_const", const=False,
                      help="the model alone on each image, whatever TTA the run was evaluated with")
-    p.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay PNG per image into DIR")
-    p.add_argument("--batch_size", type=positive, default=32)
-    p.add_argument("--output", help="write the predictions to this file instead of printing them")
-    model_flags(p)
+    option_flags(p, OPTIONS, "cam", "batch_size", "output", cam={"metavar": "DIR"}, batch_size={"type": positive})
+    model_flags(p, OPTIONS)
     add_data_flags(p, ("nifti_slice", "nifti_axis"))  # a 3-D volume: the run's own slice unless given
     p.set_defaults(func=run, passthrough=False)
 

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hf_medtl.cli.common import dataclass_flag, model_flags, model_on_data, non_negative, positive, recipe_parser
-from hf_medtl.config.arguments import EvaluationArguments
+from hf_medtl.cli.common import model_flags, model_on_data, non_negative, option_flags, positive, recipe_parser
+from hf_medtl.config.commands import ImbalanceOptions, RobustnessOptions, SearchOptions, StrategiesOptions
+
+OPTIONS = {"imbalance": ImbalanceOptions, "robustness": RobustnessOptions, "search": SearchOptions,
+           "strategies": StrategiesOptions}
 
 
 def register(subparsers) -> None:
@@ -13,41 +16,24 @@ def register(subparsers) -> None:
     sub = study.add_subparsers(dest="study", required=True)
     p = recipe_parser(sub, "imbalance", help="subsample the training split's minority classes; F1 / recall per level",
                       description="Run RECIPE at each imbalance level; --key value overrides apply to every level.")
-    p.add_argument("--levels", default="none,mild,moderate,severe",
-                   help="comma-separated: none, mild (1:2), moderate (1:5), severe (1:20), a ratio 1:k or a fraction")
-    p.add_argument("--minority", help="comma-separated classes to subsample (default: all but the largest)")
+    option_flags(p, ImbalanceOptions, "levels", "minority")
     p.set_defaults(passthrough=True)
     p = sub.add_parser("robustness", help="score a saved model under graded perturbations")
-    model_on_data(p, "robustness")
-    p.add_argument("--perturbations", default="all", help="comma-separated names, or all")
-    p.add_argument("--severities", default="0,1,2,3,4,5", help="comma-separated severities in 0..5")
-    p.add_argument("--batch_size", type=positive, default=64)
-    # Fewer resamples than evaluate's default: one interval per perturbation x severity condition.
-    dataclass_flag(p, EvaluationArguments, "n_bootstrap", type=non_negative, default=200,
-                   help="bootstrap resamples per condition")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    model_flags(p)
+    model_on_data(p, RobustnessOptions)
+    option_flags(p, RobustnessOptions, "perturbations", "severities", "batch_size", "n_bootstrap", "seed",
+                 batch_size={"type": positive}, n_bootstrap={"type": non_negative})
+    model_flags(p, RobustnessOptions)
     p.set_defaults(passthrough=False)
     p = recipe_parser(sub, "search", help="Optuna search over the recipe's search_space, scored on validation",
                       description="Trainer.hyperparameter_search (Optuna) over search_space; --key value overrides.")
-    p.add_argument("--trials", type=positive, default=10,
-                   help="number of finished trials the study ends with, over all its workers (a rerun continues to "
-                        "this many)")
-    p.add_argument("--storage", metavar="URL",
-                   help="where the trials are kept: an Optuna RDB URL (sqlite:///search.db, postgresql://user@host/db, "
-                        "mysql://...) or a journal file path (default: optuna_journal.log in output_dir); every worker "
-                        "started with the same storage and --study_name runs trials of one study")
-    p.add_argument("--study_name", default="hf_medtl_search", help="the study's name in the storage (default: %(default)s)")
+    option_flags(p, SearchOptions, "trials", "storage", "study_name", trials={"type": positive},
+                 storage={"metavar": "URL"})
     p.set_defaults(passthrough=True)
     p = recipe_parser(sub, "strategies", help="linear probe, k-NN, full, partial, LoRA on one backbone; paired tests",
                       description="Run RECIPE once per finetune_strategy into output_dir/<strategy> (--folds K: K "
                                   "folds each, output_dir/<strategy>/fold-k); --key value overrides apply to every "
                                   "strategy.")
-    p.add_argument("--strategies", default="linear_probe,knn,full,partial,lora",
-                   help="comma-separated finetune_strategy values")
-    p.add_argument("--folds", type=positive, default=1,
-                   help="K > 1: each strategy as K-fold cross-validation on the non-test pool, paired tests over the "
-                        "folds (default 1: one run each on the recipe's split)")
+    option_flags(p, StrategiesOptions, "strategies", "folds", folds={"type": positive})
     p.set_defaults(passthrough=True)
 
 

@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # ~7,000 x 7,000: beyond any slice or X-ray; whole-slide images need tiling
+# A recipe that gives no num_train_epochs trains at least this many optimiser steps (min_train_steps), so that a
+# small dataset gets the epochs it needs: BreastMNIST's 424 training images at batch 32 are 14 steps an epoch, and
+# 1000 steps ~72 epochs (the MedMNIST+ baselines train 100); 4,500 images (143 steps an epoch) keep their 10 epochs.
+# Chosen on BreastMNIST cross-validation (docs/benchmarks.md, "Small data"); the adaptive schedule still ends a
+# converged run, so the steps are a ceiling on the epochs, not a cost every run pays.
+DEFAULT_MIN_TRAIN_STEPS = 1000
+# The default of a key that depends on the recipe's other keys: resolved by resolve_auto (below) when the recipe is
+# loaded, so a loaded recipe and its recipe.json never hold it, and --help and docs/recipes.md show the rule.
+AUTO = "auto"
 
 
 @dataclass
@@ -260,11 +269,12 @@ class ScheduleArguments:
                 "balanced accuracy / macro F1 (single-label; imbalanced classes). last: the last epoch's. The "
                 "schedule still reduces the LR and stops. Default val_accuracy: schedule kept an under-trained epoch whenever training "
                 "accuracy never reached T (docs/benchmarks.md 'Against the transformers example recipe')."})
-    min_train_steps: Optional[int] = field(default=None, metadata={
+    min_train_steps: Union[int, Literal["auto"], None] = field(default=AUTO, metadata={
         "help": "A budget in optimiser steps: train max(num_train_epochs, ceil(min_train_steps / steps per epoch)) "
                 "epochs (steps per epoch from the training split, batch size, processes, gradient accumulation), so "
-                "that small data trains long enough. The schedule still stops a converged run. Default: 1000 when the "
-                "recipe gives no num_train_epochs (and no preset), else null (num_train_epochs alone)."})
+                "that small data trains long enough. The schedule still stops a converged run. null: "
+                f"num_train_epochs alone. auto: {DEFAULT_MIN_TRAIN_STEPS} when the recipe (and its preset) gives no "
+                "num_train_epochs, else null."})
     time_budget_minutes: Optional[float] = field(default=None, metadata={
         "help": "A wall-clock budget: after the first epoch the run sizes its epochs from that epoch's time (never past "
                 "the epoch count above) and stops at the end of the last that fits. null: no limit."})
@@ -286,13 +296,13 @@ class EvaluationArguments:
     ci_method: Literal["bca", "percentile"] = field(default="bca", metadata={
         "help": "bca: bias-corrected and accelerated bootstrap (Efron; jackknife acceleration; covers better near 100% "
                 "and at small n). percentile: the plain percentile bootstrap."})
-    tta: Literal["none", "hflip"] = field(default="none", metadata={
+    tta: Literal["auto", "none", "hflip"] = field(default=AUTO, metadata={
         "help": "Test-time augmentation: hflip averages the probabilities of the image and its horizontal mirror (two "
                 "forward passes). The saved model stays its backbone's own transformers class; config.json's "
                 "`tta_views` records the views, and hf_medtl's serving (predict, evaluate, the app, and the ONNX "
                 "export, which bakes them into the graph) applies them. Plain pipeline() serves the model alone: "
-                "metrics.json reports both (`test`, with TTA; `model_alone`, without). Default: hflip when training "
-                "flips images (augment true and hflip_prob > 0; no preset), else none."})
+                "metrics.json reports both (`test`, with TTA; `model_alone`, without). auto: hflip when training "
+                "flips images (augment true and hflip_prob > 0; the paper preset says none), else none."})
     tta_inside: bool = field(default=False, metadata={
         "help": "Save the TTA views inside the model's forward (MedtlEnsembleForImageClassification, loaded with "
                 "trust_remote_code), so that plain pipeline() and the Hub's widgets serve the TTA-averaged "
@@ -313,13 +323,6 @@ class StudyArguments:
                 "1: a single model. For the K models of cross-validation: `hf-medtl cv --ensemble`."})
 
 
-# A recipe that gives no num_train_epochs trains at least this many optimiser steps (min_train_steps), so that a
-# small dataset gets the epochs it needs: BreastMNIST's 424 training images at batch 32 are 14 steps an epoch, and
-# 1000 steps ~72 epochs (the MedMNIST+ baselines train 100); 4,500 images (143 steps an epoch) keep their 10 epochs.
-# Chosen on BreastMNIST cross-validation (docs/benchmarks.md, "Small data"); the adaptive schedule still ends a
-# converged run, so the steps are a ceiling on the epochs, not a cost every run pays.
-DEFAULT_MIN_TRAIN_STEPS = 1000
-
 # Seed 000's settings (Khoa & Tri, Table 2), for every key whose toolkit default may differ from them: a recipe with
 # "preset": "paper" runs exactly as the Table-2 reproductions did, whatever the defaults become.
 PRESETS = {"paper": {
@@ -327,3 +330,17 @@ PRESETS = {"paper": {
     "warmup_steps": 0, "weight_decay": 0.0, "label_smoothing_factor": 0.0, "adaptive_lr": True, "threshold": 0.9,
     "patience": 2, "stop_patience": 2, "factor": 0.5, "theta_star": "schedule", "tta": "none", "augment": True,
     "crop_scale_min": 0.8, "rotation_degrees": 10.0, "hflip_prob": 0.5, "val_ratio": 0.1, "test_ratio": 0.1}}
+
+
+def resolve_auto(values: dict) -> dict:
+    """``values`` (a recipe's keys: its file, its preset, the command line) with every "auto" default resolved from
+    the other keys: the one place these defaults are decided. A key not given counts as "auto"."""
+    out = dict(values)
+    if out.get("min_train_steps", AUTO) == AUTO:  # no epoch count given: a step budget that suits the data
+        out["min_train_steps"] = None if "num_train_epochs" in values else DEFAULT_MIN_TRAIN_STEPS
+    if out.get("tta", AUTO) == AUTO:
+        # Flip TTA when the model trained on flipped images (a mirror it knows); off when flips are off, e.g. where
+        # laterality matters.
+        flips = out.get("augment", DataArguments.augment) and out.get("hflip_prob", DataArguments.hflip_prob) > 0
+        out["tta"] = "hflip" if flips else "none"
+    return out

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from hf_medtl.config.arguments import (DEFAULT_MIN_TRAIN_STEPS, PRESETS, DataArguments,  # noqa: F401
-                                       EvaluationArguments, ModelArguments, ScheduleArguments, StudyArguments)
+from hf_medtl.config.arguments import (PRESETS, DataArguments, EvaluationArguments, ModelArguments,  # noqa: F401
+                                       ScheduleArguments, StudyArguments, resolve_auto)
 from hf_medtl.config.training_arguments import GROUPS, MedTrainingArguments
 from hf_medtl.config.validation import validate, validate_knn_schedule, validate_model, validate_study
 from hf_medtl.errors import HfMedtlError
@@ -177,14 +177,7 @@ def load_recipe(path: str | Path, argv: Optional[list[str]] = None) -> Recipe:
     if values.get("preset"):  # the preset's values for every key the recipe and the command line leave out
         values = {**PRESETS[values["preset"]], **values}
     values.setdefault("output_dir", str(Path("outputs") / path.stem))
-    if "num_train_epochs" not in values and "min_train_steps" not in values:
-        # no epoch count given: a step budget that suits the data (written into recipe.json, so a rerun matches)
-        values["min_train_steps"] = DEFAULT_MIN_TRAIN_STEPS
-    if "tta" not in values:
-        # Flip TTA when the model trained on flipped images (a mirror it knows); off when flips are off, e.g. where
-        # laterality matters. Served inside the saved model (stages.train), so pipeline() and ONNX give it too.
-        flips = values.get("augment", DataArguments.augment) and values.get("hflip_prob", DataArguments.hflip_prob) > 0
-        values["tta"] = "hflip" if flips else "none"
+    values = resolve_auto(values)  # written resolved into recipe.json, so a rerun of it matches
 
     groups = {g: {k: v for k, v in values.items() if fields[k][0] == g} for g in GROUPS}
     try:

@@ -10,6 +10,7 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy, Scheduler
 
 from hf_medtl.config.arguments import (DataArguments, EvaluationArguments, ModelArguments, ScheduleArguments,
                                        StudyArguments)
+from hf_medtl.config.commands import EVAL_BATCH_SIZE
 
 
 @dataclass
@@ -19,7 +20,7 @@ class MedTrainingArguments(TrainingArguments):
     output_dir: Optional[str] = field(default=None, metadata={"help": "Where the run writes; default outputs/<recipe name>."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Initial learning rate (seed 000: 1e-3; ViT* 1e-5)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
+    per_device_eval_batch_size: int = field(default=EVAL_BATCH_SIZE, metadata={"help": "Evaluation batch size per device."})
     num_train_epochs: float = field(default=10.0, metadata={"help": "Maximum number of epochs."})
     lr_scheduler_type: Union[SchedulerType, str] = field(default="cosine", metadata={
         "help": "The Trainer's own LR schedule over num_train_epochs; the adaptive schedule's reductions multiply it. "

@@ -85,27 +85,26 @@ def _eval_dataset(samples, shas, classes, processor, max_pixels, data_cache: boo
     return make(samples, classes, eval_tf, max_pixels, load=load)
 
 
-def evaluate_model(model_dir: str | Path, data: str | Path, *, output_dir: str | Path | None = None, split: str = "test",
-                   batch_size: int = 64, n_bootstrap: int = 1000, seed: int = 0, ci_method: str = "bca",
-                   on_bad_image: str = "error", allow_pickle_weights: bool = False, trust_remote_code: bool = False,
-                   allow_paths_outside_root: bool = False, max_image_pixels: int | None = None, cam: int = 0,
-                   data_cache: bool = True, data_cache_dir: str | None = None, data_keys: dict | None = None) -> dict:
+def evaluate_model(model_dir: str | Path, data: str | Path, options=None, **overrides) -> dict:
+    """Score the saved model in ``model_dir`` on ``data`` and write the evaluation's folder: its metrics (with
+    output_dir and cam_overlays). ``options``: the evaluate command's options (hf_medtl.config.commands.
+    EvaluateOptions, one field per flag; its defaults when None); keyword ``overrides`` set single fields of it."""
+    import dataclasses
+
+    from hf_medtl.config.commands import EvaluateOptions
     from hf_medtl.outputs import commit, ensure_writable, run_lock, staging_dir
 
+    o = dataclasses.replace(options or EvaluateOptions(), **overrides)  # an unknown keyword: TypeError naming it
     model_dir, data_name = Path(model_dir), Path(data).stem
-    output_dir = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
+    output_dir = Path(o.output_dir) if o.output_dir else model_dir.parent / f"{model_dir.name}_eval_{data_name}"
     ensure_writable(output_dir, "--output_dir")  # before any inference whose results would be lost
     # The evaluation owns its folder (a second one into it is refused) and writes into a staging folder moved into
     # place at the end, report.json last: a killed or failed re-evaluation leaves the previous one whole.
     with run_lock(output_dir):
         staging = staging_dir(output_dir)
-        metrics, overlays = _evaluate_into(staging, model_dir, data, data_name, split=split, batch_size=batch_size,
-                                           n_bootstrap=n_bootstrap, seed=seed, ci_method=ci_method,
-                                           on_bad_image=on_bad_image, allow_pickle_weights=allow_pickle_weights,
-                                           trust_remote_code=trust_remote_code,
-                                           allow_paths_outside_root=allow_paths_outside_root,
-                                           max_image_pixels=max_image_pixels, cam=cam, data_cache=data_cache,
-                                           data_cache_dir=data_cache_dir, data_keys=data_keys)
+        metrics, overlays = _evaluate_into(staging, model_dir, data, data_name,
+                                           **{f.name: getattr(o, f.name) for f in dataclasses.fields(o)
+                                              if f.name != "output_dir"})
         shutil.rmtree(output_dir / "cam", ignore_errors=True)  # an earlier evaluation's overlays: not this one's
         commit(staging, output_dir, marker="report.json")
     overlays = [output_dir / p.relative_to(staging) for p in overlays]
