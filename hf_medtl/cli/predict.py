@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from hf_medtl.cli.common import MODEL_DIR_HELP, dataclass_flag, model_flags, option_flags, positive
 from hf_medtl.config.commands import PredictOptions
@@ -30,10 +29,7 @@ def register(subparsers) -> None:
 
 
 def run(args, rest) -> int:
-    from hf_medtl.inference.core import run_tta_views, views_of
     from hf_medtl.inference.predict import format_predictions, predict
-    from hf_medtl.errors import HfMedtlError
-
     from hf_medtl.outputs import check_destination, ensure_writable
 
     if args.output:  # before any model is loaded or image decoded
@@ -41,10 +37,9 @@ def run(args, rest) -> int:
     if args.cam:
         ensure_writable(args.cam, "--cam")
 
-    views = run_tta_views(args.model_dir) if args.tta is None else views_of(args.tta)
-    preds = predict(args.model_dir, args.inputs, views, args.batch_size, args.cam, args.allow_pickle_weights,
+    preds = predict(args.model_dir, args.inputs, args.tta, args.batch_size, args.cam, args.allow_pickle_weights,
                     args.trust_remote_code, data_keys={"nifti_slice": args.nifti_slice, "nifti_axis": args.nifti_axis})
-    text = format_predictions(preds, args.format, args.top_k, views)
+    text = format_predictions(preds, args.format, args.top_k)
     if args.output:
         from hf_medtl.outputs import atomic_write_text
 

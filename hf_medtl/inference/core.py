@@ -10,7 +10,10 @@ normalised value of black, as a rotated image with black corners would give.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -73,6 +76,19 @@ def views_outside(model):
     return model
 
 
+@contextmanager
+def views_off(model):
+    """Within the block, ``model`` (a model that may serve views inside its forward) runs on the image alone;
+    afterwards it serves as before. The one place the switch is flipped and restored (Grad-CAM of such a model)."""
+    before = getattr(model, "serve_views", None)
+    views_outside(model)
+    try:
+        yield model
+    finally:
+        if before is not None:
+            model.serve_views = before
+
+
 def views_of(tta) -> tuple[str, ...]:
     """``tta`` as a tuple of view names: True -> TTA_VIEWS, False/None -> identity, a recipe value ('none',
     'hflip') -> its views, or the view names themselves."""
@@ -133,6 +149,13 @@ def probabilities(logits, multi_label: bool = False) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def average(per_view: list) -> np.ndarray:
+    """The one averaging rule of TTA and ensembles: the mean of the views' (members') probabilities. (In a model
+    that serves views inside its forward, models/modeling_ensemble.average_logits returns the logits of this same
+    mean, so that softmax / sigmoid of its output gives it back.)"""
+    return sum(per_view) / len(per_view)
+
+
 def pixels(processor, images: list):
     """The saved processor's evaluation transform of decoded images, stacked: (N, C, H, W)."""
     from hf_medtl.data.transforms import eval_transform
@@ -150,7 +173,7 @@ def batch_probabilities(model, pixel_values, views=("identity",), black=None) ->
     with torch.inference_mode():
         logits = model(pixel_values=batch).logits
     probs = probabilities(logits.float().cpu().numpy(), multi_label=is_multi_label(model))
-    return probs.reshape(len(views), len(pixel_values), -1).mean(axis=0)
+    return average(list(probs.reshape(len(views), len(pixel_values), -1)))
 
 
 def image_probabilities(model, processor, images: list, tta=False) -> np.ndarray:
@@ -194,7 +217,7 @@ def dataset_probabilities(trainer, dataset, tta="none", black=None) -> tuple[np.
     """(class probabilities, true labels) of a dataset, gathered over all processes; with TTA the mean over
     the views (``tta`` as views_of takes it, e.g. the recipe's 'hflip'): the one averaging rule."""
     per_view, labels = dataset_view_probabilities(trainer, dataset, tta, black)
-    return sum(per_view) / len(per_view), labels
+    return average(per_view), labels
 
 
 class Logits(torch.nn.Module):
@@ -206,3 +229,76 @@ class Logits(torch.nn.Module):
 
     def forward(self, x):
         return self.model(pixel_values=x).logits
+
+
+@dataclass
+class Served:
+    """A saved model as hf_medtl serves it (predict, evaluate, the app, robustness, explain, export): loaded once
+    under the loading policy, any views inside its forward switched off, and ``views`` (the run's, or those asked
+    for) applied around it with the one averaging rule. ``keys``: how files are read (the run's NIfTI slice and
+    axis, image-size limit, columns; flags given override them: hf_medtl.config.saved.data_keys)."""
+
+    model_dir: Path
+    model: object
+    processor: object
+    classes: list
+    views: tuple
+    keys: SimpleNamespace
+
+    @property
+    def black(self) -> tuple[float, ...]:
+        return black_of(self.processor)
+
+    @property
+    def multi_label(self) -> bool:
+        from hf_medtl.models import is_multi_label
+
+        return is_multi_label(self.model)
+
+    @property
+    def max_pixels(self) -> int:
+        from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS
+
+        return self.keys.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+
+    def decode(self, path):
+        """A file as the run read its images: a 3-D NIfTI volume as the run's slice, anything else decoded (one
+        DecodeError line when it cannot be)."""
+        from hf_medtl.data.decode import decode, from_array, is_nifti, nifti_slice
+
+        if self.keys.nifti_slice is not None and is_nifti(path):
+            return from_array(nifti_slice(path, self.keys.nifti_axis, self.keys.nifti_slice, self.max_pixels))
+        return decode(path, self.max_pixels)
+
+    def probabilities(self, images: list) -> np.ndarray:
+        """(len(images), labels) probabilities of decoded images, averaged over the views."""
+        return batch_probabilities(self.model, pixels(self.processor, images), self.views, self.black)
+
+    def dataset_probabilities(self, dataset, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, labels) of a dataset of pixel tensors, averaged over the views."""
+        return dataset_probabilities(inference_trainer(self.model, batch_size), dataset, self.views, self.black)
+
+    def views_inside(self):
+        """The model with the views inside its forward (what the ONNX export bakes into the graph): a model that
+        can serve views (an ensemble, `tta_inside`) switched back on, any other wrapped as a one-member ensemble."""
+        if hasattr(self.model, "serve_views"):
+            self.model.serve_views = True
+            return self.model
+        from hf_medtl.models.ensemble import with_views
+
+        return with_views(self.model, self.processor, list(self.views)) if len(self.views) > 1 else self.model
+
+
+def load(model_dir: str | Path, tta=None, allow_pickle_weights: bool = False, trust_remote_code: bool = False,
+         data_keys: dict | None = None) -> Served:
+    """The saved model in ``model_dir`` ready to serve: ``tta`` None -> the views its run's metrics averaged over
+    (run_tta_views), else as views_of takes it (True: TTA_VIEWS, False: the image alone); ``data_keys``: flags
+    that override the run's own way of reading files."""
+    from hf_medtl.config.saved import data_keys as saved_data_keys
+    from hf_medtl.models import load_saved_model
+
+    model_dir = Path(model_dir)
+    views = run_tta_views(model_dir) if tta is None else views_of(tta)  # config.json read before the weights
+    keys = saved_data_keys(model_dir, data_keys)
+    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
+    return Served(model_dir, views_outside(model), processor, classes, tuple(views), keys)

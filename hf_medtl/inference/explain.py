@@ -68,12 +68,9 @@ def cam_maps(model, pixel_values, class_ids: list[int]) -> np.ndarray:
     pixel_values = pixel_values.to(next(model.parameters()).device)
     served = tuple(model.config.views) if getattr(model, "serve_views", False) else ("identity",)
     if len(served) > 1:  # views inside the forward: each view's map on the view-free model, brought back, averaged
-        model.serve_views = False
-        try:
-            return sum(core.unview(torch.from_numpy(cam_maps(model, core.view(pixel_values, v), class_ids)), v).numpy()
-                       for v in served) / len(served)
-        finally:
-            model.serve_views = True
+        with core.views_off(model):
+            return core.average([core.unview(torch.from_numpy(cam_maps(model, core.view(pixel_values, v), class_ids)),
+                                             v).numpy() for v in served])
     # An ensemble: the gradient of its averaged output at every member's layer, the members' maps averaged
     # (pytorch-grad-cam's multi-layer mean); the members of one recipe share an architecture and its reshape.
     parts = model.members if getattr(model.config, "model_type", None) == ENSEMBLE_TYPE else [model]
@@ -90,8 +87,8 @@ def image_cams(model, processor, images: list[Image.Image], class_ids: list[int]
     from hf_medtl.inference import core
 
     x, black = core.pixels(processor, images), core.black_of(processor)
-    maps = sum(core.unview(torch.from_numpy(cam_maps(model, core.view(x, v, black), class_ids)), v).numpy()
-               for v in views) / len(views)
+    maps = core.average([core.unview(torch.from_numpy(cam_maps(model, core.view(x, v, black), class_ids)), v).numpy()
+                         for v in views])
     return [np.clip(np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(im.size, Image.BILINEAR)), 0, 1)
             for m, im in zip(maps, images)]
 
@@ -132,12 +129,13 @@ def save_overlay(image: Image.Image, cam: np.ndarray, title: str, path: str | Pa
     return path
 
 
-def write_overlays(model, processor, images, predictions: list[tuple[str, float]], names: list[Path],
-                   out_dir: str | Path, titles: list[str] | None = None, views=("identity",)) -> list[Path]:
-    """Overlay PNGs for (label, probability) ``predictions`` of ``images`` (probabilities over the TTA ``views``,
-    whose maps are averaged likewise); file names from ``names``."""
-    label2id = {label: i for i, label in model.config.id2label.items()}
-    cams = image_cams(model, processor, images, [label2id[label] for label, _ in predictions], views)
+def write_overlays(served, images, predictions: list[tuple[str, float]], names: list[Path],
+                   out_dir: str | Path, titles: list[str] | None = None) -> list[Path]:
+    """Overlay PNGs for (label, probability) ``predictions`` of ``images`` by the served model (hf_medtl.inference.
+    core.load; probabilities over its TTA views, whose maps are averaged likewise); file names from ``names``."""
+    views = served.views
+    cams = image_cams(served.model, served.processor, images,
+                      [served.classes.index(label) for label, _ in predictions], views)
     out_dir, written = Path(out_dir), []
     for i, (image, cam, (label, p), name) in enumerate(zip(images, cams, predictions, names)):
         path = out_dir / f"{Path(name).stem}_cam.png"
@@ -160,16 +158,17 @@ def confident_errors(probs: np.ndarray, labels: np.ndarray, n: int) -> dict[int,
     return out
 
 
-def error_overlays(model, processor, samples, probs, labels, classes, n: int, out_dir, max_pixels=None) -> list[Path]:
-    """`evaluate --cam N`: overlays of the N most confident errors of each class (the predicted class's map)."""
+def error_overlays(served, samples, probs, labels, n: int, out_dir) -> list[Path]:
+    """`evaluate --cam N`: overlays of the N most confident errors of each class (the predicted class's map, over
+    the views the probabilities averaged)."""
     from hf_medtl.data.decode import decode
 
-    written = []
+    written, classes, max_pixels = [], served.classes, served.max_pixels
     for c, idx in confident_errors(probs, labels, n).items():
         if idx:
             images = [decode(samples[i].source, max_pixels) for i in idx]
             preds = [(classes[int(probs[i].argmax())], float(probs[i].max())) for i in idx]
             names = [Path(f"{classes[c]}_as_{label}_{k}") for k, (label, _) in enumerate(preds)]
             titles = [f"true {classes[c]}, predicted {label} ({p:.1%})" for label, p in preds]
-            written += write_overlays(model, processor, images, preds, names, Path(out_dir), titles)
+            written += write_overlays(served, images, preds, names, Path(out_dir), titles)
     return written

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_medtl.config.commands import PredictOptions
 from hf_medtl.errors import HfMedtlError
 
 logger = logging.getLogger("hf_medtl")
@@ -24,6 +25,7 @@ class Prediction:
     path: str
     probabilities: dict[str, float] = field(default_factory=dict)  # every label, in the model's order
     error: str | None = None  # why the file could not be predicted
+    views: tuple = ("identity",)  # the TTA views its probabilities averaged over
 
     def top(self, k: int | None = None) -> list[tuple[str, float]]:
         ranked = sorted(self.probabilities.items(), key=lambda kv: -kv[1])
@@ -80,7 +82,7 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_dir: str | Path | None = None,
+def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = PredictOptions.batch_size, cam_dir: str | Path | None = None,
             allow_pickle_weights: bool = False, trust_remote_code: bool = False,
             max_image_pixels: int | None = None, data_keys: dict | None = None) -> list[Prediction]:
     """Probabilities of every label for each image of ``inputs`` (files and folders), in input order.
@@ -91,18 +93,12 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS
-    from hf_medtl.config.saved import data_keys as saved_data_keys
-    from hf_medtl.data.decode import DecodeError, decode, from_array, is_nifti, nifti_slice
-    from hf_medtl.inference.core import image_probabilities, run_tta_views, views_of, views_outside
-    from hf_medtl.models import load_saved_model
+    from hf_medtl.data.decode import DecodeError
+    from hf_medtl.inference import core
 
-    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
-    views_outside(model)  # the views below are all that is averaged
-    views = run_tta_views(model_dir) if tta is None else views_of(tta)
+    served = core.load(model_dir, tta, allow_pickle_weights, trust_remote_code,
+                       {**(data_keys or {}), "max_image_pixels": max_image_pixels})
     files, folder = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
-    keys = saved_data_keys(model_dir, data_keys)
-    max_pixels = max_image_pixels or keys.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
     results = []
     # While the bar is open, hf_medtl's lines (an unreadable file) go through tqdm.write: above the bar, never into it.
     with tqdm(total=len(files), desc="predict", unit="img", disable=not folder, leave=False) as bar, \
@@ -113,31 +109,28 @@ def predict(model_dir: str | Path, inputs, tta=None, batch_size: int = 32, cam_d
                 try:
                     if path.is_dir():  # a folder link back to a folder above it
                         raise DecodeError("a link to a folder above it (a loop); not followed")
-                    images.append(from_array(nifti_slice(path, keys.nifti_axis, keys.nifti_slice, max_pixels))
-                                  if keys.nifti_slice is not None and is_nifti(path) else decode(path, max_pixels))
-                    rows.append(Prediction(str(path)))
+                    images.append(served.decode(path))
+                    rows.append(Prediction(str(path), views=served.views))
                 except DecodeError as e:
                     logger.warning(f"{path}: unreadable ({e}); skipped")
-                    results.append(Prediction(str(path), error=str(e)))
+                    results.append(Prediction(str(path), error=str(e), views=served.views))
             if images:
-                for row, probs in zip(rows, image_probabilities(model, processor, images, views)):
-                    row.probabilities = {c: float(p) for c, p in zip(classes, probs)}
+                for row, probs in zip(rows, served.probabilities(images)):
+                    row.probabilities = {c: float(p) for c, p in zip(served.classes, probs)}
                 if cam_dir is not None:
                     from hf_medtl.inference.explain import write_overlays
 
-                    write_overlays(model, processor, images, [r.top(1)[0] for r in rows],
-                                   [Path(r.path) for r in rows], cam_dir, views=views)
+                    write_overlays(served, images, [r.top(1)[0] for r in rows], [Path(r.path) for r in rows], cam_dir)
                 results += rows
             bar.update(len(chunk))
     order = {str(p): i for i, p in enumerate(files)}
     return sorted(results, key=lambda r: order[r.path])
 
 
-def format_predictions(predictions: list[Prediction], fmt: str = "table", top_k: int = 3, tta=False) -> str:
-    """The predictions as a Markdown table (top-k), CSV or JSON (every label); ``tta``: the views averaged."""
-    from hf_medtl.inference.core import views_of
-
-    views = list(views_of(tta))
+def format_predictions(predictions: list[Prediction], fmt: str = PredictOptions.format,
+                       top_k: int = PredictOptions.top_k) -> str:
+    """The predictions as a Markdown table (top-k), CSV or JSON (every label), with the views they averaged."""
+    views = list(predictions[0].views if predictions else ("identity",))
     if fmt == "json":
         return json.dumps([{"path": p.path, "prediction": p.top(1)[0][0] if p.probabilities else None,
                             "probabilities": p.probabilities, "tta": views, "error": p.error}

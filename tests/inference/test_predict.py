@@ -87,8 +87,7 @@ def test_tta_averages_the_listed_views(trained_run):
     np.testing.assert_allclose(tta, views.mean(0), atol=1e-6)
     assert np.abs(views - views[0]).max() > 1e-3  # the views differ, so the mean is not the plain prediction
     assert TTA_VIEWS == ("identity", "hflip", "rotate+10", "rotate-10")
-    text = format_predictions(hf_medtl.predict(trained_run, [trained_run.parent / "images" / "benign"], tta=True),
-                              tta=True)
+    text = format_predictions(hf_medtl.predict(trained_run, [trained_run.parent / "images" / "benign"], tta=True))
     assert text.startswith("TTA: probabilities averaged over identity, hflip, rotate+10, rotate-10")
 
 

@@ -48,3 +48,54 @@ def test_serving_processor_squashes_and_keeps_the_backbones_interpolation(tiny_r
     proc = serving_processor(timm_model, AutoImageProcessor.from_pretrained(tiny_timm), 40)
     assert timm_model.config.pretrained_cfg["crop_mode"] == "squash" and proc.data_config["input_size"] == (3, 40, 40)
     assert proc(images=img)["pixel_values"][0][:, :, 0].mean() > proc(images=img)["pixel_values"][0][:, :, 20].mean()
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["views_around_the_model", "tta_inside"])
+def test_one_serving_path_every_loader_gives_the_runs_probabilities(tmp_path, image_folder, tiny_vit, capsys, inside):
+    """One serving path and one averaging rule: for a run scored with flip TTA (applied around the standard model,
+    or inside the saved model's forward with `tta_inside`), `evaluate`, `predict`, the app, the ONNX export and
+    the run's own predictions_test.csv give every test image the same probabilities (1e-5)."""
+    import csv
+    import json
+
+    import onnxruntime as ort
+
+    from hf_medtl.cli import main as cli_main
+    from hf_medtl.data.decode import decode
+    from hf_medtl.data.transforms import eval_transform
+    from hf_medtl.inference import core
+    from hf_medtl.inference.app import classify_file
+
+    run(load_recipe(tiny_recipe(tmp_path, tiny_vit, image_folder, num_train_epochs=2, image_size=24, tta="hflip",
+                                tta_inside=inside, n_bootstrap=0, augment=False)))
+    out = tmp_path / "run"
+    with open(out / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    files = [image_folder / r["path"] for r in rows]
+    expected = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
+
+    assert cli_main(["evaluate", str(out), str(image_folder), "--output_dir", str(tmp_path / "ev"),
+                     "--n_bootstrap", "0"]) == 0
+    with open(tmp_path / "ev" / "predictions.csv") as f:
+        evaluated = {r["path"]: r for r in csv.DictReader(f)}
+    by_evaluate = np.array([[float(evaluated[str(p)][f"p_{c}"]) for c in CLASSES] for p in files])
+
+    capsys.readouterr()
+    assert cli_main(["predict", str(out), *map(str, files), "--format", "json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert all(p["tta"] == ["identity", "hflip"] for p in predicted)
+    by_predict = np.array([[p["probabilities"][c] for c in CLASSES] for p in predicted])
+
+    served = core.load(out)
+    assert served.views == ("identity", "hflip")
+    by_app = np.array([[classify_file(served, p)[0][c] for c in CLASSES] for p in files])
+
+    onnx = tmp_path / "model.onnx"
+    assert cli_main(["export", str(out), "--onnx", str(onnx), "--check", str(image_folder)]) == 0
+    pixels = np.stack([eval_transform(served.processor)(decode(p)).numpy() for p in files])
+    by_onnx = core.probabilities(ort.InferenceSession(str(onnx)).run(["logits"], {"pixel_values": pixels})[0])
+
+    for name, got in [("evaluate", by_evaluate), ("predict", by_predict), ("app", by_app), ("onnx", by_onnx)]:
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=name)
+    # the views differ: an average over them is not the image alone
+    assert np.abs(core.load(out, tta=False).probabilities([decode(p) for p in files]) - expected).max() > 1e-6
