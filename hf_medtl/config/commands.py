@@ -19,7 +19,8 @@ SEVERITIES = (0, 1, 2, 3, 4, 5)  # `hf-medtl study robustness`: 0 is the clean i
 # `hf-medtl export`: the opset written (the exporter's range is hf_medtl.inference.export's MIN/MAX_OPSET), and the
 # most images the ONNX graph is checked on.
 DEFAULT_OPSET, MAX_CHECK = 18, 64
-IMBALANCE_LEVELS = ("none", "mild", "moderate", "severe")
+# `hf-medtl study imbalance`: each named level's imbalance_ratio (None: the data as it is).
+IMBALANCE_LEVELS = {"none": None, "mild": 0.5, "moderate": 0.2, "severe": 0.05}
 
 
 def like(cls: type, name: str, help: str | None = None, default=dataclasses.MISSING):
@@ -138,8 +139,8 @@ class CvOptions:
 @dataclass
 class ImbalanceOptions:
     """`hf-medtl study imbalance RECIPE` (hf_medtl.studies.imbalance.run_imbalance)."""
-    levels: str = option(",".join(IMBALANCE_LEVELS), "comma-separated: none, mild (1:2), moderate (1:5), severe "
-                                                     "(1:20), a ratio 1:k or a fraction")
+    levels: str = option(",".join(IMBALANCE_LEVELS), "comma-separated: " + ", ".join(
+        f"{name} (1:{round(1 / r)})" if r else name for name, r in IMBALANCE_LEVELS.items()) + ", a ratio 1:k or a fraction")
     minority: Optional[str] = option(None, "comma-separated classes to subsample (default: all but the largest)")
 
 

@@ -9,9 +9,6 @@ from hf_medtl.data.groups import members
 from hf_medtl.data.manifest import EXCLUDED, Splits
 from hf_medtl.data.types import DataError
 
-# Named imbalance levels: each minority class keeps at most this fraction of the majority class's count.
-IMBALANCE_LEVELS = {"none": None, "mild": 0.5, "moderate": 0.2, "severe": 0.05}
-
 
 def fold_of(labels: list[str], groups: list, k: int, seed: int) -> list[int]:
     """The fold (0..k-1) of each item: stratified by label, every group whole in one fold (scikit-learn's

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_medtl.config.commands import CompareOptions
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.evaluation.scoring import fmt
 from hf_medtl.outputs import atomic_write_text
@@ -89,7 +90,7 @@ def _test_predictions(run_dir: Path):
     return [(paths[i], classes[labels[i]]) for i in order], classes, labels[order], probs[order]
 
 
-def paired(run_dirs: list[Path], n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+def paired(run_dirs: list[Path], n_bootstrap: int = CompareOptions.n_bootstrap, seed: int = CompareOptions.seed) -> list[dict]:
     """Every pair of runs scored on the same test images (same files, labels and classes): each headline
     metric's difference with its test; p-values Holm-corrected across the whole table."""
     from hf_medtl.evaluation import stats
@@ -128,7 +129,8 @@ def paired_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(run_dirs: list[str | Path], output_dir: str | Path = ".", n_bootstrap: int = 1000, seed: int = 0) -> str:
+def compare(run_dirs: list[str | Path], output_dir: str | Path = CompareOptions.output_dir,
+            n_bootstrap: int = CompareOptions.n_bootstrap, seed: int = CompareOptions.seed) -> str:
     rows = sorted((row(d) for d in run_dirs), key=lambda r: (r["dataset"], r["model"]))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+from hf_medtl.config.commands import AppOptions
 from hf_medtl.errors import HfMedtlError
 
 DEFAULT_WARNING = ("**Research model, not a medical device.** It must not be used to diagnose, triage or treat "
@@ -77,6 +78,6 @@ def build_app(model_dir: str | Path, allow_pickle_weights: bool = False, trust_r
     return demo
 
 
-def launch(model_dir: str | Path, host: str = "127.0.0.1", port: int | None = None, **kwargs) -> None:
+def launch(model_dir: str | Path, host: str = AppOptions.host, port: int | None = None, **kwargs) -> None:
     """Serve the app until interrupted (local only unless ``host`` says otherwise; never a public share link)."""
     build_app(model_dir, **kwargs).launch(server_name=host, server_port=port, share=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_medtl.config.commands import DEFAULT_OPSET, MAX_CHECK
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.outputs import temporary_sibling
 
@@ -24,7 +25,7 @@ logger = logging.getLogger("hf_medtl")
 ATOL = 1e-4  # largest difference of any probability between onnxruntime and PyTorch
 # The opsets the TorchScript exporter (torch.onnx.export with dynamo=False) of the pinned torch writes; above 20 it
 # only warns and writes a file it does not stand behind. torch keeps the range in a private module, hence stated here.
-MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 7, 20, 18
+MIN_OPSET, MAX_OPSET = 7, 20
 OPSETS = f"--opset {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})"
 INSTALL = 'pip install -e ".[export]"'
 
@@ -202,7 +203,7 @@ def _check_images(check_inputs, max_check: int) -> list:
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, check_inputs, opset: int = DEFAULT_OPSET,
-                max_check: int = 64, allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> dict:
+                max_check: int = MAX_CHECK, allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> dict:
     """Write ``out`` (ONNX, dynamic batch) once it is checked on up to ``max_check`` images of ``check_inputs``:
     written to a temporary sibling, checked there, renamed onto ``out``; any failure leaves ``out`` untouched."""
     from hf_medtl.models import load_saved_model

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_medtl import outputs
+from hf_medtl.config.commands import CvOptions
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.evaluation.plots import pyplot, save_figure
 from hf_medtl.evaluation.scoring import HEADLINE, fmt
@@ -67,7 +68,8 @@ def plan_study(recipe_path: str | Path, argv: list[str], folds: int, seeds: int)
     return Study(base, out, folds, seeds, split_seed, tuple(jobs))
 
 
-def run_cv(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1, ensemble: bool = False) -> dict:
+def run_cv(recipe_path: str | Path, argv: list[str], folds: int = CvOptions.folds, seeds: int = CvOptions.seeds,
+           ensemble: bool = False) -> dict:
     """Every run in this process, one after another, then the summary. ``ensemble``: also save the runs' models as
     ONE model averaging them in output_dir/ensemble, scored on the shared test split (hf_medtl/studies/ensemble.py).
     The study folder is this process's for the whole study (its lock), each run's folder is its run's."""
@@ -100,7 +102,8 @@ def run_job(recipe_path: str | Path, argv: list[str], folds: int, seeds: int, fo
     return job, run_variant(recipe_path, argv, list(job.extra), job.dir), study.base.training.process_index == 0
 
 
-def collect(recipe_path: str | Path, argv: list[str], folds: int = 5, seeds: int = 1, ensemble: bool = False) -> dict:
+def collect(recipe_path: str | Path, argv: list[str], folds: int = CvOptions.folds, seeds: int = CvOptions.seeds,
+            ensemble: bool = False) -> dict:
     """``hf-medtl cv RECIPE --collect``: the finished runs of the study pooled into the summary (and ensemble) the
     one-process cv writes; nothing is trained. Every run missing, unfinished, still running or finished on other
     data is named in one line first; a run of another recipe in a run's folder is refused (reuse.finished)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from hf_medtl.data.folds import IMBALANCE_LEVELS
+from hf_medtl.config.commands import IMBALANCE_LEVELS, ImbalanceOptions
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.evaluation.plots import pyplot, save_figure
 from hf_medtl.evaluation.scoring import fmt
@@ -54,7 +54,7 @@ def _recall_ci(m: dict) -> list[list[float] | None]:
             if cm[c].sum() else None for c in range(len(cm))]
 
 
-def run_imbalance(recipe_path: str | Path, argv: list[str], levels: str = "none,mild,moderate,severe",
+def run_imbalance(recipe_path: str | Path, argv: list[str], levels: str = ImbalanceOptions.levels,
                   minority: str | None = None) -> dict:
     from hf_medtl.config.recipe import load_recipe
 

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-SEVERITIES = (0, 1, 2, 3, 4, 5)
+from hf_medtl.config.commands import SEVERITIES  # noqa: F401 (the severities `study robustness` offers)
 # The parameter of each perturbation at severity 0..5 (docs/studies.md's robustness table repeats these).
 LEVELS = {
     "gaussian_noise": (0.0, 0.04, 0.08, 0.12, 0.18, 0.26),  # sd on the 0..1 intensity scale

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_medtl.config.commands import RobustnessOptions as Defaults
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.outputs import atomic_write_text
 from hf_medtl.evaluation.plots import pyplot, save_figure
@@ -21,9 +22,10 @@ logger = logging.getLogger("hf_medtl")
 PARTIAL = ".partial"  # one JSON per finished (perturbation, severity): a rerun skips those
 
 
-def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Path | None = None, split: str = "test",
-                   perturbations: str = "all", severities: str = "0,1,2,3,4,5", batch_size: int = 64,
-                   n_bootstrap: int = 200, seed: int = 0, allow_pickle_weights: bool = False,
+def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Path | None = None,
+                   split: str = Defaults.split, perturbations: str = Defaults.perturbations,
+                   severities: str = Defaults.severities, batch_size: int = Defaults.batch_size,
+                   n_bootstrap: int = Defaults.n_bootstrap, seed: int = Defaults.seed, allow_pickle_weights: bool = False,
                    trust_remote_code: bool = False) -> dict:
     from hf_medtl.inference import core
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
