@@ -245,17 +245,3 @@ def multilabel_card(title: str, test: dict, classes: list[str], base_model: str)
             "top_k=None)`.", "", markdown("Test results", {"test": test}, {}).split("\n", 2)[2],
             "Not a medical device; validate on your own population before any use."]
     return "\n".join(card) + "\n"
-
-
-def write_model_card(run_dir: str | Path) -> Path:
-    """Render README.md of a finished run again from its own recipe.json, metrics.json and data_report.json
-    (e.g. after a template change); the card a run writes itself is the same function's output."""
-    from hf_medtl.outputs import atomic_write_text
-    from hf_medtl.config.recipe import load_recipe
-
-    run_dir = Path(run_dir)
-    recipe = load_recipe(run_dir / "recipe.json", ["--output_dir", str(run_dir)])
-    report = run_dir / "data_report.json"
-    card = render_model_card(recipe, json.loads((run_dir / "metrics.json").read_text()),
-                             json.loads(report.read_text()) if report.is_file() else None)
-    return atomic_write_text(run_dir / "README.md", str(card))

@@ -136,7 +136,11 @@ def test_push_sends_exactly_the_final_files_privately_with_a_hub_card(fake_hub, 
     assert "pipeline(\"image-classification\", model=\"alice/tiny-medtl\")" in text  # a standard class: no remote code
     assert "![training curves](plots/training_curves.png)" in text and "Not a medical device" in text
     assert "each kept within one split" in text  # the leakage check that ran
-    from hf_medtl.hub.card import write_model_card
+    from hf_medtl.config.recipe import load_recipe
+    from hf_medtl.hub.card import render_model_card
 
-    before = (out / "README.md").read_text()
-    assert write_model_card(out).read_text() == before  # the run's own files render the same card again
+    # the run's own files render the same card again (as after a template change)
+    again = render_model_card(load_recipe(out / "recipe.json", ["--output_dir", str(out)]),
+                              json.loads((out / "metrics.json").read_text()),
+                              json.loads((out / "data_report.json").read_text()))
+    assert str(again) == (out / "README.md").read_text()
