@@ -33,6 +33,21 @@ def intended_use(model_dir: str | Path) -> str:
     return "\n\n".join(notes) or DEFAULT_WARNING
 
 
+def classify_file(served, path):
+    """What the app shows for an uploaded file: ({class: probability}, the top class's Grad-CAM overlay image), by
+    the served model (hf_medtl.inference.core.load) exactly as predict serves it."""
+    from PIL import Image
+
+    from hf_medtl.inference.explain import blend, image_cams
+
+    image = served.decode(path)
+    probs = served.probabilities([image])[0]
+    cam = image_cams(served.model, served.processor, [image], [int(probs.argmax())], served.views)[0]
+    _, overlay = blend(image, cam, size=384)
+    return ({c: float(p) for c, p in zip(served.classes, probs)},
+            Image.fromarray((overlay * 255).round().astype("uint8")))
+
+
 def build_app(model_dir: str | Path, allow_pickle_weights: bool = False, trust_remote_code: bool = False):
     """The Gradio Blocks app for a saved model (not launched)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -40,31 +55,19 @@ def build_app(model_dir: str | Path, allow_pickle_weights: bool = False, trust_r
         import gradio as gr
     except ImportError:
         raise HfMedtlError('the app needs Gradio: pip install -e ".[app]"') from None
-    from PIL import Image
+    from hf_medtl.data.decode import DecodeError
+    from hf_medtl.inference import core
 
-    from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS
-    from hf_medtl.data.decode import DecodeError, decode
-    from hf_medtl.inference.explain import blend, image_cams
-    from hf_medtl.models import load_saved_model
-    from hf_medtl.inference.core import image_probabilities, run_tta_views, views_outside
-
-    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
-    name = Path(model_dir).resolve().name
-    views_outside(model)
-    views = run_tta_views(model_dir)  # served as the run's metrics were computed
+    served = core.load(model_dir, None, allow_pickle_weights, trust_remote_code)  # the run's views, as it was scored
+    name, classes, views = Path(model_dir).resolve().name, served.classes, served.views
 
     def classify(path):
         if not path:
             return None, None
         try:
-            image = decode(path, DEFAULT_MAX_IMAGE_PIXELS)
+            return classify_file(served, path)
         except DecodeError as e:
             raise gr.Error(f"{Path(path).name}: unreadable ({e})")
-        probs = image_probabilities(model, processor, [image], views)[0]
-        top = int(probs.argmax())
-        _, overlay = blend(image, image_cams(model, processor, [image], [top], views)[0], size=384)
-        return ({c: float(p) for c, p in zip(classes, probs)},
-                Image.fromarray((overlay * 255).round().astype("uint8")))
 
     with gr.Blocks(title=f"{name} (hf_medtl)") as demo:
         gr.Markdown(f"# {name}\n{len(classes)} classes: {', '.join(classes)}"

@@ -175,26 +175,16 @@ def _write_onnx(path: Path, model, processor, classes, model_dir, opset: int) ->
     onnx.save(graph, str(path))
 
 
-def _with_run_views(model, processor, model_dir):
-    """The model as the run served it: a standard model whose run averaged over TTA views (config.json's
-    tta_views) is exported with those views baked into the graph, so that the ONNX file gives the probabilities
-    `hf-medtl predict` gives (its metadata's views_inside says so; callers add no flip)."""
-    from hf_medtl.inference.core import run_tta_views, views_outside_of
-    from hf_medtl.models.ensemble import with_views
-
-    views = views_outside_of(model, run_tta_views(model_dir))
-    return with_views(model, processor, list(views)) if len(views) > 1 else model
-
-
-def _check_images(check_inputs, max_check: int) -> list:
-    from hf_medtl.data.decode import DecodeError, decode
+def _check_images(served, check_inputs, max_check: int) -> list:
+    """Up to ``max_check`` images of ``check_inputs``, read as the run read its files."""
+    from hf_medtl.data.decode import DecodeError
     from hf_medtl.inference.predict import collect_inputs
 
     files, _ = collect_inputs(check_inputs)
     images = []
     for path in files[:max_check]:
         try:
-            images.append(decode(path))
+            images.append(served.decode(path))
         except DecodeError as e:
             logger.warning(f"{path}: unreadable ({e}); not used for the check")
     if not images:
@@ -206,13 +196,16 @@ def export_onnx(model_dir: str | Path, out: str | Path, check_inputs, opset: int
                 max_check: int = MAX_CHECK, allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> dict:
     """Write ``out`` (ONNX, dynamic batch) once it is checked on up to ``max_check`` images of ``check_inputs``:
     written to a temporary sibling, checked there, renamed onto ``out``; any failure leaves ``out`` untouched."""
-    from hf_medtl.models import load_saved_model
+    from hf_medtl.inference import core
 
     require_export_packages()
     out = _destination(out, opset)
-    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
-    model = _with_run_views(model, processor, model_dir)
-    images = _check_images(check_inputs, max_check)
+    served = core.load(model_dir, None, allow_pickle_weights, trust_remote_code)
+    # The model as the run served it: a run whose metrics averaged over TTA views is exported with those views
+    # baked into the graph, so that the ONNX file gives the probabilities `hf-medtl predict` gives (its metadata's
+    # views_inside says so; callers add no flip).
+    model, processor, classes = served.views_inside(), served.processor, served.classes
+    images = _check_images(served, check_inputs, max_check)
     # Same folder, so the rename is atomic; hidden and named per process, so no reader mistakes it for OUT.
     tmp = temporary_sibling(out)
     try:
