@@ -195,14 +195,14 @@ def refuse_if_locked(output_dir: str | Path) -> None:
     if str(lock.resolve()) in _HELD:
         return
     owner = _parse(_read(lock))
-    if owner is not None and _alive(owner, lock):
+    if owner is not None and owner_alive(owner, lock):
         raise HfMedtlError(_in_use(lock, owner))
 
 
 def _acquire(lock: Path) -> str:
     """Create the lock (O_EXCL: of two processes exactly one succeeds) and return what it holds; a live owner's
     lock refuses, a dead one's is removed and the creation tried again."""
-    me = _me()
+    me = this_process()
     for _ in range(250):  # a bounded wait (5 s) for a lock another process is writing or taking over this instant
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -212,7 +212,7 @@ def _acquire(lock: Path) -> str:
             if owner is None and raw is not None and _age(lock) < 2:  # created, its owner not yet written
                 time.sleep(0.02)
                 continue
-            if owner is not None and _alive(owner, lock):
+            if owner is not None and owner_alive(owner, lock):
                 raise HfMedtlError(_in_use(lock, owner)) from None
             _remove_stale(lock, raw, owner or {})
             continue
@@ -251,7 +251,8 @@ def _in_use(lock: Path, owner: dict) -> str:
             f"wait for it to end or choose another output_dir (if that process is gone, delete {lock})")
 
 
-def _me() -> str:
+def this_process() -> str:
+    """This process as a lock names its owner (JSON: pid, host, start ticks, since); owner_alive reads it back."""
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": _start_ticks(os.getpid()),
                        "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
@@ -276,7 +277,7 @@ def _parse(raw: Optional[str]) -> Optional[dict]:
     return owner if isinstance(owner, dict) else {"pid": None}  # unreadable: no live process it could name
 
 
-def _alive(owner: dict, lock: Path) -> bool:
+def owner_alive(owner: dict, lock: Path) -> bool:
     """Whether the lock's process still runs. Another host's processes cannot be seen: those count as alive."""
     if owner.get("host") not in (None, socket.gethostname()):
         return True

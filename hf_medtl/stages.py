@@ -1,16 +1,15 @@
-"""The stages of a run, in the order hf_medtl/finetune.py calls them: prepare (where things go, the data, the
-model) -> train -> predict -> save. Each owns its inputs and outputs; every process runs them, the main one writes.
+"""The stages of a run, in the order ``run`` calls them: prepare (where things go, the data, the model) -> train ->
+predict -> score -> save. Each owns its inputs and outputs; every process runs them, the main one writes. ``run``
+is one model's run end to end (hf_medtl.studies.runs.run adds the seed ensembles; the CLI and the script call that).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_medtl import data, hub, models, outputs, timings
-from hf_medtl.config.recipe import write_resolved
-from hf_medtl.evaluation import report
+from hf_medtl.hub.finished import write_finished_run
 from hf_medtl.inference import core
 from hf_medtl.training import feature_cache
 from hf_medtl.training import trainer as training
@@ -61,16 +60,30 @@ def prepare(recipe) -> Run:
     if checkpoint:  # another run's checkpoint: one line now, before the data check
         outputs.check_checkpoint_recipe(checkpoint, recipe.resolved)
     models.backbones.check_available(recipe.model)  # an unobtainable Hub id: one line now, not after the data check
-    splits = data.load_splits(recipe.data, args.seed, output_dir, write=main_process, write_dir=data_out)
-    if main_process:
-        splits.write_manifest(data_out / data.MANIFEST)
-        logger.info(data.summary_line(splits))
-    with timings.phase("model_load"):
-        model, processor = models.load_backbone(recipe.model, splits.classes, recipe.data.image_size,
-                                                splits.multi_label)
-    datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data,
-                                lambda: args.main_process_first(desc="image cache"))  # rank 0 decodes, others read
+    splits, model, processor, datasets = split_and_model(recipe, output_dir, data_out, main_process)
     return Run(recipe, output_dir, staging, main_process, splits, model, processor, datasets)
+
+
+def split_and_model(recipe, output_dir: Path, write_dir: Path, main_process: bool) -> tuple:
+    """(splits, model, processor, datasets): the checked split (the previous manifest in ``output_dir`` reused when
+    the data has not changed; data_report.json and split_manifest.csv written into ``write_dir`` by the main
+    process), the backbone with a new head for its classes and the datasets it reads. Runs and searches alike."""
+    splits = data.load_splits(recipe.data, recipe.training.seed, output_dir, write=main_process, write_dir=write_dir)
+    if main_process:
+        splits.write_manifest(write_dir / data.MANIFEST)
+        logger.info(data.summary_line(splits))
+    model, processor = new_model(recipe, splits)
+    datasets = data.to_datasets(splits, data.preprocessing_from_processor(processor), recipe.data,
+                                lambda: recipe.training.main_process_first(desc="image cache"))  # rank 0 decodes
+    return splits, model, processor, datasets
+
+
+def new_model(recipe, splits, model_args=None) -> tuple:
+    """(model, processor): the backbone with a new head for the split's classes, multi-label when the data is;
+    ``model_args``: other model settings than the recipe's (a search trial's)."""
+    with timings.phase("model_load"):
+        return models.load_backbone(model_args or recipe.model, splits.classes, recipe.data.image_size,
+                                    splits.multi_label)
 
 
 def train(run: Run) -> None:
@@ -200,24 +213,29 @@ def save(run: Run, metrics: dict, predictions: dict) -> None:
         run.trainer.save_model(str(run.staging))  # every rank calls it; only the main one writes
     if not run.main_process:
         return
-    recipe, staging, splits = run.recipe, run.staging, run.splits
-    history = run.schedule.history
-    write_resolved(recipe, staging)
-    (staging / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    with timings.phase("card"):
-        (staging / "README.md").write_text(str(hub.render_model_card(recipe, metrics, splits.report)))
-    results = {split: metrics[split] for split in predictions}
-    report.write_report(staging, f"{run.output_dir.name}: {recipe.model.model_name_or_path}", results, predictions,
-                        {k: v for k, v in metrics.items() if k not in results}, history)
-    for split, (probs, labels) in predictions.items():  # validation: a cv fold's out-of-fold predictions
-        names = [splits.relpath(s) for s in splits.files(split)]
-        report.write_predictions(staging / f"predictions_{split}.csv", names, labels, probs, splits.classes)
-        if split in run.model_alone:  # the image alone: what plain pipeline() gives for each file
-            report.write_predictions(staging / f"predictions_{split}_no_tta.csv", names, labels,
-                                     run.model_alone[split][0], splits.classes)
-    if (spent := timings.snapshot()) is not None:  # every phase up to this write (hf_medtl/timings.py)
-        metrics["timings"] = spent
-    (staging / outputs.MARKER).write_text(json.dumps(metrics, indent=2) + "\n")
-    outputs.commit(staging, run.output_dir)
-    if recipe.training.push_to_hub:
-        logger.info(f"pushed to https://huggingface.co/{hub.push(run.output_dir, recipe.training)}")
+    recipe, splits = run.recipe, run.splits
+    write_finished_run(run.staging, run.output_dir, recipe, metrics, predictions,
+                       {split: [splits.relpath(s) for s in splits.files(split)] for split in predictions},
+                       splits.report, f"{run.output_dir.name}: {recipe.model.model_name_or_path}",
+                       report_summary={k: v for k, v in metrics.items() if k not in predictions},
+                       history=run.schedule.history, model_alone=run.model_alone, timed=True)
+
+
+def run(recipe) -> dict:
+    """One recipe's single model end to end; its metrics (the summary, validation and test). Every process runs
+    this; the main one writes. Each stage is a phase of the running clock (hf_medtl/timings.py): metrics.json's
+    "timings"."""
+    # The run owns output_dir from before any data is read until it has committed or failed: a second run into it
+    # is refused instead of mixing its files with this one's. Rank 0 holds the lock for every rank.
+    with outputs.run_lock(recipe.training.output_dir, take=recipe.training.process_index == 0):
+        with timings.phase("data"):  # (the image cache and the model load are phases of their own inside)
+            state = prepare(recipe)  # output folder, checked split, backbone with a new head, datasets
+        with timings.phase("train_setup"):  # (the epochs are phases of their own: training/progress.py)
+            train(state)  # the Trainer with the adaptive schedule; the model ends holding θ*
+        with timings.phase("scoring"):
+            predictions = predict(state)  # θ* on validation and test, with the recipe's TTA
+            results = score(state, predictions)  # with the recipe's TTA, and the model alone
+        metrics = {**summary(state), **results}
+        with timings.phase("save"):  # (report and card inside are phases of their own)
+            save(state, metrics, predictions)  # metrics.json last: its presence means a complete run
+    return metrics

@@ -69,6 +69,12 @@ def inspect_all(sources: list, max_pixels: Optional[int] = None) -> list[ImageIn
         return list(pool.map(lambda s: inspect(s, max_pixels), sources))
 
 
+def unreadable(count: int, path, reason: str) -> str:
+    """The start of the one line about unreadable images (the data stage's, evaluate's): how many, the first
+    with its reason."""
+    return f"{count} unreadable image(s), e.g. '{path}' ({reason})"
+
+
 def near_pairs(hashes: list[Optional[int]], max_distance: int, chunk: int = 1024):
     """(i, j) with i < j whose perceptual hashes differ in at most max_distance bits."""
     idx = np.array([i for i, h in enumerate(hashes) if h is not None])

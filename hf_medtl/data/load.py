@@ -12,7 +12,7 @@ from hf_medtl.data.manifest import EXCLUDED, Splits, reuse
 from hf_medtl.data.sources import scan_source
 from hf_medtl.data.types import DataError
 from hf_medtl.data.multilabel import label_set
-from hf_medtl.data.split import SPLITS, grouped_stratified_assign, multilabel_assign, stratified_assign
+from hf_medtl.data.split import SPLITS, grouped_stratified_assign, multilabel_assign, split_seed, stratified_assign
 
 logger = logging.getLogger("hf_medtl")
 
@@ -27,7 +27,7 @@ def load_splits(a, seed: int, report_dir: Optional[Path] = None, write: bool = T
     """Scan, check every image, group duplicates and patients, and assign splits (or reuse the manifest
     in report_dir when the data has not changed). Writes data_report.json, when ``write``, into ``write_dir``
     (default report_dir)."""
-    seed = seed if a.split_seed is None else a.split_seed
+    seed = split_seed(a, seed)
     if not 0 < a.max_group_share <= 1:
         raise DataError(f"max_group_share {a.max_group_share}: must lie in (0, 1] (a share of the images)")
     source = scan_source(a)
@@ -44,8 +44,8 @@ def load_splits(a, seed: int, report_dir: Optional[Path] = None, write: bool = T
     if bad and a.on_bad_image == "error":
         data_report.write(out, splits.report)
         first = splits.report["bad_images"][0]
-        raise DataError(f"{len(bad)} unreadable image(s), e.g. '{first['path']}' ({first['reason']}); all are listed "
-                        f"in {out or '.'}/data_report.json. Remove or fix them, or set on_bad_image 'skip'")
+        raise DataError(f"{check.unreadable(len(bad), first['path'], first['reason'])}; all are listed in "
+                        f"{out or '.'}/data_report.json. Remove or fix them, or set on_bad_image 'skip'")
     problem = _check_group_share(splits, a)
     if not problem:
         _assign(splits, roots, source, seed, report_dir, a)

@@ -9,6 +9,12 @@ from hf_medtl.data.types import DataError
 SPLITS = ("train", "validation", "test")
 
 
+def split_seed(data_args, seed: int) -> int:
+    """The seed the split is drawn with: the recipe's ``split_seed``, or its training ``seed`` when unset (so that
+    the runs of a study, each with its own training seed, can share one split by pinning this)."""
+    return seed if data_args.split_seed is None else data_args.split_seed
+
+
 def stratified_assign(labels: list[str], ratios: dict[str, float], seed: int) -> list[str]:
     """Give each item a split name; every class is divided by ``ratios`` (the rest goes to train).
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,24 +18,13 @@ import numpy as np
 
 from hf_medtl import outputs
 from hf_medtl.config.commands import CvOptions
+from hf_medtl.data.split import split_seed
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.evaluation.plots import pyplot, save_figure
-from hf_medtl.evaluation.scoring import HEADLINE, fmt
+from hf_medtl.evaluation.scoring import fmt
+from hf_medtl.studies.crossval import FoldRun, fold_runs, headline, score_out_of_fold, spread
 from hf_medtl.studies.reuse import finished
 from hf_medtl.studies.runs import SUMMARY, begin, finish, run_variant, study_lock
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run of the study: seed ``seed``, fold ``fold`` (None: the recipe's own split, --folds 1), trained into
-    ``dir`` with the recipe overrides ``extra``."""
-    seed: int
-    fold: int | None
-    dir: Path
-    extra: tuple[str, ...]
-
-    def name(self) -> str:
-        return f"seed {self.seed}" + (f" fold {self.fold}" if self.fold is not None else "")
 
 
 @dataclass(frozen=True)
@@ -46,7 +34,7 @@ class Study:
     folds: int
     seeds: int
     split_seed: int
-    jobs: tuple[Job, ...]
+    jobs: tuple[FoldRun, ...]
 
 
 def plan_study(recipe_path: str | Path, argv: list[str], folds: int, seeds: int) -> Study:
@@ -56,16 +44,8 @@ def plan_study(recipe_path: str | Path, argv: list[str], folds: int, seeds: int)
     from hf_medtl.config.recipe import load_recipe
 
     base = load_recipe(recipe_path, argv)
-    out = Path(base.training.output_dir)
-    split_seed = base.data.split_seed if base.data.split_seed is not None else base.training.seed
-    jobs = []
-    for seed in range(base.training.seed, base.training.seed + seeds):
-        where = out / f"seed-{seed}" if seeds > 1 else out
-        extra = ("--seed", str(seed), "--split_seed", str(split_seed))  # one test split for every run
-        for k in range(folds) if folds > 1 else [None]:
-            cv = () if k is None else ("--cv_folds", str(folds), "--cv_fold", str(k), "--cv_seed", str(seed))
-            jobs.append(Job(seed, k, where / f"fold-{k}" if k is not None else where / "run", extra + cv))
-    return Study(base, out, folds, seeds, split_seed, tuple(jobs))
+    return Study(base, Path(base.training.output_dir), folds, seeds, split_seed(base.data, base.training.seed),
+                 fold_runs(base, folds, seeds))
 
 
 def run_cv(recipe_path: str | Path, argv: list[str], folds: int = CvOptions.folds, seeds: int = CvOptions.seeds,
@@ -174,26 +154,26 @@ def _check_ensemble(study: Study, ensemble: bool) -> None:
                            "cv RECIPE --fold K --seed S, see --plan), then --collect --ensemble as one process")
 
 
-def _summarize(recipe_path, study: Study, done: list[tuple[Job, dict]], staging: Path, ensemble: bool) -> dict:
+def _summarize(recipe_path, study: Study, done: list[tuple[FoldRun, dict]], staging: Path, ensemble: bool) -> dict:
     """The study's summary, report, plot (and ensemble) from its finished runs, committed summary.json last. Under
     a multi-process launch the main process writes them (``staging``: None elsewhere) while the others wait."""
-    base, out, folds, seeds = study.base, study.out, study.folds, study.seeds
+    base, out = study.base, study.out
     with base.training.main_process_first(desc="cv summary"):
         if staging is not None:
             _write_summary(recipe_path, study, done, staging, ensemble)
     return json.loads((out / SUMMARY).read_text())
 
 
-def _write_summary(recipe_path, study: Study, done: list[tuple[Job, dict]], staging: Path, ensemble: bool) -> None:
+def _write_summary(recipe_path, study: Study, done: list[tuple[FoldRun, dict]], staging: Path, ensemble: bool) -> None:
     base, out, folds, seeds = study.base, study.out, study.folds, study.seeds
     runs = [{"seed": job.seed, "fold": job.fold, "dir": str(job.dir), "test": m["test"], "validation": m["validation"],
              "epochs_run": m["epochs_run"]} for job, m in done]
     summary = {"recipe": str(recipe_path), "output_dir": str(out), "folds": folds, "seeds": seeds,
                "split_seed": study.split_seed,
                "runs": [{k: v for k, v in r.items() if k not in ("test", "validation")} |
-                        {"test": _headline(r["test"]), "test_ci": r["test"].get("ci", {}),
-                         "validation": _headline(r["validation"])} for r in runs],
-               "test": _spread([r["test"] for r in runs]), "validation": _spread([r["validation"] for r in runs])}
+                        {"test": headline(r["test"]), "test_ci": r["test"].get("ci", {}),
+                         "validation": headline(r["validation"])} for r in runs],
+               "test": spread([r["test"] for r in runs]), "validation": spread([r["validation"] for r in runs])}
     if folds > 1:
         summary["out_of_fold"] = _out_of_fold(runs, base, staging)
     if ensemble:
@@ -208,65 +188,18 @@ def _ensemble(base, runs: list[dict], member_metrics: list[dict], out: Path) -> 
 
     m = save_ensemble(base, [Path(r["dir"]) for r in runs], [_label(r) for r in runs], member_metrics, out, ("test",),
                       "cv folds" if runs[0]["fold"] is not None else "seeds")
-    return {"dir": str(out), "test": _headline(m["test"]), "test_ci": m["test"].get("ci", {}),
+    return {"dir": str(out), "test": headline(m["test"]), "test_ci": m["test"].get("ci", {}),
             **{k: v for k, v in m["ensemble"].items() if k != "members"}}
 
 
-def _headline(m: dict) -> dict:
-    return {k: m.get(k) for k in HEADLINE}
-
-
-def _spread(metrics: list[dict]) -> dict:
-    """metric -> mean, sd (n-1), min, max over the runs."""
-    out = {}
-    for key in HEADLINE:
-        v = np.array([m[key] for m in metrics if m.get(key) is not None], float)
-        if len(v):
-            out[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                        "min": float(v.min()), "max": float(v.max()), "n": len(v)}
-    return out
-
-
 def _out_of_fold(runs: list[dict], base, staging: Path) -> dict:
-    """Per seed: every fold's validation predictions (each pool image exactly once), scored once (multi-label:
-    per finding at 0.5; the headline numbers do not depend on the thresholds)."""
-    from hf_medtl.evaluation.scoring import score
-    from hf_medtl.evaluation import report
-
+    """Per seed: every fold's validation predictions (each pool image exactly once), scored once."""
     out = {}
     for seed in sorted({r["seed"] for r in runs}):
         dirs = [Path(r["dir"]) for r in runs if r["seed"] == seed]
-        parts = [_fold_predictions(d / "predictions_validation.csv") for d in dirs]
-        paths = [p for part in parts for p in part[0]]
-        twice = sorted(p for p, n in Counter(paths).items() if n > 1)
-        if twice or any(p[3] != parts[0][3] for p in parts):
-            # run_variant reruns a fold that finished on other data, so this means folds of different splits
-            raise HfMedtlError(f"{dirs[0].parent}: the folds of seed {seed} do not partition one pool "
-                               f"({f'{twice[0]} is held out by two folds' if twice else 'their classes differ'}); "
-                               "remove the fold folders and run cv again")
-        labels, probs, classes = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), parts[0][3]
-        report.write_predictions(staging / f"predictions_out_of_fold_seed-{seed}.csv", paths, labels, probs, classes)
-        m = score(probs, labels, classes, base.evaluation, seed)
-        out[str(seed)] = {"n": m["n"], **_headline(m), "ci": m.get("ci", {})}
+        m = score_out_of_fold(dirs, staging / f"predictions_out_of_fold_seed-{seed}.csv", base.evaluation, seed)
+        out[str(seed)] = {"n": m["n"], **headline(m), "ci": m.get("ci", {})}
     return out
-
-
-def _fold_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """(paths, labels, probabilities, classes) of a fold's predictions CSV: single-label (label ids, as
-    report.read_predictions reads it) or multi-label (0/1 rows, from its path,true_<f>...,prob_<f>... form)."""
-    import csv
-
-    from hf_medtl.evaluation import report
-
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-        header = list(rows[0]) if rows else []
-    if "label" in header or not rows:  # the single-label form: path,label,predicted,p_<class>...
-        return report.read_predictions(path)
-    classes = [k[len("prob_"):] for k in header if k.startswith("prob_")]
-    table = lambda prefix: np.array([[float(r[prefix + c]) for c in classes] for r in rows]).reshape(  # noqa: E731
-        len(rows), len(classes))
-    return [r["path"] for r in rows], table("true_"), table("prob_"), classes
 
 
 def _label(r: dict) -> str:

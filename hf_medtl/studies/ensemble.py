@@ -17,15 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_medtl import data, hub, outputs
-from hf_medtl.config.recipe import load_recipe, write_resolved
+from hf_medtl import data, outputs
+from hf_medtl.config.recipe import load_recipe
+from hf_medtl.data.split import split_seed
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.evaluation import report
 from hf_medtl.evaluation.scoring import HEADLINE, fmt, score, score_splits
 from hf_medtl.evaluation.stats import paired_bootstrap
 from hf_medtl.hub.card import ensemble_markdown
+from hf_medtl.hub.finished import write_finished_run
 from hf_medtl.inference import core
 from hf_medtl.models.ensemble import combine
+from hf_medtl.studies.reuse import no_checkpoint_yet
 from hf_medtl.training.trainer import inference_trainer
 
 logger = logging.getLogger("hf_medtl")
@@ -36,22 +39,16 @@ def seed_members(recipe) -> list:
     """The member recipes of ``ensemble_seeds``: the recipe with seed S (S = seed .. seed+N-1) on the split of
     its own split seed, into output_dir/members/seed-S, never pushed (the ensemble is)."""
     n, first = recipe.study.ensemble_seeds, recipe.training.seed
-    split_seed = recipe.data.split_seed if recipe.data.split_seed is not None else first
+    pinned = split_seed(recipe.data, first)
     out = Path(recipe.training.output_dir) / MEMBERS
+    # resume_from_checkpoint 'last' resumes the member that was interrupted; the members not started yet (no
+    # checkpoint) start afresh instead of failing, and finished ones are reused whatever it says.
     with tempfile.TemporaryDirectory() as tmp:  # every process its own copy: nothing shared is written
         path = Path(tmp) / "recipe.json"
         path.write_text(json.dumps({**recipe.resolved, "ensemble_seeds": 1}, default=str))
-        return [load_recipe(path, ["--seed", str(s), "--split_seed", str(split_seed), "--output_dir",
-                                   str(out / f"seed-{s}"), "--push_to_hub", "false", *_resume(recipe, out / f"seed-{s}")])
+        return [load_recipe(path, ["--seed", str(s), "--split_seed", str(pinned), "--output_dir", str(out / f"seed-{s}"),
+                                   "--push_to_hub", "false", *no_checkpoint_yet(recipe, out / f"seed-{s}")])
                 for s in range(first, first + n)]
-
-
-def _resume(recipe, member_dir: Path) -> list[str]:
-    """resume_from_checkpoint 'last' resumes the member that was interrupted; the members not started yet (no
-    checkpoint) start afresh instead of failing, and finished ones are reused whatever it says."""
-    resume = str(recipe.training.resume_from_checkpoint or "").lower()
-    started = any((c / outputs.STATE_FILE).is_file() for c in member_dir.glob("checkpoint-*"))
-    return ["--resume_from_checkpoint", "false"] if resume in ("last", "true") and not started else []
 
 
 def save_seed_ensemble(recipe, members: list, member_metrics: list[dict]) -> dict:
@@ -106,21 +103,11 @@ def save_ensemble(recipe, member_dirs: list[Path], names: list[str], member_metr
                      **_gain(predictions["test"], paths["test"], rows, recipe.evaluation.n_bootstrap, seed)},
         **results}
     staging = outputs.staging_dir(out)
-    model.save_pretrained(str(staging))
-    processor.save_pretrained(str(staging))
-    write_resolved(recipe, staging)
     shutil.copy(member_dirs[0] / data.MANIFEST, staging / data.MANIFEST)
-    (staging / "README.md").write_text(str(hub.render_model_card(recipe, metrics, splits.report)))
-    report.write_report(staging, f"{out.name}: ensemble of {len(rows)} ({kind})", results, predictions)
-    with open(staging / "report.md", "a") as f:
-        f.write("\n## Ensemble\n\n" + ensemble_markdown(metrics["ensemble"]))
-    for s, (probs, labels) in predictions.items():
-        report.write_predictions(staging / f"predictions_{s}.csv", paths[s], labels, probs, classes)
-    (staging / outputs.MARKER).write_text(json.dumps(metrics, indent=2) + "\n")
-    outputs.commit(staging, out)
+    write_finished_run(staging, out, recipe, metrics, predictions, paths, splits.report,
+                       f"{out.name}: ensemble of {len(rows)} ({kind})", model=(model, processor),
+                       report_appendix="\n## Ensemble\n\n" + ensemble_markdown(metrics["ensemble"]))
     logger.info(f"ensemble of {len(rows)}: test accuracy {fmt('accuracy', results['test']['accuracy'])}; saved in {out}")
-    if recipe.training.push_to_hub:
-        logger.info(f"pushed to https://huggingface.co/{hub.push(out, recipe.training)}")
     return metrics
 
 

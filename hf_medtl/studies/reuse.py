@@ -1,6 +1,6 @@
 """Reusing a finished run instead of training it again (studies, ensemble members): only when its folder holds a
-complete run of the same recipe on the data as it is now. Kept apart from runs.py, which calls finetune, so that
-finetune itself can reuse its ensemble members."""
+complete run of the same recipe on the data as it is now; and resuming a run that was interrupted. Kept apart
+from runs.py, which runs recipes, so that the seed ensembles (ensemble.py, which runs.py calls) can use it too."""
 from __future__ import annotations
 
 import json
@@ -62,3 +62,10 @@ def data_changed(recipe, output_dir: Path) -> str | None:
     return None
 
 
+def no_checkpoint_yet(recipe, output_dir: Path) -> list[str]:
+    """The overrides that let ``resume_from_checkpoint: last`` serve every run of a study: a run that never wrote a
+    checkpoint in ``output_dir`` starts afresh (``--resume_from_checkpoint false``) instead of failing for want of
+    one; an interrupted one resumes (no override)."""
+    resume = str(recipe.training.resume_from_checkpoint or "").lower()
+    started = any((c / outputs.STATE_FILE).is_file() for c in Path(output_dir).glob("checkpoint-*"))
+    return ["--resume_from_checkpoint", "false"] if resume in ("last", "true") and not started else []

@@ -31,7 +31,7 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
     from hf_medtl.data import image_dataset
     from hf_medtl.data.transforms import eval_transform
-    from hf_medtl.evaluation.evaluate import load_samples, readable_samples
+    from hf_medtl.data.scored import load_samples, readable_samples
     from hf_medtl.evaluation.scoring import score
 
     names, levels = _conditions(perturbations, severities)

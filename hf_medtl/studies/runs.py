@@ -1,4 +1,5 @@
-"""What every study shares: a variant of a recipe run as a normal finetune run in its own folder (skipped when
+"""What every study shares: ``run``, one recipe end to end as `hf-medtl finetune` runs it (a single model, or a
+seed ensemble); a variant of a recipe run that way in its own folder (skipped when
 that folder already holds a finished run of the same recipe on the same data), and the study's own outputs
 staged and committed with ``summary.json`` last, so that a study that failed half-way never looks complete.
 The study folder's lock (``study_lock``) is held only by what writes the study's own files; each variant's run
@@ -13,12 +14,36 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from hf_medtl import outputs
+from hf_medtl import outputs, timings
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.studies.reuse import finished
+from hf_medtl.studies.reuse import finished, no_checkpoint_yet
 
 logger = logging.getLogger("hf_medtl")
 SUMMARY = "summary.json"
+
+
+def run(recipe) -> dict:
+    """Run one recipe end to end, as `hf-medtl finetune` does; return its metrics (the summary, validation and
+    test). One model (hf_medtl.stages.run), or with ``ensemble_seeds: N`` its N members and their ensemble. Every
+    process runs this; the main one writes. The run has its own clock (timings.command): metrics.json's "timings"."""
+    with timings.command():
+        if recipe.study.ensemble_seeds > 1:
+            return run_seed_ensemble(recipe)
+        with timings.phase("startup"):
+            from hf_medtl import stages
+        return stages.run(recipe)
+
+
+def run_seed_ensemble(recipe) -> dict:
+    """``ensemble_seeds: N``: N runs of the recipe on one split (output_dir/members/seed-S; a rerun skips finished
+    ones), saved in output_dir as one model that averages them (hf_medtl/studies/ensemble.py)."""
+    from hf_medtl.studies import ensemble
+
+    members = ensemble.seed_members(recipe)
+    with outputs.run_lock(recipe.training.output_dir, take=recipe.training.process_index == 0):
+        outputs.ensure_writable(recipe.training.output_dir)
+        done = [finished(m, m.training.output_dir) or run(m) for m in members]
+        return ensemble.save_seed_ensemble(recipe, members, done)
 
 
 def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], output_dir: Path) -> dict:
@@ -26,7 +51,6 @@ def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], outp
     back instead of rerun when it is this recipe's on the data as it is now (hf_medtl.studies.reuse.finished).
     ``resume_from_checkpoint: last`` resumes a variant that was interrupted and starts one that never wrote a
     checkpoint afresh (instead of failing for want of one), so one override serves every variant of a study."""
-    from hf_medtl.finetune import run
     from hf_medtl.config.recipe import load_recipe, require_model
 
     output_dir = Path(output_dir)
@@ -35,10 +59,9 @@ def run_variant(recipe_path: str | Path, argv: list[str], extra: list[str], outp
     done = finished(recipe, output_dir)
     if done is not None:
         return done
-    resume = str(recipe.training.resume_from_checkpoint or "").lower()
-    if resume in ("last", "true") and not any((c / outputs.STATE_FILE).is_file() for c in output_dir.glob("checkpoint-*")):
-        recipe = load_recipe(recipe_path, [*argv, *extra, "--output_dir", str(output_dir),
-                                           "--resume_from_checkpoint", "false"])
+    fresh = no_checkpoint_yet(recipe, output_dir)
+    if fresh:
+        recipe = load_recipe(recipe_path, [*argv, *extra, "--output_dir", str(output_dir), *fresh])
     logger.info(f"{output_dir}: running ({' '.join(extra) or 'the recipe as it is'})")
     return run(recipe)
 

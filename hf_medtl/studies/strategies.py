@@ -5,7 +5,7 @@ the report tabulates them (test accuracy with CI, F1 macro, ROC-AUC, trainable p
 tests every pair on the shared test images (hf_medtl.evaluation.compare.paired, Holm-corrected).
 
 With ``--folds K`` (K > 1) each strategy is K-fold cross-validation on the non-test pool instead
-(``output_dir/<strategy>/fold-k``; hf_medtl.studies.cv's fold overrides, one test split and one fold partition
+(``output_dir/<strategy>/fold-k``; hf_medtl.studies.crossval's fold runs, one test split and one fold partition
 for every strategy), reported as mean ± sd over the folds, and every pair is tested on the folds: a paired t-test
 and a Wilcoxon signed-rank test on the folds' test accuracies, and McNemar's exact test on the pooled out-of-fold
 validation predictions (each pool image predicted once per strategy), each test Holm-corrected across the pairs."""
@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_medtl.config.commands import STRATEGIES, StrategiesOptions
+from hf_medtl.data.split import split_seed
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.evaluation.compare import paired, paired_markdown
 from hf_medtl.evaluation.scoring import fmt
+from hf_medtl.studies.crossval import fold_runs, pool_out_of_fold, score_out_of_fold, spread
 from hf_medtl.studies.runs import begin, finish, run_variant
 
-STRATEGIES = ("linear_probe", "knn", "full", "partial", "lora")
 FIXED_FEATURES = ("linear_probe", "knn")  # no augmentation: the backbone's features are computed once
 
 
@@ -43,22 +45,15 @@ def variant_overrides(strategy: str) -> list[str]:
     return ["--finetune_strategy", strategy, *(["--augment", "false"] if strategy in FIXED_FEATURES else [])]
 
 
-def fold_overrides(base, folds: int, k: int) -> list[str]:
-    """Fold k of K as hf-medtl cv makes it: the same split seed (so one test split) and fold seed (so one
-    partition of the pool) for every strategy."""
-    seed = base.training.seed
-    split_seed = base.data.split_seed if base.data.split_seed is not None else seed
-    return ["--cv_folds", str(folds), "--cv_fold", str(k), "--cv_seed", str(seed), "--split_seed", str(split_seed)]
-
-
 def variant_runs(base, names: list[str], folds: int) -> list[tuple[str, int | None, list[str], Path]]:
     """(strategy, fold or None, overrides, run folder) of every run the study makes, in order: what the study
-    runs and what a benchmark may run ahead of it, each in a process of its own, for the study to read back."""
+    runs and what a benchmark may run ahead of it, each in a process of its own, for the study to read back. The
+    folds of every strategy are hf-medtl cv's (one seed): one test split and one partition of the pool."""
     out = Path(base.training.output_dir)
     if folds == 1:
         return [(name, None, variant_overrides(name), out / name) for name in names]
-    return [(name, k, [*variant_overrides(name), *fold_overrides(base, folds, k)], out / name / f"fold-{k}")
-            for name in names for k in range(folds)]
+    return [(name, r.fold, [*variant_overrides(name), *r.extra], r.dir)
+            for name in names for r in fold_runs(base, folds, 1, out / name)]
 
 
 def _refuse_own_folds(base, argv: list[str], folds: int) -> None:
@@ -83,8 +78,8 @@ def _row(strategy: str, run_dir: Path, metrics: dict) -> dict:
             "seconds_per_epoch": metrics.get("seconds_per_epoch")}
 
 
-def run_strategies(recipe_path: str | Path, argv: list[str], strategies: str = ",".join(STRATEGIES),
-                   folds: int = 1) -> dict:
+def run_strategies(recipe_path: str | Path, argv: list[str], strategies: str = StrategiesOptions.strategies,
+                   folds: int = StrategiesOptions.folds) -> dict:
     """Each strategy as a variant of the recipe (K folds each when folds > 1); report.md + summary.json (one row
     per strategy, paired tests)."""
     from hf_medtl.config.recipe import load_recipe
@@ -108,7 +103,7 @@ def run_strategies(recipe_path: str | Path, argv: list[str], strategies: str = "
         finish(staging, out, summary, markdown(summary))
     else:
         rows = [_cv_row(name, out, [(d, m) for n, d, m in results if n == name], base, staging) for name in names]
-        summary |= {"cv_seed": base.training.seed, "split_seed": int(fold_overrides(base, folds, 0)[-1]),
+        summary |= {"cv_seed": base.training.seed, "split_seed": split_seed(base.data, base.training.seed),
                     "strategies": rows, "paired": fold_tests(rows, out)}
         finish(staging, out, summary, cv_markdown(summary))
     return summary
@@ -117,16 +112,11 @@ def run_strategies(recipe_path: str | Path, argv: list[str], strategies: str = "
 def _cv_row(name: str, out: Path, folds: list[tuple[Path, dict]], base, staging: Path) -> dict:
     """One strategy over its folds: each fold's row, mean ± sd of the test metrics, the cost columns averaged,
     and its pooled out-of-fold validation predictions (written beside the report, scored once)."""
-    from hf_medtl.evaluation import report
-    from hf_medtl.evaluation.scoring import score
-    from hf_medtl.studies.cv import _spread
-
     per_fold = [_row(name, d, m) for d, m in folds]
     mean = lambda key: _mean([r[key] for r in per_fold])  # noqa: E731
-    paths, labels, probs, classes = pooled_out_of_fold([d for d, _ in folds])
-    report.write_predictions(staging / f"predictions_out_of_fold_{name}.csv", paths, labels, probs, classes)
-    oof = score(probs, labels, classes, base.evaluation, base.training.seed)
-    return {"strategy": name, "dir": str(out / name), "folds": per_fold, "test": _spread([m["test"] for _, m in folds]),
+    oof = score_out_of_fold([d for d, _ in folds], staging / f"predictions_out_of_fold_{name}.csv", base.evaluation,
+                            base.training.seed, by_path=True)  # sorted by path: the strategies line up image by image
+    return {"strategy": name, "dir": str(out / name), "folds": per_fold, "test": spread([m["test"] for _, m in folds]),
             "trainable_parameters": max(r["trainable_parameters"] for r in per_fold),
             "total_parameters": per_fold[0]["total_parameters"], "peak_memory_mb": mean("peak_memory_mb"),
             # On CPU the peak is the process's RSS; its rise over the RSS at train begin is the run's own share.
@@ -143,21 +133,6 @@ def _mean(values: list) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def pooled_out_of_fold(fold_dirs: list[Path]) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """The folds' validation predictions as one set sorted by path (so that two strategies line up image by
-    image): every pool image exactly once, or one line saying which image is not."""
-    from hf_medtl.studies.cv import _fold_predictions
-
-    parts = [_fold_predictions(d / "predictions_validation.csv") for d in fold_dirs]
-    paths = [p for part in parts for p in part[0]]
-    if len(set(paths)) != len(paths) or any(part[3] != parts[0][3] for part in parts):
-        raise HfMedtlError(f"{fold_dirs[0].parent}: its folds do not partition one pool; remove the fold folders "
-                           "and run the study again")
-    order = np.argsort(paths, kind="stable")
-    labels, probs = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
-    return [paths[i] for i in order], labels[order], probs[order], parts[0][3]
-
-
 def fold_tests(rows: list[dict], out: Path) -> list[dict]:
     """Every pair of strategies: paired t-test and Wilcoxon signed-rank on the folds' test accuracies (fold k of
     one strategy against fold k of the other: the same training and validation images), McNemar exact on the
@@ -172,7 +147,7 @@ def fold_tests(rows: list[dict], out: Path) -> list[dict]:
 
     correct = {}
     for r in rows:
-        paths, labels, probs, _ = pooled_out_of_fold([Path(f["dir"]) for f in r["folds"]])
+        paths, labels, probs, _ = pool_out_of_fold([Path(f["dir"]) for f in r["folds"]], by_path=True)
         correct[r["strategy"]] = (paths, probs.argmax(1) == labels)
     tests = []
     for a, b in combinations(rows, 2):

@@ -1,5 +1,6 @@
-"""The studies on multi-label data: cv works (per-finding scores, out-of-fold predictions in the multi-label
-form); the imbalance study (single-label by nature) and the robustness study refuse in one line before any work."""
+"""The studies on multi-label data: cv and search work (per-finding scores, out-of-fold predictions in the
+multi-label form, multi-label trial models); the imbalance study (single-label by nature) and the robustness
+study refuse in one line before any work."""
 import csv
 import json
 
@@ -63,14 +64,46 @@ def test_robustness_study_refuses_a_multilabel_model_before_any_work(ml_cv, tmp_
 
 
 def test_imbalance_study_refuses_multilabel_data_before_any_training(tmp_path, tiny_timm, capsys, monkeypatch):
-    from hf_medtl import finetune
+    from hf_medtl.studies import runs
 
     def no_training(*a, **k):
         raise AssertionError("a level was trained before the refusal")
 
-    monkeypatch.setattr(finetune, "run", no_training)
+    monkeypatch.setattr(runs, "run", no_training)
     recipe = _recipe(tmp_path, tiny_timm, output_dir=str(tmp_path / "imb"))
     assert main(["study", "imbalance", str(recipe), "--levels", "none,1:4", *FAST]) == 2
     lines = errors(capsys)
     assert len(lines) == 1 and "multi-label" in lines[0] and "imbalance" in lines[0]
     assert not (tmp_path / "imb").exists()
+
+
+def test_search_on_multilabel_data_trains_multilabel_trials(tmp_path, tiny_timm):
+    """The search builds its data and model as a run does: on multi-label data each trial's model has a
+    multi-label head (a 0/1 row per image is its target) and is scored by the mean per-finding accuracy."""
+    import optuna
+
+    from hf_medtl.models import is_multi_label
+    from hf_medtl import stages
+
+    built = []
+    new_model = stages.new_model
+
+    def spy(recipe, splits, model_args=None):
+        model, processor = new_model(recipe, splits, model_args)
+        built.append(is_multi_label(model.config))
+        return model, processor
+
+    space = {"learning_rate": {"choices": [0.001, 0.01]}}
+    out = tmp_path / "search"
+    recipe = _recipe(tmp_path, tiny_timm, output_dir=str(out), search_space=space)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(stages, "new_model", spy)
+        assert main(["study", "search", str(recipe), "--trials", "2", *FAST]) == 0
+    assert built and all(built)  # the Trainer's model and every trial's
+    summary = json.loads((out / "summary.json").read_text())
+    study = optuna.load_study(study_name=summary["study_name"], storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(summary["storage"])))
+    values = [t.value for t in study.trials if t.state.name == "COMPLETE"]
+    assert summary["trials"] == 2 and len(values) == 2 and all(0 <= v <= 1 for v in values)
+    assert summary["best_value"] == max(values)
+    assert len(_rows(out / "split_manifest.csv")) == 30  # the split the trials trained on, written down

@@ -121,12 +121,12 @@ def test_a_trial_started_past_the_total_gives_way_and_a_dead_workers_trial_fails
     (this host, a PID that is gone) died is marked failed, one whose worker lives is left alone."""
     import optuna
 
-    from hf_medtl.studies.search import WORKER_ATTR, _claim, _fail_dead
+    from hf_medtl.studies.search_trials import WORKER_ATTR, fail_dead, trial_claimer
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    claim = _claim(3)
+    claim = trial_claimer(3)
     for value in (0.5, 0.6):
         t = study.ask()
         claim(t)
@@ -145,6 +145,6 @@ def test_a_trial_started_past_the_total_gives_way_and_a_dead_workers_trial_fails
     first.set_user_attr(WORKER_ATTR, {"pid": dead.pid, "host": socket.gethostname()})
     alive = study.ask()
     alive.set_user_attr(WORKER_ATTR, {"pid": os.getppid(), "host": socket.gethostname()})
-    _fail_dead(study, storage, tmp_path)
+    fail_dead(study, storage, tmp_path)
     states = {t.number: t.state.name for t in study.trials}
     assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "FAIL", 3: "PRUNED", 4: "RUNNING"}
