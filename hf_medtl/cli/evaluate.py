@@ -26,7 +26,7 @@ def run(args, rest) -> int:
     clock = timings.start()  # from the process's start when this process is the command (hf_medtl/timings.py)
     with clock.phase("startup"):  # the command's libraries (evaluate_model imports them where it needs them)
         from hf_medtl.evaluation import report, scoring  # noqa: F401
-        from hf_medtl.evaluation.evaluate import evaluate_model
+        from hf_medtl.inference.evaluate import evaluate_model
         from hf_medtl.inference import core  # noqa: F401
         from hf_medtl.models import load_saved_model  # noqa: F401
 

@@ -52,7 +52,7 @@ def _seed():
 
 @dataclass
 class EvaluateOptions:
-    """`hf-medtl evaluate MODEL_DIR DATA` (hf_medtl.evaluation.evaluate.evaluate_model)."""
+    """`hf-medtl evaluate MODEL_DIR DATA` (hf_medtl.inference.evaluate.evaluate_model)."""
     output_dir: Optional[str] = _output_dir("eval")
     split: str = option("test", SPLIT_HELP)
     batch_size: int = option(EVAL_BATCH_SIZE, "images per forward pass")

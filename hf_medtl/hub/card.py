@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hf_medtl.config.recipe import dataset_name
 from hf_medtl.data.hf_datasets import hub_id as hub_dataset_id
+from hf_medtl.data.split import split_seed
 from hf_medtl.evaluation.scoring import HEADLINE, fmt
 
 TEMPLATE = "image_classification.md"
@@ -26,9 +27,7 @@ PYPI_ORIGINS = {
 
 def template_path(name: str = TEMPLATE):
     """The card template: the source checkout's model_cards/ first, else the installed hf_medtl.model_cards."""
-    import hf_medtl
-
-    local = Path(hf_medtl.__file__).resolve().parents[1] / "model_cards" / name
+    local = Path(__file__).resolve().parents[2] / "model_cards" / name  # (hf_medtl/hub/card.py -> the checkout)
     if local.is_file():
         return local
     from importlib import resources
@@ -138,7 +137,7 @@ def render_model_card(recipe, metrics: dict, data_report: dict | None = None):
                 if s.adaptive_lr else f"{trainer_schedule}; θ* = {s.theta_star}")
     pre_split = bool(r.get("train_dir") or r.get("npz_file"))
     results_table, per_class, confusion = _tables(test, classes)
-    seed = r["split_seed"] if r.get("split_seed") is not None else t.seed
+    seed = split_seed(recipe.data, t.seed)
     size = f"{r['image_size']} × {r['image_size']} px" if r.get("image_size") else "the backbone's default size"
     return ModelCard.from_template(
         card_data, template_path=str(template_path()), model_name=name, repo_id=t.hub_model_id or f"<user>/{name}",

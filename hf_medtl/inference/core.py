@@ -176,11 +176,6 @@ def batch_probabilities(model, pixel_values, views=("identity",), black=None) ->
     return average(list(probs.reshape(len(views), len(pixel_values), -1)))
 
 
-def image_probabilities(model, processor, images: list, tta=False) -> np.ndarray:
-    """(len(images), labels) probabilities of decoded images; ``tta`` as views_of takes it."""
-    return batch_probabilities(model, pixels(processor, images), views_of(tta), black_of(processor))
-
-
 class Viewed(torch.utils.data.Dataset):
     """A dataset's items with their pixel tensors as the TTA view ``name``."""
 

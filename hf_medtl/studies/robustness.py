@@ -27,8 +27,7 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
                    severities: str = Defaults.severities, batch_size: int = Defaults.batch_size,
                    n_bootstrap: int = Defaults.n_bootstrap, seed: int = Defaults.seed, allow_pickle_weights: bool = False,
                    trust_remote_code: bool = False) -> dict:
-    from hf_medtl.inference import core
-    from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
+    from hf_medtl.config.arguments import EvaluationArguments
     from hf_medtl.data import image_dataset
     from hf_medtl.data.transforms import eval_transform
     from hf_medtl.data.scored import load_samples, readable_samples
@@ -37,11 +36,12 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
     names, levels = _conditions(perturbations, severities)
     model_dir = Path(model_dir)
     out = Path(output_dir) if output_dir else model_dir.parent / f"{model_dir.name}_robustness_{Path(data).stem}"
-    model, processor, classes = _single_label_model(model_dir, allow_pickle_weights, trust_remote_code)
+    served = _single_label_model(model_dir, allow_pickle_weights, trust_remote_code)
+    classes = served.classes
     staging = begin(out)
-    samples, _ = readable_samples(load_samples(data, split, classes), data, "error", DEFAULT_MAX_IMAGE_PIXELS)
-    to_pixels = eval_transform(processor)  # the saved processor: what the model was evaluated with
-    trainer = core.inference_trainer(model, batch_size)
+    samples, _ = readable_samples(load_samples(data, split, classes, keys=served.keys), data, "error",
+                                  served.max_pixels)
+    to_pixels = eval_transform(served.processor)  # the saved processor: what the model was evaluated with
     eval_args = EvaluationArguments(n_bootstrap=n_bootstrap, ci_method="percentile")
     results = {}
     for name, severity in [("clean", 0)] + [(p, s) for p in names for s in levels if s > 0]:
@@ -51,7 +51,7 @@ def run_robustness(model_dir: str | Path, data: str | Path, output_dir: str | Pa
             continue
         dataset = image_dataset(samples, classes, lambda img, p=name, s=severity: to_pixels(
             img if p == "clean" else perturb(img, p, s)))
-        m = score(*core.dataset_probabilities(trainer, dataset), classes, eval_args, seed)
+        m = score(*served.dataset_probabilities(dataset, batch_size), classes, eval_args, seed)  # the run's views
         results[(name, severity)] = {k: m.get(k) for k in ("accuracy", "roc_auc", "f1_macro", "n")} | {"ci": m.get("ci", {})}
         atomic_write_text(part, json.dumps(results[(name, severity)]))
         logger.info(f"{name} severity {severity}: accuracy {m['accuracy']:.4f}")
@@ -77,15 +77,16 @@ def _conditions(perturbations: str, severities: str) -> tuple[list[str], list[in
 
 
 def _single_label_model(model_dir: Path, allow_pickle_weights: bool, trust_remote_code: bool):
-    """(model, processor, classes) of a saved single-label model; a multi-label one is refused before any work
-    (its data would otherwise be read as a single-label CSV, and the CSV blamed)."""
-    from hf_medtl.models import is_multi_label, load_saved_model
+    """The saved single-label model as it is served (hf_medtl.inference.core.load: its run's TTA views); a
+    multi-label one is refused before any work (its data would otherwise be read as a single-label CSV, and the CSV
+    blamed)."""
+    from hf_medtl.inference import core
 
-    model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
-    if is_multi_label(model):
+    served = core.load(model_dir, None, allow_pickle_weights, trust_remote_code)
+    if served.multi_label:
         raise HfMedtlError(f"{model_dir}: a multi-label model; the robustness study supports single-label models "
                            "only (accuracy and ROC-AUC of one class per image under each perturbation)")
-    return model, processor, classes
+    return served
 
 
 def _plot(rows: list[dict], names: list[str], path: Path) -> None:

@@ -103,7 +103,7 @@ def test_the_library_functions_default_to_the_commands_options():
     for function, parameter, cls, name in _library_defaults():
         default = inspect.signature(function).parameters[parameter].default
         assert default == getattr(cls(), name), f"{function.__module__}.{function.__name__}({parameter}=...)"
-    from hf_medtl.evaluation.evaluate import evaluate_model
+    from hf_medtl.inference.evaluate import evaluate_model
     from hf_medtl.studies.perturbations import SEVERITIES
     from hf_medtl.studies.strategies import STRATEGIES
 
@@ -112,7 +112,7 @@ def test_the_library_functions_default_to_the_commands_options():
 
 
 def test_evaluate_model_refuses_an_unknown_option_before_any_work(tmp_path):
-    from hf_medtl.evaluation.evaluate import evaluate_model
+    from hf_medtl.inference.evaluate import evaluate_model
 
     with pytest.raises(TypeError, match="n_bootstraps"):
         evaluate_model(tmp_path / "no-model", tmp_path / "no-data", n_bootstraps=10)

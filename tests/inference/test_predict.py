@@ -10,7 +10,7 @@ from PIL import Image
 
 import hf_medtl
 from hf_medtl.cli import main
-from hf_medtl.inference.core import TTA_VIEWS, batch_probabilities, black_of, image_probabilities as image_scores, pixels, view
+from hf_medtl.inference.core import TTA_VIEWS, batch_probabilities, black_of, load, pixels, view
 from hf_medtl.inference.predict import format_predictions
 
 CLASSES = ["benign", "malignant", "normal"]
@@ -74,14 +74,12 @@ def test_dicom_goes_through_the_toolkits_decoding(trained_run, tmp_path):
 
 
 def test_tta_averages_the_listed_views(trained_run):
-    from hf_medtl.models import load_saved_model
-
-    model, processor, _ = load_saved_model(trained_run)
+    served, alone = load(trained_run, tta=True), load(trained_run, tta=False)
+    model, processor = served.model, served.processor
     black = Image.new("RGB", (24, 24))  # every flip and rotation of it is itself
-    np.testing.assert_allclose(image_scores(model, processor, [black], tta=True),
-                               image_scores(model, processor, [black]), atol=1e-7)
+    np.testing.assert_allclose(served.probabilities([black]), alone.probabilities([black]), atol=1e-7)
     image = Image.open(trained_run.parent / "images" / "benign" / "benign_000.png").convert("RGB")
-    tta = image_scores(model, processor, [image], tta=True)[0]
+    tta = served.probabilities([image])[0]
     x = pixels(processor, [image])
     views = np.concatenate([batch_probabilities(model, view(x, v, black_of(processor))) for v in TTA_VIEWS])
     np.testing.assert_allclose(tta, views.mean(0), atol=1e-6)

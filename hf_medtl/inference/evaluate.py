@@ -44,18 +44,17 @@ def _evaluate_into(staging: Path, model_dir: Path, data, data_name: str, *, spli
                    max_image_pixels, cam, data_cache, data_cache_dir, data_keys):
     """Score the model and write the evaluation's files into ``staging``: (metrics, Grad-CAM overlay paths)."""
     from hf_medtl import timings
-    from hf_medtl.config.arguments import DEFAULT_MAX_IMAGE_PIXELS, EvaluationArguments
-    from hf_medtl.config.saved import data_keys as saved_data_keys
+    from hf_medtl.config.arguments import EvaluationArguments
     from hf_medtl.evaluation import report
     from hf_medtl.evaluation.scoring import score
     from hf_medtl.inference import core
-    from hf_medtl.models import is_multi_label, load_saved_model
 
-    with timings.phase("model_load"):
-        model, processor, classes = load_saved_model(model_dir, allow_pickle_weights, trust_remote_code)
-    keys = saved_data_keys(model_dir, data_keys)  # the run's columns and NIfTI slice, unless flags say otherwise
-    multi_label = is_multi_label(model)
-    max_pixels = max_image_pixels or keys.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+    with timings.phase("model_load"):  # scored as its run scored it: with the views its metrics averaged over
+        served = core.load(model_dir, None, allow_pickle_weights, trust_remote_code,
+                           {**(data_keys or {}), "max_image_pixels": max_image_pixels})
+    # the run's columns and NIfTI slice, unless flags say otherwise
+    keys, classes, processor, multi_label = served.keys, served.classes, served.processor, served.multi_label
+    max_pixels = served.max_pixels
     with timings.phase("data"):
         samples = (multilabel_samples(data, classes, allow_paths_outside_root) if multi_label
                    else load_samples(data, split, classes, allow_outside=allow_paths_outside_root, keys=keys))
@@ -63,11 +62,9 @@ def _evaluate_into(staging: Path, model_dir: Path, data, data_name: str, *, spli
     with timings.phase("image_cache"):
         dataset = eval_dataset(samples, shas, classes, processor, max_pixels, data_cache, data_cache_dir,
                                 multi_label)
-    # Scored as its run scored it: with the mirror averaging when the run's metrics used flip TTA.
-    tta = core.run_tta_views(model_dir)
-    core.views_outside(model)  # tta is all that is averaged
+    tta = served.views
     with timings.phase("scoring"):
-        probs, labels = core.dataset_probabilities(core.inference_trainer(model, batch_size), dataset, tta)
+        probs, labels = served.dataset_probabilities(dataset, batch_size)
         thresholds = _run_thresholds(model_dir, classes) if multi_label else None
         metrics = score(probs, labels, classes, EvaluationArguments(n_bootstrap=n_bootstrap, ci_method=ci_method),
                         seed, thresholds)
@@ -84,8 +81,7 @@ def _evaluate_into(staging: Path, model_dir: Path, data, data_name: str, *, spli
         from hf_medtl.inference.explain import error_overlays
 
         with timings.phase("cam"):
-            overlays = error_overlays(model, processor, samples, probs, labels, classes, cam, staging / "cam",
-                                      max_pixels)
+            overlays = error_overlays(served, samples, probs, labels, cam, staging / "cam")
     return metrics, overlays
 
 
