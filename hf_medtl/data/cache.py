@@ -16,10 +16,13 @@ gets a new entry and every other entry is reused. Entries are written in chunks,
 folder and renamed when complete: a killed build leaves no chunk that looks whole, and the next run builds only
 what is missing (removing the temporary folders of writers that are gone). Every entry carries a checksum of
 its content (xxh3 of key, size and pixels): a build checks the entries it needs and decodes a damaged one again
-(the new chunk's copy is the one read from then on), and every read checks the entry it serves, so flipped bytes
-are never served as pixels. Decoding runs in worker processes
-that die with the build (hf_medtl.data.workers). Location: ``data_cache_dir``, else ``$HF_MEDTL_IMAGE_CACHE``,
-else ``<HF_DATASETS_CACHE>/hf_medtl_images``. Stale entries are never served; delete the folder to reclaim space.
+(the new chunk's copy is the one read from then on), and every read checks the entry it serves and decodes a
+damaged one again from its source, so flipped bytes are never served as pixels. A chunk that cannot be opened
+(truncated, its structure damaged) is set aside and its images decoded again. Decoding runs in worker processes
+(``$HF_MEDTL_CACHE_WORKERS`` of them, else chosen by the image count) that die with the build
+(hf_medtl.data.workers); a worker that dies (an OOM kill) stops the command in one line, the chunks already
+written kept. Location: ``data_cache_dir``, else ``$HF_MEDTL_IMAGE_CACHE``, else
+``<HF_DATASETS_CACHE>/hf_medtl_images``. Stale entries are never served; delete the folder to reclaim space.
 """
 from __future__ import annotations
 
@@ -30,22 +33,20 @@ import importlib
 import logging
 import math
 import os
-import shutil
-import time
-import uuid
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import xxhash  # (a dependency of datasets)
 from PIL import Image
 
 from hf_medtl.data import workers
-from hf_medtl.data.cache_files import remove_abandoned, temporary_name, write_error
-from hf_medtl.data.decode import decode
-from hf_medtl.data.transforms import eval_transform, mark_prepared
+from hf_medtl.data.cache_chunks import OFF, SETTING, ImageCache, quiet_datasets, write_chunk
+from hf_medtl.data.cache_files import remove_abandoned, set_aside, temporary_name, write_error
+from hf_medtl.data.decode import DecodeError, decode
+from hf_medtl.data.transforms import eval_transform
 from hf_medtl.data.types import DataError
 
 VERSION = 4  # of the stored layout: a change gives every entry a new variant folder (4: entry checksums)
@@ -56,7 +57,7 @@ RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LAN
 # RandomResizedCrop's smallest crop side, as a fraction of the image side: area crop_scale_min at aspect 3/4.
 _MIN_RATIO = 3 / 4
 DECODERS = ("pillow", "numpy", "pydicom", "pylibjpeg", "python-gdcm")  # what decode.py reads files with
-SETTING = "data_cache_dir (or $HF_MEDTL_IMAGE_CACHE)"
+WORKERS = "HF_MEDTL_CACHE_WORKERS"  # decoding processes of a build (1: in the command's own process)
 logger = logging.getLogger("hf_medtl")
 
 
@@ -128,85 +129,46 @@ def eval_variant(prep) -> Variant:
     return Variant("eval", prep.size, prep.interpolation, pixels=pixels)
 
 
-def checksum(key: str, width: int, height: int, prepared: bool, pixels) -> int:
-    """An entry's content checksum: xxh3 (several GB/s: a small share of a read) of everything the entry serves,
-    so that a flipped byte in the pixels, a changed size or an entry under another key is seen."""
-    h = xxhash.xxh3_64(f"{key}|{width}x{height}|{int(prepared)}|".encode())
-    h.update(pixels)
-    return h.intdigest() & (2 ** 63 - 1)  # 63 bits: an int64 column (datasets passes ints through int64)
-
-
 def _encode(refs: list, job) -> list:
     """(height, width, raw RGB bytes, prepared) of the cached copy of each source in ``refs``."""
     sources, variant, max_pixels, transform = job
     rows = []
     for i in refs:
-        img, prepared = variant.apply(decode(sources[i], max_pixels), transform)
+        img, prepared = _copy(sources[i], variant, max_pixels, transform)
         rows.append((img.height, img.width, img.tobytes(), prepared))  # raw: read back without decompressing
     return rows
 
 
-FEATURES = {"key": "string", "height": "int32", "width": "int32", "pixels": "large_binary", "prepared": "bool",
-            "checksum": "int64"}
+def _copy(source, variant: Variant, max_pixels, transform) -> tuple[Image.Image, bool]:
+    """The cached copy of ``source`` (decoded, then the variant's geometry), or one line naming the file."""
+    try:
+        return variant.apply(decode(source, max_pixels), transform)
+    except DecodeError as e:  # the file changed or went away since the data check read it
+        what = f"'{source}'" if not isinstance(source, np.ndarray) else "an in-memory image"
+        raise DataError(f"image cache: {what} cannot be decoded ({e}) for its cached copy; restore it, or {OFF}") \
+            from None
 
 
-class ImageCache:
-    """One variant's entries: key -> decoded, resized RGB PIL image, read from memory-mapped Arrow tables
-    (zero-copy up to the PIL image, its checksum checked on every read); an entry made by the processor's
-    geometry comes back marked as such. The newest chunk holding a key serves it (a rebuilt entry's)."""
-
-    def __init__(self, folder: Path, pixels: str = ""):
-        import datasets
-
-        self.folder, self.pixels = folder, pixels
-        self._where: dict[str, tuple] = {}
-        for chunk in sorted(folder.glob("chunk-*")) if folder.is_dir() else []:
-            try:
-                table = datasets.load_from_disk(str(chunk)).data.table
-            except Exception as e:  # a chunk changed by hand or by a failing disk: say which, never guess
-                raise DataError(f"image cache chunk '{chunk}' is unreadable ({type(e).__name__}); delete that folder "
-                                "(its images are decoded again) or set data_cache false") from None
-            keys, prepared = table.column("key").to_pylist(), table.column("prepared").to_pylist()
-            sizes = zip(table.column("width").to_pylist(), table.column("height").to_pylist())
-            sums = table.column("checksum").to_pylist()
-            rows = [(part, i) for part in table.column("pixels").chunks for i in range(len(part))]
-            for key, size, done, total, (part, i) in zip(keys, sizes, prepared, sums, rows):
-                self._where[key] = (part, i, size, done, total, chunk)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._where
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def intact(self, key: str) -> bool:
-        """Whether the entry's content matches its checksum."""
-        part, i, size, prepared, total, _ = self._where[key]
-        pixels = part[i].as_buffer()
-        return len(pixels) == 3 * size[0] * size[1] and checksum(key, *size, prepared, pixels) == total
-
-    def drop(self, key: str) -> None:
-        del self._where[key]
-
-    def image(self, key: str) -> Image.Image:
-        part, i, size, prepared, total, chunk = self._where[key]
-        pixels = part[i].as_buffer()
-        if len(pixels) != 3 * size[0] * size[1] or checksum(key, *size, prepared, pixels) != total:
-            # Damaged after this run's build checked it (a build decodes a damaged entry again): refuse, never serve.
-            raise DataError(f"image cache chunk '{chunk}': the entry of '{key}' does not match its checksum (damaged "
-                            "on disk while this run read it); run again (a damaged entry is decoded again), or set "
-                            "data_cache false")
-        img = Image.frombuffer("RGB", size, pixels, "raw", "RGB", 0, 1)
-        return mark_prepared(img, self.pixels) if prepared else img
+def _redo(sources: dict, variant: Variant, max_pixels, transform, key: str):
+    """(image, prepared): an entry's copy made again from its source, as the build made it; None if unknown."""
+    return _copy(sources[key], variant, max_pixels, transform) if key in sources else None
 
 
 def build(keys: list[str], sources: list, variant: Variant, root: Path, max_pixels: Optional[int] = None,
           num_proc: Optional[int] = None, processor=None) -> tuple[ImageCache, int]:
     """(the variant's cache holding every key, how many entries this call decoded). Only missing keys are
-    decoded: with ``num_proc`` processes (default: the CPU count, one process for a few hundred images).
-    ``processor``: the eval variant's (its geometry makes the copies)."""
+    decoded (and damaged ones, and those of a chunk that cannot be opened, set aside first): with ``num_proc``
+    processes (default: $HF_MEDTL_CACHE_WORKERS, else the CPU count, one process for a few hundred images).
+    ``processor``: the eval variant's (its geometry makes the copies). The cache returned decodes an entry
+    damaged during the run again from its source."""
     folder = Path(root) / variant.folder
-    cache = ImageCache(folder, variant.pixels)
+    transform = eval_transform(processor) if processor is not None and variant.kind == "eval" else None
+    if (transform.pixels_key if transform else "") != variant.pixels:
+        raise ValueError("image cache: the variant was made for another processor")
+    redo = functools.partial(_redo, dict(zip(keys, sources)), variant, max_pixels, transform)
+    cache = ImageCache(folder, variant.pixels, redo)
+    for chunk, reason in cache.unreadable:  # out of the chunks' names first: a rebuilt copy is the only one seen
+        _set_aside(chunk, reason)
     todo: dict[str, int] = {}
     damaged = 0
     for i, key in enumerate(keys):
@@ -220,9 +182,6 @@ def build(keys: list[str], sources: list, variant: Variant, root: Path, max_pixe
                        "matching its checksum) decoded again")
     if not todo:
         return cache, 0
-    transform = eval_transform(processor) if processor is not None and variant.kind == "eval" else None
-    if (transform.pixels_key if transform else "") != variant.pixels:
-        raise ValueError("image cache: the variant was made for another processor")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / temporary_name(".probe")
@@ -231,45 +190,51 @@ def build(keys: list[str], sources: list, variant: Variant, root: Path, max_pixe
     except OSError as e:
         raise write_error(e, "image cache", root, SETTING, "data_cache false") from None
     remove_abandoned(folder)
-    if num_proc is None:
-        num_proc = min(os.cpu_count() or 1, 8) if len(todo) >= 512 else 1
-    items = list(todo.items())
-    with workers.spread(_encode, (sources, variant, max_pixels, transform), num_proc) as encode, \
-            _quiet_datasets():
-        for start in range(0, len(items), CHUNK):
-            part = items[start:start + CHUNK]
-            _write_chunk(folder, [k for k, _ in part], encode([i for _, i in part]))
-    return ImageCache(folder, variant.pixels), len(todo)
+    num_proc = num_proc or workers_wanted(len(todo))
+    _decode_into(folder, list(todo.items()), (sources, variant, max_pixels, transform), num_proc)
+    return ImageCache(folder, variant.pixels, redo), len(todo)
 
 
-def _write_chunk(folder: Path, keys: list[str], rows: list) -> None:
-    """One chunk, saved to a temporary folder and renamed: complete, or absent (a failed write's files are
-    removed at once: on a full disk they hold the space the rest of the machine needs)."""
-    import datasets
+def workers_wanted(images: int) -> int:
+    """Decoding processes: $HF_MEDTL_CACHE_WORKERS, else the CPU count (at most 8) from 512 images to decode
+    (below that, starting processes costs more than it saves), else 1."""
+    value = os.environ.get(WORKERS, "").strip()
+    if not value:
+        return min(os.cpu_count() or 1, 8) if images >= 512 else 1
+    if not value.isdigit() or int(value) < 1:
+        raise DataError(f"${WORKERS} is '{value}'; set it to a whole number of decoding processes, at least 1 "
+                        "(1: in the command's own process), or unset it")
+    return int(value)
 
-    columns = {"key": keys, **{name: [r[j] for r in rows] for j, name in enumerate(list(FEATURES)[1:5])},
-               "checksum": [checksum(k, w, h, prepared, pixels) for k, (h, w, pixels, prepared) in zip(keys, rows)]}
-    features = datasets.Features({name: datasets.Value(kind) for name, kind in FEATURES.items()})
-    tmp = folder / temporary_name()
+
+def _decode_into(folder: Path, items: list, job, num_proc: int) -> None:
+    """Decode ``items`` ((key, index into the sources)) in chunks of CHUNK, each written whole before the next. A
+    worker that dies (SIGKILL: the kernel's OOM killer) ends the build in one line; the chunks written stay."""
+    done = 0
     try:
-        datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp))
+        with workers.spread(_encode, job, num_proc) as encode, quiet_datasets():
+            for start in range(0, len(items), CHUNK):
+                part = items[start:start + CHUNK]
+                rows = encode([i for _, i in part])
+                write_chunk(folder, [k for k, _ in part], rows)
+                done += len(part)
+    except (BrokenProcessPool, MemoryError) as e:
+        died = "a decoding worker process died (killed: out of memory?)" if isinstance(e, BrokenProcessPool) \
+            else "decoding ran out of memory"
+        fewer = f"set ${WORKERS} to fewer processes than {num_proc} (1 decodes in the command's own process), " \
+            if num_proc > 1 else ""
+        raise DataError(f"image cache '{folder}': {died} after {done:,} of {len(items):,} images were stored (kept: a "
+                        f"next run decodes only the rest); {fewer}lower max_image_pixels, or {OFF}") from None
+
+
+def _set_aside(chunk: Path, reason: str) -> None:
+    """Move a chunk that cannot be opened out of the cache (its images are decoded again), with one log line; one
+    line naming it when the folder cannot be changed."""
+    try:
+        set_aside(chunk)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(e, "image cache", folder.parent, SETTING, "data_cache false") from None
-    os.replace(tmp, folder / f"chunk-{time.time_ns()}-{uuid.uuid4().hex[:8]}")
-
-
-class _quiet_datasets:
-    """datasets' progress bars off while building (the run prints one line instead)."""
-
-    def __enter__(self):
-        import datasets
-
-        self.was = datasets.utils.logging.is_progress_bar_enabled()
-        datasets.utils.logging.disable_progress_bar()
-
-    def __exit__(self, *exc):
-        import datasets
-
-        if self.was:
-            datasets.utils.logging.enable_progress_bar()
+        raise DataError(f"image cache chunk '{chunk}' cannot be opened ({reason}) and cannot be set aside to be "
+                        f"rebuilt ({e.strerror or e}); delete that folder, set {SETTING} to a writable folder, or "
+                        f"{OFF}") from None
+    logger.warning(f"image cache chunk '{chunk}' could not be opened ({reason}): set aside, its images are decoded "
+                   "again")

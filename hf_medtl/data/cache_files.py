@@ -49,3 +49,15 @@ def _writer_alive(name: str, host: str) -> bool:
     except PermissionError:
         pass
     return True
+
+
+def set_aside(entry: Path) -> None:
+    """Take a damaged entry out of its cache at once (a rename: readers never see it half removed), then delete it;
+    a removal cut short leaves a temporary folder that remove_abandoned deletes later. Gone already (another run
+    set it aside): nothing to do."""
+    aside = entry.parent / temporary_name(".tmp-damaged")
+    try:
+        os.replace(entry, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)

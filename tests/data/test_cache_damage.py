@@ -1,7 +1,8 @@
-"""Issue 35, item 6: damaged cache bytes are never served. Flipped bytes inside an image-cache chunk's pixels are
-decoded again (`hf-medtl evaluate` scores what it scores from the files), an entry damaged while a run reads it is
-refused in one line, and a flipped bit in a feature-cache entry is computed again (the run trains what an
-undamaged cache trains)."""
+"""Issue 35, item 6 and round 4's last points: damaged cache bytes are never served. Flipped bytes inside an
+image-cache chunk's pixels are decoded again (`hf-medtl evaluate` scores what it scores from the files), a chunk that
+cannot be opened is set aside and rebuilt (one line naming it where it cannot be), an entry damaged while a run reads
+it is decoded again from its source (also inside DataLoader workers; one line where the source is gone), and a flipped
+bit in a feature-cache entry is computed again (the run trains what an undamaged cache trains)."""
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from hf_medtl.cli import main
-from tests.conftest import make_image_folder, tiny_recipe
+from tests.conftest import errors, make_image_folder, tiny_recipe
 from tests.data.cache_helpers import same_tables, scored  # noqa: F401 (fixtures)
 
 
@@ -65,7 +66,56 @@ def test_flipped_pixels_in_an_image_cache_chunk_are_decoded_again(tmp_path, tiny
     same_tables(tables["files"], list(scored), "read back")
 
 
-def test_an_entry_damaged_while_read_is_refused(tmp_path):
+def damage(chunk: Path, how: str) -> None:
+    [arrow] = list(chunk.glob("*.arrow"))
+    data = arrow.read_bytes()
+    if how == "truncated":
+        arrow.write_bytes(data[:len(data) // 2])
+    elif how == "zeroed header":
+        arrow.write_bytes(b"\0" * 64 + data[64:])
+    else:
+        (chunk / "state.json").write_text("")
+
+
+@pytest.mark.parametrize("how", ["truncated", "zeroed header", "empty state"])
+def test_a_chunk_that_cannot_be_opened_is_set_aside_and_rebuilt(tmp_path, tiny_resnet, scored, hf_medtl_log, how,
+                                                               monkeypatch, capsys):
+    from hf_medtl.data import cache
+
+    data = make_image_folder(tmp_path / "data", per_class=(5, 5, 5), classes=("LABEL_0", "LABEL_1", "LABEL_2"))
+    evaluate(tiny_resnet, data, tmp_path / "files", "--no_data_cache")
+    expected = list(scored)
+    cached = ["--data_cache_dir", str(tmp_path / "cache")]
+    evaluate(tiny_resnet, data, tmp_path / "built", *cached)
+    [chunk] = list((tmp_path / "cache").glob("*/chunk-*"))
+    damage(chunk, how)
+
+    scored.clear()
+    hf_medtl_log.clear()
+    evaluate(tiny_resnet, data, tmp_path / "rebuilt", *cached)
+    same_tables(expected, list(scored), f"after a {how} chunk")
+    assert f"image cache chunk '{chunk}' could not be opened" in hf_medtl_log.text
+    assert "set aside, its images are decoded again" in hf_medtl_log.text and "15 of 15 copies decoded now" in hf_medtl_log.text
+    [new] = list((tmp_path / "cache").glob("*/chunk-*"))
+    assert new != chunk and not chunk.exists() and not list(chunk.parent.glob(".tmp*"))
+
+    # Where the damaged chunk cannot be taken out (a read-only cache folder), one line names it; nothing is served.
+    damage(new, how)
+    capsys.readouterr()
+
+    def read_only(path):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(cache, "set_aside", read_only)
+    assert main(["evaluate", str(tiny_resnet), str(data), "--n_bootstrap", "0", "--output_dir",
+                 str(tmp_path / "read_only"), *cached]) == 2
+    [line] = errors(capsys)
+    assert line.startswith(f"error: image cache chunk '{new}' cannot be opened (") and \
+        "cannot be set aside to be rebuilt (Read-only file system); delete that folder" in line
+    assert new.exists() and not (tmp_path / "read_only" / "report.json").exists()
+
+
+def test_an_entry_damaged_while_read_is_decoded_again_and_refused_without_its_source(tmp_path, hf_medtl_log):
     from hf_medtl.data import cache
     from hf_medtl.data.types import DataError
     from PIL import Image
@@ -81,7 +131,12 @@ def test_an_entry_damaged_while_read_is_refused(tmp_path):
     [chunk] = list((tmp_path / "cache").glob("*/chunk-*"))
     arrow, start, _ = pixel_region(chunk)
     flip(arrow, [start + 16 * 16 * 3 + 7])  # one byte of entry 'b', under the open (memory-mapped) cache
-    with pytest.raises(DataError, match=r"image cache chunk '.*': the entry of 'b' does not match its checksum"):
+    assert np.array_equal(np.asarray(built.image("b")), np.asarray(Image.open(files[1])))  # from the file again
+    assert "the entry of 'b' was damaged on disk during the run; decoded again from its source" in hf_medtl_log.text
+    files[1].unlink()  # nothing true left to serve: one line naming the chunk, the entry and the file
+    with pytest.raises(DataError, match=r"image cache chunk '.*': the entry of 'b' does not match its checksum "
+                                        r"\(damaged on disk\) and cannot be made again: image cache: '.*1.png' cannot "
+                                        r"be decoded \(file not found\)"):
         built.image("b")
     assert np.array_equal(np.asarray(built.image("a")), np.asarray(Image.open(files[0])))
 
