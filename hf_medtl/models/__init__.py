@@ -1,4 +1,5 @@
-"""The model stage: backbones (loading HF / timm / local), heads (linear, bottleneck, dropout, init) and
+"""The model stage: backbones (loading HF / timm / local), where they come from (hub_source: the Hub asked once),
+heads (linear, bottleneck, dropout, init) and
 strategies (freeze / partial / gradual / parameter groups)."""
 from hf_medtl.models.backbones import is_multi_label, load_backbone, load_saved_model, serving_processor
 from hf_medtl.models.heads import ModelError, classifier_head, init_head, register_auto_classes, with_medtl_head

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hf_medtl.config.arguments import ModelArguments
-from hf_medtl.models import ModelError, backbones
+from hf_medtl.models import ModelError, hub_source
 from tests.conftest import REPO, write_recipe
 
 UNREACHABLE = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "3", "HF_HUB_DOWNLOAD_TIMEOUT": "3"}
@@ -66,12 +66,12 @@ def test_a_model_in_the_hf_cache_trains_with_the_hub_unreachable(tmp_path, image
 
 def test_what_the_pre_flight_leaves_to_the_load(tmp_path, tiny_vit, monkeypatch):
     """Local folders, non-Hub names and offline mode (the tests' own setting) never touch the network."""
-    monkeypatch.setattr(backbones, "_hub_answer", lambda name: pytest.fail(f"asked the Hub about {name}"))
+    monkeypatch.setattr(hub_source, "_hub_answer", lambda name: pytest.fail(f"asked the Hub about {name}"))
     for name in (str(tiny_vit), str(tmp_path / "absent"), "./x", "not a repo id!"):
-        backbones.check_available(ModelArguments(model_name_or_path=name))
+        hub_source.check_available(ModelArguments(model_name_or_path=name))
     # Offline, a Hub id that is not in the cache cannot load: one line at once, still without asking the Hub.
     with pytest.raises(ModelError, match="'nobody/no-such-model': not in the Hugging Face cache, and HF_HUB_OFFLINE=1"):
-        backbones.check_available(ModelArguments(model_name_or_path="nobody/no-such-model"))
+        hub_source.check_available(ModelArguments(model_name_or_path="nobody/no-such-model"))
 
 
 @pytest.mark.parametrize("answer,words", [
@@ -81,9 +81,9 @@ def test_what_the_pre_flight_leaves_to_the_load(tmp_path, tiny_vit, monkeypatch)
 ])
 def test_the_hubs_answers_are_one_line_each(monkeypatch, answer, words):
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(backbones, "_hub_answer", lambda name: answer)
+    monkeypatch.setattr(hub_source, "_hub_answer", lambda name: answer)
     with pytest.raises(ModelError, match="model_name_or_path 'org/model'") as e:
-        backbones.check_available(ModelArguments(model_name_or_path="org/model"))
+        hub_source.check_available(ModelArguments(model_name_or_path="org/model"))
     assert words in str(e.value) and "\n" not in str(e.value)
-    monkeypatch.setattr(backbones, "_hub_answer", lambda name: ("ok", ""))
-    backbones.check_available(ModelArguments(model_name_or_path="org/model"))
+    monkeypatch.setattr(hub_source, "_hub_answer", lambda name: ("ok", ""))
+    hub_source.check_available(ModelArguments(model_name_or_path="org/model"))
