@@ -63,7 +63,7 @@ def run_command(fn: Callable[[], int]) -> int:
     try:
         return fn()
     except HfMedtlError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {message(e)}", file=sys.stderr)
         return 2
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -77,6 +77,17 @@ def run_command(fn: Callable[[], int]) -> int:
         return 130
     finally:
         _stop_loader_workers()
+
+
+def message(e: HfMedtlError) -> str:
+    """The error's one line. Raised in a DataLoader worker, torch re-raises it in the main process with
+    "Caught DataError in DataLoader worker process 0. Original Traceback ..." as its message: its last line holds
+    the original one ("module.DataError: message")."""
+    text = str(e)
+    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
+        return text
+    name, _, original = text.rstrip().splitlines()[-1].partition(": ")
+    return original if original and " " not in name else text.rstrip().splitlines()[-1]
 
 
 def _stop_loader_workers() -> None:

@@ -141,6 +141,64 @@ def test_an_entry_damaged_while_read_is_decoded_again_and_refused_without_its_so
     assert np.array_equal(np.asarray(built.image("a")), np.asarray(Image.open(files[0])))
 
 
+@pytest.fixture
+def damaged_after_build(monkeypatch):
+    """Every image-cache build of this test is damaged once built (2,000 flipped pixel bytes per chunk), after the
+    build checked it: what a run's loader then reads. ``gone``: also delete the sources (nothing to decode again)."""
+    from hf_medtl.data import cache
+
+    build, options = cache.build, {"gone": []}
+
+    def damaging(*args, **kwargs):
+        built = build(*args, **kwargs)
+        for chunk in built[0].folder.glob("chunk-*"):
+            arrow, start, length = pixel_region(chunk)
+            flip(arrow, np.linspace(start, start + length - 1, 2000).astype(int))
+        for path in options["gone"]:
+            path.unlink()
+        return built
+
+    monkeypatch.setattr(cache, "build", damaging)
+    return options
+
+
+def test_an_entry_damaged_under_dataloader_workers_is_decoded_again_or_one_line(tmp_path, tiny_timm, hf_medtl_log,
+                                                                               damaged_after_build, capsys):
+    data = make_image_folder(tmp_path / "data", per_class=(6, 6, 6))
+
+    def finetune(name, **extra):
+        recipe = tiny_recipe(tmp_path, tiny_timm, data, num_train_epochs=1, image_size=24, augment=False, n_bootstrap=0,
+                             dedupe=False, dataloader_num_workers=1, output_dir=str(tmp_path / name), **extra)
+        return main(["finetune", str(recipe)])
+
+    assert finetune("files", data_cache=False) == 0
+    hf_medtl_log.clear()
+    assert finetune("damaged", data_cache_dir=str(tmp_path / "cache")) == 0  # the loader's worker decodes them again
+    from hf_medtl.data.cache import ImageCache
+
+    import datasets
+
+    [folder] = list((tmp_path / "cache").iterdir())
+    keys = [k for chunk in folder.glob("chunk-*") for k in datasets.load_from_disk(str(chunk))["key"]]
+    stored = ImageCache(folder)
+    assert len(keys) == 18 and not any(stored.intact(k) for k in keys)  # every entry the run read was damaged
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("files", "damaged"))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # trained on the files' pixels
+    m1, m2 = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("files", "damaged"))
+    assert m1["test"] == m2["test"]
+
+    # The sources gone too: the worker's DataError reaches the user as its one line, not torch's wrapper.
+    damaged_after_build["gone"] = sorted(data.rglob("*.*"))
+    capsys.readouterr()
+    assert finetune("gone", data_cache_dir=str(tmp_path / "cache_2")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "DataLoader worker" not in err, err[-2000:]
+    [line] = [l for l in err.splitlines() if l.startswith("error:")]
+    assert line.startswith("error: image cache chunk '") and "does not match its checksum (damaged on disk) and " \
+        "cannot be made again: image cache: '" in line and "cannot be decoded (file not found)" in line
+    assert not (tmp_path / "gone" / "metrics.json").exists()
+
+
 def test_a_flipped_bit_in_a_feature_cache_entry_is_computed_again(tmp_path, tiny_timm, hf_medtl_log):
     data = make_image_folder(tmp_path / "data", per_class=(6, 6, 6))
     recipe = tiny_recipe(tmp_path, tiny_timm, data, num_train_epochs=2, image_size=24, learning_rate=0.05,
