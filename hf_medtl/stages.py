@@ -11,8 +11,9 @@ from pathlib import Path
 from hf_medtl import data, hub, models, outputs, timings
 from hf_medtl.hub.finished import write_finished_run
 from hf_medtl.inference import core
-from hf_medtl.training import feature_cache
+from hf_medtl.training import feature_cache, knn
 from hf_medtl.training import trainer as training
+from hf_medtl.training.record import TrainingRecord
 
 logger = logging.getLogger("hf_medtl")
 
@@ -30,9 +31,8 @@ class Run:
     processor: object
     datasets: dict
     trainer: object = None
-    schedule: object = None  # the AdaptiveLRCallback: per-epoch history, θ*
+    record: TrainingRecord = None  # what training hands on: history, θ*'s epoch and source, budget, memory...
     model_alone: dict = field(default_factory=dict)  # split -> (probabilities, labels) without TTA (stages.predict)
-    train_metrics: dict = field(default_factory=dict)
 
     @property
     def cached(self) -> bool:
@@ -59,7 +59,7 @@ def prepare(recipe) -> Run:
     checkpoint = outputs.resolve_checkpoint(args.resume_from_checkpoint, output_dir)
     if checkpoint:  # another run's checkpoint: one line now, before the data check
         outputs.check_checkpoint_recipe(checkpoint, recipe.resolved)
-    models.backbones.check_available(recipe.model)  # an unobtainable Hub id: one line now, not after the data check
+    models.hub_source.check_available(recipe.model)  # an unobtainable Hub id: one line now, not after the data check
     splits, model, processor, datasets = split_and_model(recipe, output_dir, data_out, main_process)
     return Run(recipe, output_dir, staging, main_process, splits, model, processor, datasets)
 
@@ -90,10 +90,12 @@ def train(run: Run) -> None:
     """Train with the adaptive schedule; the model ends holding θ*, as it is served (TTA inside). A backbone frozen
     throughout on images that are not augmented: its features are computed once (or reused) and the head trains
     on them."""
-    if run.recipe.model.finetune_strategy == "knn":  # no gradient training: a bank of training features (models/knn.py)
-        from hf_medtl.models import knn
-
-        knn.fit(run)
+    if run.recipe.model.finetune_strategy == "knn":  # no gradient training: a bank of training features (training/knn.py)
+        run.model, run.record = knn.fit(run.model, run.processor, run.datasets, run.splits, run.recipe,
+                                        run.main_process)
+        run.trainer = training.inference_trainer(run.model, run.recipe.training.per_device_eval_batch_size,
+                                                 run.recipe.training)
+        run.trainer.processing_class = run.processor
     else:
         _fit(run)
     views = core.RUN_TTA_VIEWS[run.recipe.evaluation.tta]
@@ -115,17 +117,18 @@ def _fit(run: Run) -> None:
     recipe = run.recipe
     if run.cached:
         sets = feature_cache.cached_datasets(run.model, run.processor, run.datasets, run.splits, recipe, run.main_process)
-        run.trainer, run.schedule = training.build_trainer(feature_cache.HeadOnly(run.model), run.processor, sets, recipe)
+        wired = training.build_trainer(feature_cache.HeadOnly(run.model), run.processor, sets, recipe)
     else:
-        run.trainer, run.schedule = training.build_trainer(run.model, run.processor, run.datasets, recipe)
+        wired = training.build_trainer(run.model, run.processor, run.datasets, recipe)
+    run.trainer = wired.trainer
     checkpoint = outputs.resolve_checkpoint(recipe.training.resume_from_checkpoint, run.output_dir)
     if checkpoint:
-        run.schedule.load_checkpoint(checkpoint)
-        logger.info(training.resumed_line(checkpoint, run.schedule))
-    interrupt = run.schedule.interrupt  # Ctrl-C / SIGTERM: this epoch saved, then a stop (training/interrupt.py)
+        wired.adaptive.load_checkpoint(checkpoint)
+        logger.info(training.resumed_line(checkpoint, wired.adaptive))
+    interrupt = wired.interrupt  # Ctrl-C / SIGTERM: this epoch saved, then a stop (training/interrupt.py)
     interrupt.install()
     try:
-        run.train_metrics = run.trainer.train(resume_from_checkpoint=checkpoint).metrics
+        run.record = wired.record(run.trainer.train(resume_from_checkpoint=checkpoint).metrics)
     finally:
         interrupt.restore()
     if interrupt.stopped_after:
@@ -168,25 +171,27 @@ def score(run: Run, predictions: dict) -> dict:
 
 
 def summary(run: Run) -> dict:
-    """How the run went: epochs, LR reductions, θ*'s epoch, parameters, the split."""
-    history, best = run.schedule.history, run.schedule.best_epoch
+    """How the run went: epochs, LR reductions, θ*'s epoch and source, parameters, the split."""
+    record = run.record
+    history, best = record.history, record.best_epoch
     return {
         "epochs_run": len(history),
         "lr_reductions": history[-1].get("reductions", 0) if history else 0,
         "best_epoch": best,
+        "best_source": record.theta_source,  # the weights θ* is: last / best (an epoch's own) / ema / swa
         "train_accuracy": next((h["train_accuracy"] for h in history if h["epoch"] == best), None),
         "train_accuracy_mode": run.recipe.schedule.train_accuracy,
-        "train_runtime_s": run.train_metrics["train_runtime"],
+        "train_runtime_s": record.train_runtime_s,
         # The Trainer's wall time over its epochs (validation passes included); None for k-NN, which has no epochs.
-        "seconds_per_epoch": run.train_metrics["train_runtime"] / len(history) if history else None,
+        "seconds_per_epoch": record.train_runtime_s / len(history) if history else None,
         # Training's peak (training/memory.py: CUDA allocator peak, or on CPU the process's sampled RSS); k-NN: its
         # feature pass's. "memory" says which was measured and its value when measuring began.
-        "peak_memory_mb": memory.record()["peak_mb"] if (memory := getattr(run.schedule, "memory", None)) else None,
-        "memory": memory.record() if memory else None,
+        "peak_memory_mb": record.memory["peak_mb"] if record.memory else None,
+        "memory": record.memory,
         "cached_features": run.cached,
-        "budget": getattr(run.schedule, "budget", None),  # how the epoch count was chosen (training/budget.py)
-        **({"swa": run.schedule.swa} if getattr(run.schedule, "swa", None) else {}),  # training/swa.py: the average
-        **({"knn": run.schedule.knn} if hasattr(run.schedule, "knn") else {}),  # k and metric chosen, and why
+        "budget": record.budget,  # how the epoch count was chosen (training/budget.py)
+        **({"swa": record.swa} if record.swa else {}),  # training/swa.py: the average
+        **({"knn": record.knn} if record.knn is not None else {}),  # k and metric chosen, and why
         "trainable_parameters": phases(history),
         "total_parameters": sum(p.numel() for p in run.model.parameters()),
         "model_class": type(run.model).__name__,  # what loads it: hf_medtl's own classes need their saved code
@@ -218,7 +223,7 @@ def save(run: Run, metrics: dict, predictions: dict) -> None:
                        {split: [splits.relpath(s) for s in splits.files(split)] for split in predictions},
                        splits.report, f"{run.output_dir.name}: {recipe.model.model_name_or_path}",
                        report_summary={k: v for k, v in metrics.items() if k not in predictions},
-                       history=run.schedule.history, model_alone=run.model_alone, timed=True)
+                       history=run.record.history, model_alone=run.model_alone, timed=True)
 
 
 def run(recipe) -> dict:

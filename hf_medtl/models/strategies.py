@@ -134,7 +134,7 @@ def apply_strategy(model, model_args, epoch: int = 1) -> int:
         for p in model.parameters():
             p.requires_grad_(True)
         return trainable_parameters(model)
-    if model_args.finetune_strategy == "knn":  # nothing trains: its head is a bank of features (models/knn.py)
+    if model_args.finetune_strategy == "knn":  # nothing trains: its head is a bank of features (training/knn.py)
         for p in model.parameters():
             p.requires_grad_(False)
         return 0

@@ -126,7 +126,8 @@ def run_search(recipe_path: str | Path, argv: list[str], n_trials: int = SearchO
     try:
         # The data and the model as a run builds them (a multi-label head for multi-label data): its one path.
         splits, model, processor, datasets = stages.split_and_model(recipe, out, staging, main_process)
-        trainer, callback = train.build_trainer(model, processor, datasets, recipe)
+        wired = train.build_trainer(model, processor, datasets, recipe)
+        trainer, callback = wired.trainer, wired.adaptive
         claim = trials.trial_claimer(n_trials) if recipe.training.world_size == 1 else None
         suggest = hp_space(space, claim)
 
@@ -134,9 +135,8 @@ def run_search(recipe_path: str | Path, argv: list[str], n_trials: int = SearchO
             params = suggest(trial) if trial is not None else {}
             picked = lambda g: {k: v for k, v in params.items() if groups[k] == g}  # noqa: E731
             s = dataclasses.replace(recipe.schedule, **picked("schedule"))
-            callback.schedule = AdaptiveSchedule.from_arguments(s)
             # Each trial's θ* is its own best epoch: the rule's best so far starts afresh, as the history does.
-            callback.history, callback.best_state, callback.best_epoch, callback.best_key = [], None, None, None
+            callback.restart(AdaptiveSchedule.from_arguments(s))
             return stages.new_model(recipe, splits, dataclasses.replace(recipe.model, **picked("model")))[0]
 
         trainer.model_init = model_init

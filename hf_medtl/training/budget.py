@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import asdict, dataclass
+from typing import Optional
 
 from transformers import TrainerCallback
 
@@ -24,18 +26,37 @@ def steps_per_epoch(n_train: int, args, drop_last: bool) -> int:
     return max(math.ceil(batches / accumulate), 1)
 
 
-def plan_epochs(schedule, args, n_train: int, drop_last: bool) -> dict:
-    """How the epoch count is chosen: the recipe's num_train_epochs, or more when min_train_steps asks for it.
-    The returned dict is the metrics' ``budget`` entry; ``epochs`` is what the Trainer gets."""
+@dataclass
+class Budget:
+    """How the epoch count was chosen: the metrics' ``budget`` entry (``as_dict``). ``epochs`` is what the Trainer
+    gets; the time budget, when there is one, adds what its first epoch measured and whether it stopped the run."""
+
+    num_train_epochs: float
+    steps_per_epoch: int
+    epochs: float
+    chosen_by: str
+    min_train_steps: Optional[int]
+    time_budget_minutes: Optional[float]
+    first_epoch_s: Optional[float] = None
+    time_budget_epochs: Optional[int] = None
+    stopped_by: Optional[str] = None
+
+    def as_dict(self) -> dict:
+        """The entry; the time budget's keys only once it has measured (or stopped) something."""
+        late = ("first_epoch_s", "time_budget_epochs", "stopped_by")
+        return {k: v for k, v in asdict(self).items() if k not in late or v is not None}
+
+
+def plan_epochs(schedule, args, n_train: int, drop_last: bool) -> Budget:
+    """How the epoch count is chosen: the recipe's num_train_epochs, or more when min_train_steps asks for it."""
     steps = steps_per_epoch(n_train, args, drop_last)
-    budget = {"num_train_epochs": args.num_train_epochs, "steps_per_epoch": steps, "epochs": args.num_train_epochs,
-              "chosen_by": "num_train_epochs", "min_train_steps": schedule.min_train_steps,
-              "time_budget_minutes": schedule.time_budget_minutes}
+    budget = Budget(args.num_train_epochs, steps, args.num_train_epochs, "num_train_epochs", schedule.min_train_steps,
+                    schedule.time_budget_minutes)
     if schedule.min_train_steps is not None:
         needed = math.ceil(schedule.min_train_steps / steps)
         if needed > args.num_train_epochs:
-            budget.update(epochs=float(needed), chosen_by="min_train_steps")
-        logger.info(f"budget: {budget['epochs']:g} epochs = max(num_train_epochs {args.num_train_epochs:g}, "
+            budget.epochs, budget.chosen_by = float(needed), "min_train_steps"
+        logger.info(f"budget: {budget.epochs:g} epochs = max(num_train_epochs {args.num_train_epochs:g}, "
                     f"ceil(min_train_steps {schedule.min_train_steps} / {steps} steps per epoch))")
     return budget
 
@@ -43,9 +64,9 @@ def plan_epochs(schedule, args, n_train: int, drop_last: bool) -> dict:
 class TimeBudgetCallback(TrainerCallback):
     """Sizes the run from its first epoch (training, validation and the EMA's validation: placed after the other
     epoch-end callbacks) and stops it at the end of the last epoch that fits in ``minutes``. Every rank takes the
-    slowest rank's time, so that all stop together. ``budget`` (the metrics' entry) is updated in place."""
+    slowest rank's time, so that all stop together. It writes what it measured and decided into ``budget``."""
 
-    def __init__(self, minutes: float, budget: dict):
+    def __init__(self, minutes: float, budget: Budget):
         self.seconds, self.budget = minutes * 60.0, budget
         self.epochs_allowed = None
         self._started = None
@@ -66,12 +87,12 @@ class TimeBudgetCallback(TrainerCallback):
             first = slowest_rank(clock() - self._started, args.device)
             planned = int(state.num_train_epochs)
             self.epochs_allowed = min(self._done + max(int(self.seconds // max(first, 1e-9)), 1), planned)
-            self.budget.update(first_epoch_s=round(first, 3), time_budget_epochs=self.epochs_allowed)
+            self.budget.first_epoch_s, self.budget.time_budget_epochs = round(first, 3), self.epochs_allowed
             logger.info(f"time budget {self.seconds / 60:g} min: the first epoch took {first:.1f} s, so the run "
                         f"trains at most {self.epochs_allowed} of {planned} epochs")
         epoch = self._done + self._epochs
         if epoch >= self.epochs_allowed and not control.should_training_stop:
             control.should_training_stop = True
             if epoch < int(state.num_train_epochs):
-                self.budget["stopped_by"] = "time_budget"
+                self.budget.stopped_by = "time_budget"
                 logger.info(f"time budget: stopping after epoch {epoch}")

@@ -15,18 +15,12 @@ from transformers import TrainerCallback
 
 from hf_medtl.console import EPOCH_HEADER, epoch_row
 from hf_medtl.errors import HfMedtlError
-from hf_medtl.outputs import BEST_FILE, STATE_FILE, atomic_write_text
+from hf_medtl.outputs import STATE_FILE, atomic_write_text
 from hf_medtl.training.progress import EpochClock
 from hf_medtl.training.schedule import AdaptiveSchedule
+from hf_medtl.training.theta import ThetaStar
 
 logger = logging.getLogger("hf_medtl")
-THETA_STAR = ("schedule", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1_macro", "last")
-
-
-def cpu_copy(state: dict) -> dict:
-    """A state dict's tensors copied to the CPU (θ*, the EMA's and SWA's weights); contiguous: a channels-last model's
-    weights are saved (safetensors) in the standard layout."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
 def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
@@ -77,52 +71,20 @@ class StrategyCallback(TrainerCallback):
         self._apply(state, model)
 
 
-class AdaptiveLRCallback(TrainerCallback):
-    """Applies the adaptive schedule at the end of every epoch (after that epoch's validation pass).
+class RunningAccuracy:
+    """The training loss and accuracy of the epoch under way, summed batch by batch as training runs (told by the
+    adaptive callback's forward hook, or by the loss function when the Trainer keeps labels out of the forward)."""
 
-    Training accuracy is ``running`` (counted by a forward hook during the training pass: no extra forward)
-    or ``full`` (``evaluate_train()`` runs an eval-mode pass over the training set and returns loss and
-    accuracy). With ``schedule=None`` the callback only records the per-epoch history.
+    def __init__(self):
+        self.sums: Optional[torch.Tensor] = None  # loss * n, correct, n over this epoch's training batches
 
-    ``theta_star`` says which epoch's weights the run ends with: ``schedule`` (Algorithm 1's θ* saves; none
-    without a schedule: the last weights), or, over the whole run, the lowest validation loss (``val_loss``), the
-    highest validation accuracy, ties to the lower loss (``val_accuracy``), or the last epoch (``last``).
-    """
-
-    def __init__(self, schedule: Optional[AdaptiveSchedule], train_accuracy: str = "running",
-                 evaluate_train: Optional[Callable[[], tuple[float, float]]] = None, theta_star: str = "schedule"):
-        if train_accuracy not in ("running", "full"):
-            raise ValueError(f"train_accuracy must be 'running' or 'full', got {train_accuracy!r}")
-        if theta_star not in THETA_STAR:
-            raise ValueError(f"theta_star must be one of {THETA_STAR}, got {theta_star!r}")
-        self.schedule, self.mode, self.evaluate_train = schedule, train_accuracy, evaluate_train
-        self.theta_star = theta_star
-        self.best_key: Optional[list[float]] = None  # the selection rule's best (key, lower is better) so far
-        self.log: Optional[Callable[[dict], None]] = None  # Trainer.log, so trackers see the decisions
-        self.loss_terms: Optional[Callable[[], dict]] = None  # the loss's per-epoch terms (feature penalties)
-        self.history: list[dict] = []
-        self.best_state: Optional[dict] = None
-        self.best_epoch: Optional[int] = None
-        # Callbacks whose state goes into each checkpoint with the schedule's (save_state / load_state), written before
-        # the schedule's state file, which marks the checkpoint complete: SWA's window (training/swa.py), the
-        # EMA's average (training/ema.py).
-        self.companions: list = []
-        self.recipe_json: Optional[str] = None  # the resolved recipe, written into each checkpoint (build_trainer)
-        self._sums: Optional[torch.Tensor] = None  # loss * n, correct, n over this epoch's training batches
-        self._hook = None
-        self.clock = EpochClock()  # the epoch row's time and ETA
-
-    # -- measuring -------------------------------------------------------------------------------------------
-    def _count(self, module, args, kwargs, output):
-        labels = kwargs.get("labels")
-        if module.training and labels is not None:
-            self.count(output.logits, labels)
+    def reset(self) -> None:
+        self.sums = None
 
     def count(self, logits: torch.Tensor, labels: torch.Tensor, soft: bool = False) -> None:
-        """Add one training batch to the epoch's running loss and accuracy (from the forward hook, or from the
-        loss function when the Trainer keeps labels out of the forward). Multi-label (0/1 rows): BCE averaged
-        over labels, and accuracy as the mean per-label accuracy at probability 0.5. ``soft`` (MixUp / CutMix rows
-        of class probabilities): cross-entropy against them; correct when the prediction is the row's largest."""
+        """Add one training batch. Multi-label (0/1 rows): BCE averaged over labels, and accuracy as the mean
+        per-label accuracy at probability 0.5. ``soft`` (MixUp / CutMix rows of class probabilities): cross-entropy
+        against them; correct when the prediction is the row's largest."""
         with torch.no_grad():
             # Our own sum, not output.loss: the Trainer may have the model divide by a cross-process count.
             logits = logits.detach().float()
@@ -140,16 +102,57 @@ class AdaptiveLRCallback(TrainerCallback):
             # Everything stays on the device: no .item(), no host-to-device copy, so no per-step synchronisation.
             n = torch.full((), labels.shape[0], dtype=torch.float64, device=labels.device)
             batch = torch.stack([loss_sum.double(), correct.double(), n])
-            self._sums = batch if self._sums is None else self._sums + batch
+            self.sums = batch if self.sums is None else self.sums + batch
 
-    def _train_loss_accuracy(self, device) -> tuple[float, float]:
-        if self.mode == "full":
-            return self.evaluate_train()
-        sums = sum_over_processes(self._sums if self._sums is not None else torch.zeros(3, dtype=torch.float64, device=device))
+    def totals(self, device) -> tuple[float, float]:
+        """(loss, accuracy) of the epoch over all processes."""
+        sums = sum_over_processes(self.sums if self.sums is not None else torch.zeros(3, dtype=torch.float64, device=device))
         loss_sum, correct, n = sums.tolist()
         if n == 0:
             raise RuntimeError("no labelled training batch reached the model's forward; use train_accuracy 'full'")
         return loss_sum / n, correct / n
+
+
+class AdaptiveLRCallback(TrainerCallback):
+    """Applies the adaptive schedule at the end of every epoch (after that epoch's validation pass).
+
+    Training accuracy is ``running`` (counted by a forward hook during the training pass: no extra forward)
+    or ``full`` (``evaluate_train()`` runs an eval-mode pass over the training set and returns loss and
+    accuracy). With ``schedule=None`` the callback only records the per-epoch history.
+
+    ``theta`` (training/theta.py) owns θ*, the weights the run ends with: this callback offers it each epoch's
+    weights (Algorithm 1 keeps them itself under the ``schedule`` rule) and restores it when training ends.
+    ``running`` counts the training batches (shared with the loss function, which tells it when the Trainer keeps
+    labels out of the forward); ``loss_terms()`` adds the loss's per-epoch terms (feature penalties) to each epoch;
+    ``log`` is Trainer.log, so that trackers see the decisions; ``recipe_json`` goes into each checkpoint.
+    """
+
+    def __init__(self, schedule: Optional[AdaptiveSchedule], train_accuracy: str = "running",
+                 evaluate_train: Optional[Callable[[], tuple[float, float]]] = None, theta: Optional[ThetaStar] = None,
+                 running: Optional[RunningAccuracy] = None, loss_terms: Optional[Callable[[], dict]] = None,
+                 log: Optional[Callable[[dict], None]] = None, recipe_json: Optional[str] = None):
+        if train_accuracy not in ("running", "full"):
+            raise ValueError(f"train_accuracy must be 'running' or 'full', got {train_accuracy!r}")
+        self.schedule, self.mode, self.evaluate_train = schedule, train_accuracy, evaluate_train
+        self.theta = theta if theta is not None else ThetaStar()
+        self.running = running if running is not None else RunningAccuracy()
+        self.loss_terms, self.log, self.recipe_json = loss_terms, log, recipe_json
+        self.history: list[dict] = []
+        # Callbacks whose state goes into each checkpoint with the schedule's (save_state / load_state), written before
+        # the schedule's state file, which marks the checkpoint complete: SWA's window (training/swa.py), the
+        # EMA's average (training/ema.py).
+        self.companions: list = []
+        self._hook = None
+        self.clock = EpochClock()  # the epoch row's time and ETA
+
+    # -- measuring -------------------------------------------------------------------------------------------
+    def _count(self, module, args, kwargs, output):
+        labels = kwargs.get("labels")
+        if module.training and labels is not None:
+            self.running.count(output.logits, labels)
+
+    def _train_loss_accuracy(self, device) -> tuple[float, float]:
+        return self.evaluate_train() if self.mode == "full" else self.running.totals(device)
 
     # -- Trainer events --------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -157,8 +160,13 @@ class AdaptiveLRCallback(TrainerCallback):
             raise ValueError("train_accuracy 'full' needs evaluate_train")
         self._hook = model.register_forward_hook(self._count, with_kwargs=True)
 
+    def restart(self, schedule: Optional[AdaptiveSchedule]) -> None:
+        """A fresh run on the same Trainer (a search's next trial): its own schedule, history and θ*."""
+        self.schedule, self.history = schedule, []
+        self.theta.reset()
+
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self._sums = None
+        self.running.reset()
         self.clock.start()
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, optimizer=None, lr_scheduler=None, **kwargs):
@@ -176,11 +184,10 @@ class AdaptiveLRCallback(TrainerCallback):
         if self.schedule is not None:
             decision = self.schedule.step(train_acc, metrics["eval_loss"])
             record.update(dataclasses.asdict(decision))
-        if self.theta_star != "schedule":
-            record["save_best"] = self._select(record)
-        if record.get("save_best"):
-            self.best_state = cpu_copy(model.state_dict())
-            self.best_epoch = record["epoch"]
+        if self.theta.rule != "schedule":
+            record["save_best"] = self.theta.wins(record)
+        if record.get("save_best"):  # this epoch's own weights
+            self.theta.keep(record["epoch"], model.state_dict(), "last" if self.theta.rule == "last" else "best")
         if self.schedule is not None and decision.reduced:
             scale_lr(optimizer, lr_scheduler, self.schedule.factor)
         if self.schedule is not None and decision.stop:
@@ -193,46 +200,28 @@ class AdaptiveLRCallback(TrainerCallback):
         timing = self.clock.lap(record["epoch"], state.num_train_epochs, control.should_training_stop, args.device)
         logger.info(epoch_row(record, timing))  # the main process's; every rank's with HF_MEDTL_LOG_ALL_RANKS=1
 
-    def _select(self, record: dict) -> bool:
-        """Whether this epoch's weights become θ* under the theta_star rule (not the schedule's)."""
-        if self.theta_star == "last":
-            return True
-        loss = record["val_loss"]
-        # A score rule (accuracy, balanced accuracy, macro F1) ties to the lower validation loss.
-        key = [loss] if self.theta_star == "val_loss" else [-(record.get(self.theta_star) or 0.0), loss]
-        if self.best_key is None or key < self.best_key:
-            self.best_key = key
-            return True
-        return False
-
     def on_save(self, args, state, control, **kwargs):
         """Put the schedule's whole state (counters, bests, LR scale, history, θ*) beside the Trainer's."""
         if not state.is_world_process_zero:
             return
-        from safetensors.torch import save_file
-
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if self.best_state is not None:
-            save_file(self.best_state, str(checkpoint / BEST_FILE))
+        theta = self.theta.save(checkpoint)
         for companion in self.companions:
             companion.save_state(checkpoint)
-        state_json = {"schedule": self.schedule.state_dict() if self.schedule else None,
-                      "history": self.history, "best_epoch": self.best_epoch, "best_key": self.best_key}
+        state_json = {"schedule": self.schedule.state_dict() if self.schedule else None, "history": self.history,
+                      **theta}
         if self.recipe_json is not None:  # which recipe wrote it: a resume by another is refused (outputs.py)
             atomic_write_text(checkpoint / "recipe.json", self.recipe_json)
         atomic_write_text(checkpoint / STATE_FILE, json.dumps(state_json))
 
     def load_checkpoint(self, checkpoint: str | Path) -> None:
         """Restore what on_save wrote, before ``trainer.train(resume_from_checkpoint=checkpoint)``."""
-        from safetensors.torch import load_file
-
         checkpoint = Path(checkpoint)
         saved = json.loads((checkpoint / STATE_FILE).read_text())
         if self.schedule is not None and saved["schedule"] is not None:
             self.schedule.load_state_dict(saved["schedule"])
-        self.history, self.best_epoch = saved["history"], saved["best_epoch"]
-        self.best_key = saved.get("best_key")
-        self.best_state = load_file(str(checkpoint / BEST_FILE)) if (checkpoint / BEST_FILE).is_file() else None
+        self.history = saved["history"]
+        self.theta.load(checkpoint, saved)
         for companion in self.companions:
             companion.load_state(checkpoint)
 
@@ -240,8 +229,7 @@ class AdaptiveLRCallback(TrainerCallback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        if self.best_state is not None:  # θ*: what the run ends with and saves
-            model.load_state_dict(self.best_state)
+        self.theta.restore(model)  # θ*: what the run ends with and saves (SWA may still replace it)
 
 
 def single_label_scores(metrics: dict) -> dict:

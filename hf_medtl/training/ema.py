@@ -10,19 +10,17 @@ from typing import Optional
 import torch
 from transformers import TrainerCallback
 
-from hf_medtl.training.callbacks import cpu_copy
+from hf_medtl.training.theta import cpu_copy
 
 logger = logging.getLogger("hf_medtl")
-# θ* rules that compare validation scores: only under these can the averaged weights compete with the live ones.
-SCORED_RULES = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1_macro")
 EMA_FILE = "ema.safetensors"  # in each checkpoint: the average so far (restarting it from the resumed weights
 # would give another model than the uninterrupted run's)
 
 
 class EmaCallback(TrainerCallback):
     """Updates the EMA after every optimiser step; at each epoch's end (after the adaptive callback has recorded
-    the epoch) evaluates it with the Trainer on the validation set, adds ``ema_val_*`` to the epoch's history, and,
-    when it beats θ* so far, stores its weights as ``adaptive.best_state`` (what the run restores, scores and saves).
+    the epoch) evaluates it with the Trainer on the validation set, adds ``ema_val_*`` to the epoch's history, and
+    offers its weights to θ*'s owner (``adaptive.theta``: what the run restores, scores and saves).
 
     Built after the Trainer has placed the model on its device (the copy lives beside it), before training
     registers any hook on the model (deepcopy would copy them). A companion of the adaptive callback: its average
@@ -34,7 +32,7 @@ class EmaCallback(TrainerCallback):
         # timm's warm-up: the decay grows with the step towards ``decay``, so that a run of a few hundred steps
         # averages its recent weights instead of staying near the pretrained ones.
         self.ema = ModelEmaV3(model, decay=decay, use_warmup=True)
-        self.adaptive, self.trainer = adaptive, trainer
+        self.adaptive, self.theta, self.trainer = adaptive, adaptive.theta, trainer
         self._in_eval = False
         self._resumed: Optional[dict] = None  # the average a resumed checkpoint holds, set at on_train_begin
         adaptive.companions.append(self)
@@ -62,9 +60,9 @@ class EmaCallback(TrainerCallback):
             self._resumed = None
         else:
             self.ema.set(model)  # from the weights training starts at
-        if self.adaptive.theta_star not in SCORED_RULES:
+        if not self.theta.scored:
             logger.info(f"ema_decay: the EMA is scored each epoch but never kept: theta_star "
-                        f"'{self.adaptive.theta_star}' does not compare validation scores (use val_loss, val_accuracy, "
+                        f"'{self.theta.rule}' does not compare validation scores (use val_loss, val_accuracy, "
                         "val_balanced_accuracy or val_f1_macro)")
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -77,9 +75,7 @@ class EmaCallback(TrainerCallback):
             return  # already scored (the last record is a resumed run's)
         record, scores = self.adaptive.history[-1], self._evaluate(model)
         record.update({f"ema_val_{k}": v for k, v in scores.items()})
-        if self.adaptive.theta_star in SCORED_RULES and self._wins(record):
-            self.adaptive.best_state = cpu_copy(self.ema.module.state_dict())
-            self.adaptive.best_epoch = record["epoch"]
+        if self.theta.offer(candidate(record), self.ema.module.state_dict, "ema"):
             record["ema_best"] = True
             logger.info(f"epoch {record['epoch']}: the weights' EMA is θ* so far (validation loss "
                         f"{scores['loss']:.4f}, accuracy {scores.get('accuracy', float('nan')):.4f})")
@@ -100,13 +96,14 @@ class EmaCallback(TrainerCallback):
         return {k[len("ema_"):]: v for k, v in metrics.items()
                 if k in ("ema_loss", "ema_accuracy", "ema_balanced_accuracy", "ema_f1_macro")}
 
-    def _wins(self, record: dict) -> bool:
-        """Whether the EMA beats θ* so far under the run's rule (the adaptive callback's own comparison)."""
-        candidate = {"epoch": record["epoch"], "val_loss": record["ema_val_loss"]}
-        for key in ("accuracy", "balanced_accuracy", "f1_macro"):
-            if f"ema_val_{key}" in record:
-                candidate[f"val_{key}"] = record[f"ema_val_{key}"]
-        return self.adaptive._select(candidate)
+
+def candidate(record: dict) -> dict:
+    """The EMA's scores of an epoch as θ*'s rule reads an epoch's (val_loss, val_accuracy...)."""
+    out = {"epoch": record["epoch"], "val_loss": record["ema_val_loss"]}
+    for key in ("accuracy", "balanced_accuracy", "f1_macro"):
+        if f"ema_val_{key}" in record:
+            out[f"val_{key}"] = record[f"ema_val_{key}"]
+    return out
 
 
 def attach(trainer, adaptive, decay: Optional[float]) -> Optional[EmaCallback]:

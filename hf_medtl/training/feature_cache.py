@@ -66,7 +66,8 @@ class Features(nn.Module):
         return ImageClassifierOutput(loss=z.new_zeros(()) if labels is not None else None, logits=z)
 
 
-def _compute(model, dataset, batch_size: int):
+def compute_features(model, dataset, batch_size: int):
+    """(pooled features, labels) of ``dataset``'s images as numpy arrays: ``model`` up to its head, computed now."""
     from hf_medtl.training.trainer import inference_trainer
 
     out = inference_trainer(Features(model), batch_size).predict(dataset, metric_key_prefix="features")
@@ -84,7 +85,7 @@ def cached_datasets(model, processor, datasets: dict, splits, recipe, main_proce
         if out[split] is not None:
             logger.info(f"{split}: backbone features reused from {path}")
             continue
-        feats, labels = _compute(model, datasets[split], batch)
+        feats, labels = compute_features(model, datasets[split], batch)
         out[split] = hf_datasets.Dataset.from_dict({"features": feats.tolist(), "label": labels.tolist()})
         if main_process:
             store_entry(out[split], path)

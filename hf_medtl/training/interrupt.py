@@ -72,4 +72,4 @@ def resumed_line(checkpoint, callback) -> str:
     last = history[-1]
     state = ", ".join(f"{k} {last[k]}" for k in ("monitor", "lr_scale", "wait", "reductions") if k in last)
     return (f"resuming from {checkpoint}: {len(history)} epoch(s) done, learning rate {last['lr']:.3e}"
-            + (f", schedule: {state}" if state else "") + f", θ* epoch {callback.best_epoch}")
+            + (f", schedule: {state}" if state else "") + f", θ* epoch {callback.theta.epoch}")

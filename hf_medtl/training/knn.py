@@ -1,4 +1,4 @@
-"""finetune_strategy 'knn': no gradient training. The frozen backbone's pooled features of train / validation /
+"""finetune_strategy 'knn': no gradient training, a training procedure of its own. The frozen backbone's pooled features of train / validation /
 test are computed once (through the feature cache when it applies), L2-normalised; k (and the metric, when null)
 is chosen by validation accuracy; the saved model is hf_medtl's MedtlForImageClassification with the 'knn' head,
 holding the training features and labels as buffers (hf_medtl/models/modeling_medtl.py ``knn_head``), so that
@@ -17,17 +17,13 @@ import torch
 
 from hf_medtl.models.heads import ModelError, with_medtl_head
 from hf_medtl.models.modeling_medtl import MedtlForImageClassification, knn_head, l2_normalise
+from hf_medtl.training import feature_cache
+from hf_medtl.training.memory import PeakMemory
+from hf_medtl.training.record import TrainingRecord
 
 logger = logging.getLogger("hf_medtl")
 CANDIDATE_K = (1, 3, 5, 7, 11, 15, 21)
 METRICS = ("cosine", "euclidean")
-
-
-class KnnRecord:
-    """Stands in for the adaptive schedule in the run's summary: no epochs, and the k-NN choice (metrics 'knn')."""
-
-    def __init__(self, choice: dict):
-        self.history, self.best_epoch, self.budget, self.knn = [], None, None, choice
 
 
 def knn_model(model, model_args) -> MedtlForImageClassification:
@@ -45,16 +41,13 @@ def knn_model(model, model_args) -> MedtlForImageClassification:
     return wrapped.eval()
 
 
-def split_features(model, run) -> dict:
+def split_features(model, processor, datasets: dict, splits, recipe, main_process: bool) -> dict:
     """split -> (pooled features, labels) as numpy arrays: cached when the feature cache applies."""
-    from hf_medtl.training import feature_cache
-
-    if feature_cache.applies(run.recipe):
-        sets = feature_cache.cached_datasets(model, run.processor, run.datasets, run.splits, run.recipe,
-                                             run.main_process)
+    if feature_cache.applies(recipe):
+        sets = feature_cache.cached_datasets(model, processor, datasets, splits, recipe, main_process)
         return {s: (sets[s][:]["features"].numpy(), sets[s][:]["labels"].numpy()) for s in feature_cache.SPLITS}
-    batch = run.recipe.training.per_device_eval_batch_size
-    return {s: feature_cache._compute(model, run.datasets[s], batch) for s in feature_cache.SPLITS}
+    batch = recipe.training.per_device_eval_batch_size
+    return {s: feature_cache.compute_features(model, datasets[s], batch) for s in feature_cache.SPLITS}
 
 
 def normalised(features) -> torch.Tensor:
@@ -82,17 +75,14 @@ def choose(bank, bank_labels, validation, model_args, num_labels: int) -> dict:
             "validation_accuracy": scores[best[0]][str(best[1])], "candidates": scores}
 
 
-def fit(run) -> None:
-    """The run's model becomes the k-NN model (bank filled, k chosen on validation); its trainer only predicts."""
-    from hf_medtl.training.memory import PeakMemory
-    from hf_medtl.training.trainer import inference_trainer
-
-    start, recipe = time.perf_counter(), run.recipe
-    if getattr(run.splits, "multi_label", False):
+def fit(model, processor, datasets: dict, splits, recipe, main_process: bool = True):
+    """(the k-NN model: ``model``'s backbone with its bank filled and k chosen on validation, the record)."""
+    start = time.perf_counter()
+    if getattr(splits, "multi_label", False):
         raise ModelError("finetune_strategy 'knn' needs one class per image; this data is multi-label")
     memory = PeakMemory().start()  # its "training": the feature pass and the choice of k
-    model = knn_model(run.model, recipe.model)
-    feats = split_features(model, run)
+    model = knn_model(model, recipe.model)
+    feats = split_features(model, processor, datasets, splits, recipe, main_process)
     for split, (f, _) in feats.items():  # no loss to diverge: a NaN weight or buffer shows up only here
         bad = int((~np.isfinite(np.asarray(f)).all(axis=1)).sum()) if len(f) else 0
         if bad:
@@ -105,9 +95,7 @@ def fit(run) -> None:
     model.config.knn_size, model.config.knn_k, model.config.knn_metric = len(bank), choice["k"], choice["metric"]
     logger.info(f"knn: k {choice['k']}, {choice['metric']} ({choice['weights']} vote) on {len(bank)} training images; "
                 f"validation accuracy {choice['validation_accuracy']:.4f} (candidates: {choice['candidates']})")
-    run.model = model
-    run.trainer = inference_trainer(model, recipe.training.per_device_eval_batch_size, recipe.training)
-    run.trainer.processing_class = run.processor
     memory.stop()
-    run.schedule, run.train_metrics = KnnRecord(choice), {"train_runtime": time.perf_counter() - start}
-    run.schedule.memory = memory  # the metrics' peak_memory_mb (stages.summary)
+    # No epochs and no budget: the choice of k is its record (metrics "knn").
+    return model, TrainingRecord(train_metrics={"train_runtime": time.perf_counter() - start},
+                                 memory=memory.record(), knn=choice)

@@ -51,11 +51,11 @@ class ClassificationLoss:
 
     def __init__(self, class_weights: Optional[list[float]] = None, loss: str = "cross_entropy",
                  focal_gamma: float = 2.0, l1: float = 0.0, l2: float = 0.0, label_smoothing: float = 0.0,
-                 multi_label: bool = False):
+                 multi_label: bool = False, observer: Optional[Callable] = None):
         self.weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.loss, self.gamma, self.l1, self.l2 = loss, focal_gamma, l1, l2
         self.label_smoothing, self.multi_label = label_smoothing, multi_label
-        self.observer: Optional[Callable] = None
+        self.observer = observer
         self.totals: Optional[torch.Tensor] = None  # [ce, l1, l2, n] summed over this epoch's training batches
 
     def per_item(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

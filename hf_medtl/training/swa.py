@@ -14,8 +14,7 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
-from hf_medtl.training.callbacks import cpu_copy
-from hf_medtl.training.ema import SCORED_RULES
+from hf_medtl.training.theta import cpu_copy
 
 logger = logging.getLogger("hf_medtl")
 SCORES = ("loss", "accuracy", "balanced_accuracy", "f1_macro")
@@ -67,12 +66,14 @@ def recompute_batch_norm(model, batches) -> int:
 class SwaCallback(TrainerCallback):
     """Keeps the weights of the last ``epochs`` epochs (CPU copies), and when training ends (after the adaptive
     callback has restored θ*) averages them, recomputes BatchNorm, evaluates the average with the Trainer on the
-    validation set and keeps it as θ* when it wins; ``adaptive.swa`` is the metrics' "swa" entry. The window is saved
-    in every checkpoint with the schedule's state, so that a resumed run averages what the uninterrupted one would."""
+    validation set and offers it to θ*'s owner (``adaptive.theta``), which decides what the model ends with;
+    ``entry`` is the metrics' "swa" entry. The window is saved in every checkpoint with the schedule's state, so that
+    a resumed run averages what the uninterrupted one would."""
 
     def __init__(self, epochs: int, adaptive, trainer):
         self.window: collections.deque = collections.deque(maxlen=epochs)
-        self.adaptive, self.trainer = adaptive, trainer
+        self.adaptive, self.theta, self.trainer = adaptive, adaptive.theta, trainer
+        self.entry: Optional[dict] = None
         adaptive.companions.append(self)
 
     def save_state(self, checkpoint: Path) -> None:
@@ -111,36 +112,24 @@ class SwaCallback(TrainerCallback):
         self.window.clear()  # (a search's next trial starts its own)
         if len(epochs) < 2:
             logger.info(f"swa_epochs: {len(epochs)} epoch trained, nothing to average")
-            self.adaptive.swa = {"epochs": epochs, "kept": False, "reason": "under 2 epochs"}
+            self.entry = {"epochs": epochs, "kept": False, "reason": "under 2 epochs"}
             return
         theta = cpu_copy(model.state_dict())  # θ*, restored by the adaptive callback
-        average = average_states(states)
         with torch.no_grad():
-            model.load_state_dict(average)
+            model.load_state_dict(average_states(states))
         recomputed = recompute_batch_norm(model, self._train_batches())
         scores = self._evaluate()
         val = {f"val_{k}": v for k, v in scores.items()}
-        entry = {"epochs": epochs, "batch_norm_layers_recomputed": recomputed, **val, "kept": False}
-        candidate = {"epoch": epochs[-1], **val}
-        if self.adaptive.theta_star not in SCORED_RULES:
-            logger.info(f"swa_epochs: the average is scored but never kept: theta_star '{self.adaptive.theta_star}' "
+        if not self.theta.scored:
+            logger.info(f"swa_epochs: the average is scored but never kept: theta_star '{self.theta.rule}' "
                         "does not compare validation scores (use val_loss, val_accuracy, val_balanced_accuracy or "
                         "val_f1_macro)")
-        elif self._wins(candidate):
-            entry["kept"] = True
-            self.adaptive.best_state = cpu_copy(model.state_dict())
-            self.adaptive.best_epoch = epochs[-1]
+        kept = self.theta.offer({"epoch": epochs[-1], **val}, model.state_dict, "swa")
+        self.entry = {"epochs": epochs, "batch_norm_layers_recomputed": recomputed, **val, "kept": kept}
         logger.info(f"swa: the average of epochs {epochs[0]}-{epochs[-1]} scores validation loss {scores['loss']:.4f}, "
                     f"accuracy {scores.get('accuracy', float('nan')):.4f}: "
-                    + ("it is θ*" if entry["kept"] else "θ* stays the run's own weights"))
-        if not entry["kept"]:
-            with torch.no_grad():
-                model.load_state_dict(theta)
-        self.adaptive.swa = entry
-
-    def _wins(self, candidate: dict) -> bool:
-        """Whether the average beats θ* so far under the run's rule (the adaptive callback's own comparison)."""
-        return self.adaptive._select(candidate)
+                    + ("it is θ*" if kept else "θ* stays the run's own weights"))
+        self.theta.restore(model, otherwise=theta)  # the average when it won, else θ* as it was
 
     def _train_batches(self):
         """The training loader as the Trainer builds it (its sampler, collator, sharding), without persistent

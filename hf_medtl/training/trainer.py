@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import tempfile
+from typing import Optional
 
 import numpy as np
 import torch
@@ -15,12 +16,14 @@ from transformers.trainer_callback import PrinterCallback
 
 from hf_medtl.training import ema, mixing, swa
 from hf_medtl.training.interrupt import EpochEndInterrupt, TrainingInterrupted, resumed_line  # noqa: F401 (stages)
-from hf_medtl.training.budget import TimeBudgetCallback, plan_epochs
-from hf_medtl.training.callbacks import AdaptiveLRCallback, StrategyCallback, sum_over_processes
+from hf_medtl.training.budget import Budget, TimeBudgetCallback, plan_epochs
+from hf_medtl.training.callbacks import AdaptiveLRCallback, RunningAccuracy, StrategyCallback, sum_over_processes
 from hf_medtl.training.memory import PeakMemoryCallback
 from hf_medtl.training.progress import EpochPhases, EpochProgressBar
+from hf_medtl.training.record import Training
 from hf_medtl.errors import HfMedtlError
 from hf_medtl.training.schedule import AdaptiveSchedule
+from hf_medtl.training.theta import ThetaStar
 from hf_medtl.models import is_multi_label, keep_frozen_in_eval_mode
 from hf_medtl.training.losses import ClassificationLoss, resolve_class_weights
 
@@ -147,7 +150,7 @@ class MedTrainer(Trainer):
         return BalancedSampler(labels, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
 
 
-def loss_function(recipe, model, train_dataset) -> ClassificationLoss | None:
+def loss_function(recipe, model, train_dataset, observer=None) -> ClassificationLoss | None:
     """hf_medtl's loss when the recipe asks for more than the model's own cross-entropy; None otherwise."""
     m, config = recipe.model, model.config
     multi_label = is_multi_label(config)
@@ -164,7 +167,7 @@ def loss_function(recipe, model, train_dataset) -> ClassificationLoss | None:
     if weights is not None:
         logger.info("class weights: " + ", ".join(f"{c} {w:.3g}" for c, w in zip(classes, weights)))
     return ClassificationLoss(weights, m.loss, m.focal_gamma, l1, l2, recipe.training.label_smoothing_factor,
-                              multi_label)
+                              multi_label, observer)
 
 
 def optimizer_groups(recipe, model, args):
@@ -182,29 +185,56 @@ def optimizer_groups(recipe, model, args):
     return cls, {**kwargs, "params": groups}
 
 
-def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, AdaptiveLRCallback]:
+def build_trainer(model, processor, datasets: dict, recipe) -> Training:
     args, sched = recipe.training, recipe.schedule
     if str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "epoch":
         raise HfMedtlError(f"eval_strategy '{args.eval_strategy}': the adaptive schedule decides once per epoch; "
                            "use eval_strategy 'epoch'")
-    loss = loss_function(recipe, model, datasets["train"])
+    running = RunningAccuracy()  # told by the loss when the Trainer keeps labels out of the forward
+    loss = loss_function(recipe, model, datasets["train"], observer=running.count)
     if sched.train_accuracy == "running" and args.label_smoothing_factor > 0 and loss is None:
         raise HfMedtlError("label_smoothing_factor > 0 keeps labels from the model's forward, so the running "
                            "training accuracy cannot be counted; set train_accuracy 'full'")
-    callback = AdaptiveLRCallback(AdaptiveSchedule.from_arguments(sched), sched.train_accuracy,
-                                  theta_star=sched.theta_star)
+    trainer = None  # built below: the schedule's collaborators that call it are called once it trains
+
+    def evaluate_train():
+        m = trainer.predict(datasets["train_eval"], metric_key_prefix="train").metrics
+        return m["train_loss"], m["train_accuracy"]
+
+    adaptive = AdaptiveLRCallback(
+        AdaptiveSchedule.from_arguments(sched), sched.train_accuracy, theta=ThetaStar(sched.theta_star),
+        evaluate_train=evaluate_train if sched.train_accuracy == "full" else None, running=running,
+        loss_terms=(lambda: loss.epoch_terms(sum_over_processes)) if loss is not None else None,
+        log=lambda values: trainer.log(values),  # trackers (report_to) see the decisions
+        recipe_json=json.dumps(recipe.resolved, indent=2, default=str))  # into each checkpoint
     # The run pushes once, when its outputs are complete (hf_medtl.hub.push), not from inside the Trainer; and the
     # Trainer never holds the token, so that training_args.bin and checkpoints cannot leak it.
-    m = recipe.model
     changes = _machine_defaults(args, len(datasets["train"]))
     # From the training split as the Trainer will batch it, before the Trainer sizes its LR schedule over the epochs.
     drop_last = changes.get("dataloader_drop_last", args.dataloader_drop_last)
     budget = plan_epochs(sched, args, len(datasets["train"]), drop_last)
-    if budget["epochs"] != args.num_train_epochs:
-        changes["num_train_epochs"] = budget["epochs"]
-    # First, so that it measures from before the others' train-begin work; read by stages.summary (peak_memory_mb).
-    callback.memory = PeakMemoryCallback()
-    callbacks = [EpochPhases(), callback.memory, callback]
+    if budget.epochs != args.num_train_epochs:
+        changes["num_train_epochs"] = budget.epochs
+    memory = PeakMemoryCallback()  # first, so that it measures from before the others' train-begin work
+    callbacks = _callbacks(model, recipe, [EpochPhases(), memory, adaptive], changes)
+    trainer_args = dataclasses.replace(args, push_to_hub=False, hub_token=None, disable_tqdm=True, **changes)
+    trainer = MedTrainer(model=model, args=trainer_args, train_dataset=datasets["train"],
+                         eval_dataset=datasets["validation"], processing_class=processor,
+                         data_collator=default_data_collator, compute_metrics=accuracy, callbacks=callbacks,
+                         compute_loss_func=loss, optimizer_cls_and_kwargs=optimizer_groups(recipe, model, args),
+                         sampler=recipe.data.sampler, train_collator=mixing.train_collator(recipe.data, model.config))
+    trainer.remove_callback(PrinterCallback)  # its raw dicts would interleave with the callback's epoch rows
+    averaging = _add_epoch_end_callbacks(trainer, adaptive, recipe, budget)
+    # Last of all: a Ctrl-C saves the epoch once every other callback has decided it (training/interrupt.py).
+    interrupt = EpochEndInterrupt()
+    trainer.add_callback(interrupt)
+    return Training(trainer, adaptive, budget, memory, interrupt, averaging)
+
+
+def _callbacks(model, recipe, callbacks: list, changes: dict) -> list:
+    """The Trainer's callbacks after ``callbacks``: the fine-tuning strategy's, then the epoch bar; the model set up
+    as the strategy and the machine want it (frozen layers in eval mode, channels-last)."""
+    m, args = recipe.model, recipe.training
     if m.finetune_strategy == "gradual":
         callbacks.append(StrategyCallback(m))
         if args.world_size > 1:  # DDP registers only parameters that train when it wraps the model
@@ -218,44 +248,22 @@ def build_trainer(model, processor, datasets: dict, recipe) -> tuple[Trainer, Ad
         keep_frozen_in_eval_mode(model)
     if args.channels_last and is_convolutional(model):  # (off by default: see its help in config/training_arguments)
         model.to(memory_format=torch.channels_last)
-    trainer_args = dataclasses.replace(args, push_to_hub=False, hub_token=None, disable_tqdm=True, **changes)
-    trainer = MedTrainer(model=model, args=trainer_args, train_dataset=datasets["train"],
-                         eval_dataset=datasets["validation"], processing_class=processor,
-                         data_collator=default_data_collator, compute_metrics=accuracy, callbacks=callbacks,
-                         compute_loss_func=loss, optimizer_cls_and_kwargs=optimizer_groups(recipe, model, args),
-                         sampler=recipe.data.sampler, train_collator=mixing.train_collator(recipe.data, model.config))
-    trainer.remove_callback(PrinterCallback)  # its raw dicts would interleave with the callback's epoch rows
-    _add_epoch_end_callbacks(trainer, callback, recipe, budget)
-    # Last of all: a Ctrl-C saves the epoch once every other callback has decided it (training/interrupt.py).
-    callback.recipe_json = json.dumps(recipe.resolved, indent=2, default=str)  # into each checkpoint
-    callback.interrupt = EpochEndInterrupt()
-    trainer.add_callback(callback.interrupt)
-    callback.log = trainer.log
-    if loss is not None:
-        loss.observer = callback.count
-        callback.loss_terms = lambda: loss.epoch_terms(sum_over_processes)
-    if sched.train_accuracy == "full":
-        def evaluate_train():
-            m = trainer.predict(datasets["train_eval"], metric_key_prefix="train").metrics
-            return m["train_loss"], m["train_accuracy"]
-
-        callback.evaluate_train = evaluate_train
-    return trainer, callback
+    return callbacks
 
 
-def _add_epoch_end_callbacks(trainer, callback, recipe, budget: dict) -> None:
+def _add_epoch_end_callbacks(trainer, adaptive, recipe, budget: Budget) -> Optional[swa.SwaCallback]:
     """The callbacks that run after the adaptive one at each epoch's end: the EMA's scoring, SWA's window, then the
     time budget (whose first-epoch time then includes the EMA's validation pass). SWA averages when training ends,
-    after the adaptive callback has restored θ*."""
+    after the adaptive callback has restored θ*. Returns SWA's callback (its entry is the record's)."""
     sched = recipe.schedule
     if sched.theta_star in ("val_balanced_accuracy", "val_f1_macro") and is_multi_label(trainer.model.config):
         raise HfMedtlError(f"theta_star '{sched.theta_star}' needs one class per image; for multi-label use "
                            "val_loss or val_accuracy")
-    callback.budget = budget  # the metrics' "budget" entry (stages.summary), completed by the time budget
-    ema.attach(trainer, callback, sched.ema_decay)
-    swa.attach(trainer, callback, sched.swa_epochs)
+    ema.attach(trainer, adaptive, sched.ema_decay)
+    averaging = swa.attach(trainer, adaptive, sched.swa_epochs)
     if sched.time_budget_minutes is not None:
         trainer.add_callback(TimeBudgetCallback(sched.time_budget_minutes, budget))
+    return averaging
 
 
 def inference_trainer(model, batch_size: int = 64, like=None):

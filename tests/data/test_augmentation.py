@@ -11,7 +11,7 @@ from PIL import Image
 
 from hf_medtl.finetune import main
 from hf_medtl.training import mixing
-from hf_medtl.training.callbacks import AdaptiveLRCallback
+from hf_medtl.training.callbacks import RunningAccuracy
 from hf_medtl.training.losses import ClassificationLoss
 from tests.conftest import assert_pipeline_serves, errors, make_image, tiny_recipe
 
@@ -118,13 +118,12 @@ def test_soft_loss_of_one_hot_rows_is_the_hard_loss(kind):
 
 
 def test_running_accuracy_counts_a_mixed_image_by_its_labels_largest_class():
-    callback = AdaptiveLRCallback(None)
-    loss = ClassificationLoss()
-    loss.observer = callback.count
+    running = RunningAccuracy()
+    loss = ClassificationLoss(observer=running.count)  # as build_trainer wires them
     logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]], requires_grad=True)
     labels = torch.tensor([[0.7, 0.3], [0.4, 0.6], [0.2, 0.8]])
     loss({"logits": logits}, labels, torch.tensor(6))
-    train_loss, accuracy = callback._train_loss_accuracy("cpu")
+    train_loss, accuracy = running.totals("cpu")
     expected = torch.nn.functional.cross_entropy(logits.detach(), labels).item()
     assert accuracy == pytest.approx(2 / 3) and train_loss == pytest.approx(expected)
 

@@ -182,16 +182,16 @@ def test_search_two_trials_writes_rerunnable_best_recipe(tmp_path, tiny_vit, cap
         raise AssertionError("the search predicted a split: only the Trainer's validation pass may run")
 
     monkeypatch.setattr(core, "dataset_probabilities", no_test)
-    from hf_medtl.training.callbacks import AdaptiveLRCallback
+    from hf_medtl.training.theta import ThetaStar
 
-    firsts, select = [], AdaptiveLRCallback._select
+    firsts, wins = [], ThetaStar.wins
 
-    def first_epochs(self, record):  # each trial's first epoch meets no earlier trial's best (its θ* is its own)
-        if not self.history:
-            firsts.append(self.best_key)
-        return select(self, record)
+    def first_epochs(self, candidate):  # each trial's first epoch meets no earlier trial's best (its θ* is its own)
+        if candidate["epoch"] == 1:
+            firsts.append(self.key)
+        return wins(self, candidate)
 
-    monkeypatch.setattr(AdaptiveLRCallback, "_select", first_epochs)
+    monkeypatch.setattr(ThetaStar, "wins", first_epochs)
     images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
     space = {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}, "threshold": {"choices": [0.5, 0.9]},
              "patience": {"low": 1, "high": 2}}

@@ -8,7 +8,7 @@ import pytest
 from hf_medtl.finetune import main
 from hf_medtl.training import budget as budget_module
 from hf_medtl.training import swa as swa_module
-from hf_medtl.training.ema import EmaCallback
+from hf_medtl.training.theta import ThetaStar
 from tests.conftest import assert_pipeline_serves, errors, make_image_folder, tiny_recipe
 
 
@@ -36,7 +36,25 @@ def test_min_train_steps_below_the_recipes_epochs_keeps_them():
                            num_train_epochs=5.0)
     schedule = SimpleNamespace(min_train_steps=6, time_budget_minutes=None)
     plan = budget_module.plan_epochs(schedule, args, 18, False)
-    assert plan["epochs"] == 5.0 and plan["chosen_by"] == "num_train_epochs" and plan["steps_per_epoch"] == 3
+    assert plan.epochs == 5.0 and plan.chosen_by == "num_train_epochs" and plan.steps_per_epoch == 3
+    assert "stopped_by" not in plan.as_dict()  # the time budget's keys only once it has decided something
+
+
+def always_wins(monkeypatch, source: str, seen: list | None = None) -> None:
+    """θ*'s owner keeps every offer from ``source`` ("ema", "swa"), as if it won under the rule (the rules
+    themselves are tested apart); ``seen`` gets a copy of each weights kept."""
+    offer = ThetaStar.offer
+
+    def keep(self, candidate, state, from_source):
+        if from_source != source:
+            return offer(self, candidate, state, from_source)
+        weights = state()
+        if seen is not None:
+            seen.append({k: v.detach().clone() for k, v in weights.items()})
+        self.keep(candidate["epoch"], weights, from_source)
+        return True
+
+    monkeypatch.setattr(ThetaStar, "offer", keep)
 
 
 def test_min_train_steps_derives_the_epoch_count(tmp_path, tiny_vit, hf_medtl_log):
@@ -109,16 +127,12 @@ def test_when_the_ema_wins_the_saved_model_is_the_ema_and_serves_the_runs_predic
     from safetensors.torch import load_file
 
     seen = []
-
-    def always(self, record):
-        seen.append({k: v.detach().clone() for k, v in self.ema.module.state_dict().items()})
-        return True
-
-    monkeypatch.setattr(EmaCallback, "_wins", always)
+    always_wins(monkeypatch, "ema", seen)
     images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
     out, metrics, history = finetune(tmp_path, tiny_timm, images, num_train_epochs=3, ema_decay=0.9,
                                      adaptive_lr=False, learning_rate=5e-3)
     assert len(seen) == 3 and metrics["best_epoch"] == 3 and history[-1]["ema_best"] is True
+    assert metrics["best_source"] == "ema"  # the record's θ* source, as stages.summary reports it
     # (the default flip TTA saves the trained model as the one member of its views' wrapper)
     saved = {k.removeprefix("members.0."): v for k, v in load_file(str(out / "model.safetensors")).items()}
     ema = seen[-1]
@@ -232,7 +246,7 @@ def test_batch_norm_statistics_are_averaged_across_processes(tmp_path):
 
 def test_swa_averages_the_last_epochs_and_the_saved_model_serves_the_average(tmp_path, tiny_timm, monkeypatch,
                                                                            capsys):
-    """The average is made to win (the comparison is the adaptive callback's own, tested above): the saved model is
+    """The average is made to win (the comparison is θ*'s owner's, tested above): the saved model is
     the mean of the last 3 epochs' weights with BatchNorm recomputed, and pipeline() serves the run's predictions."""
     import torch
     from safetensors.torch import load_file
@@ -241,12 +255,13 @@ def test_swa_averages_the_last_epochs_and_the_saved_model_serves_the_average(tmp
     real_average = swa_module.average_states
     monkeypatch.setattr(swa_module, "average_states",
                         lambda states: averaged.append(states) or real_average(states))
-    monkeypatch.setattr(swa_module.SwaCallback, "_wins", lambda self, candidate: True)
+    always_wins(monkeypatch, "swa")
     images = make_image_folder(tmp_path / "images", per_class=(8, 8, 8))
     out, metrics, history = finetune(tmp_path, tiny_timm, images, num_train_epochs=4, swa_epochs=3,
                                      adaptive_lr=False, learning_rate=5e-3)
     s = metrics["swa"]
     assert s["epochs"] == [2, 3, 4] and s["kept"] is True and metrics["best_epoch"] == 4
+    assert metrics["best_source"] == "swa"
     assert s["batch_norm_layers_recomputed"] > 0 and 0 <= s["val_accuracy"] <= 1 and s["val_loss"] > 0
     (states,) = averaged
     assert len(states) == 3 and not torch.equal(states[0]["timm_model.conv_stem.weight"], states[2]["timm_model.conv_stem.weight"])
@@ -283,6 +298,7 @@ def test_under_a_rule_that_compares_no_scores_swa_is_scored_but_not_kept(tmp_pat
     out, metrics, history = finetune(tmp_path, tiny_timm, images, num_train_epochs=3, swa_epochs=2,
                                      adaptive_lr=False, theta_star="last", tta="none")
     assert metrics["swa"]["epochs"] == [2, 3] and metrics["swa"]["kept"] is False and metrics["best_epoch"] == 3
+    assert metrics["best_source"] == "last"
     assert any("the average is scored but never kept" in line for line in hf_medtl_log.messages)
     assert "SWA" not in (out / "README.md").read_text()
     assert load_file(str(out / "model.safetensors"))  # the last epoch's own weights, served as scored

@@ -5,8 +5,9 @@ import torch
 from transformers import (Trainer, TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification,
                           default_data_collator)
 
-from hf_medtl.training.callbacks import AdaptiveLRCallback
+from hf_medtl.training.callbacks import AdaptiveLRCallback, RunningAccuracy
 from hf_medtl.training.schedule import AdaptiveSchedule
+from hf_medtl.training.theta import ThetaStar
 from hf_medtl.training.trainer import accuracy
 from tests.training.test_schedule import TRACE
 
@@ -75,7 +76,7 @@ def test_trace_drives_lr_stop_and_best_weights_in_a_real_trainer(tmp_path):
     assert all(g["lr"] == trainer.optimizer.param_groups[0]["lr"] for g in trainer.optimizer.param_groups)
 
     # θ* is epoch 9's weights (saved there, restored at the end), not epoch 11's.
-    assert callback.best_epoch == 9
+    assert callback.theta.epoch == 9 and callback.theta.origin == "best"
     final = trainer.model.state_dict()
     assert all(torch.equal(final[k], snaps.weights[9][k]) for k in final)
     assert not all(torch.equal(final[k], snaps.weights[11][k]) for k in final)
@@ -90,13 +91,14 @@ def test_running_and_full_train_accuracy_agree_when_weights_do_not_move(tmp_path
     # lr=0 and a model without dropout: the running count over the epoch's batches must equal an eval pass.
     results = {}
     for mode in ("running", "full"):
-        callback = AdaptiveLRCallback(AdaptiveSchedule(), mode)
+        trainer = None  # as build_trainer wires it: the pass is called once the Trainer trains
+
+        def evaluate_train():
+            m = trainer.predict(tiny_data(), metric_key_prefix="train").metrics
+            return m["train_loss"], m["train_accuracy"]
+
+        callback = AdaptiveLRCallback(AdaptiveSchedule(), mode, evaluate_train=evaluate_train if mode == "full" else None)
         trainer = trainer_for(callback, tmp_path / mode, epochs=2, lr=0.0)
-        if mode == "full":
-            def evaluate_train(trainer=trainer):
-                m = trainer.predict(tiny_data(), metric_key_prefix="train").metrics
-                return m["train_loss"], m["train_accuracy"]
-            callback.evaluate_train = evaluate_train
         trainer.train()
         results[mode] = [(h["train_accuracy"], h["train_loss"]) for h in callback.history]
     assert [a for a, _ in results["running"]] == [a for a, _ in results["full"]]
@@ -109,7 +111,8 @@ def test_no_schedule_records_history_and_never_touches_lr(tmp_path):
     trainer = trainer_for(callback, tmp_path, epochs=3, scheduler="constant")
     trainer.train()
     assert len(callback.history) == 3 and "reduced" not in callback.history[0]
-    assert trainer.optimizer.param_groups[0]["lr"] == 1e-2 and callback.best_state is None
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-2 and callback.theta.weights is None
+    assert callback.theta.epoch is None and callback.theta.origin == "last"
 
 
 def test_test_set_evaluation_after_training_is_not_an_epoch(tmp_path):
@@ -121,9 +124,9 @@ def test_test_set_evaluation_after_training_is_not_an_epoch(tmp_path):
 
 
 def test_schedule_decisions_reach_the_trainers_logs(tmp_path):
-    callback = AdaptiveLRCallback(TraceSchedule())
+    trainer = None  # as hf_medtl.training.trainer.build_trainer wires it, so report_to trackers see them
+    callback = AdaptiveLRCallback(TraceSchedule(), log=lambda values: trainer.log(values))
     trainer = trainer_for(callback, tmp_path, 20)
-    callback.log = trainer.log  # as hf_medtl.training.trainer.build_trainer wires it, so report_to trackers see them
     trainer.train()
     logged = [h for h in trainer.state.log_history if "schedule/lr_scale" in h]
     assert len(logged) == 11
@@ -134,27 +137,25 @@ def test_schedule_decisions_reach_the_trainers_logs(tmp_path):
 def test_counting_a_training_batch_reads_no_value_back_from_the_device():
     """The running accuracy adds no per-step host-device synchronisation: count() runs on the meta device,
     where any read of a value (.item(), bool(), .tolist(), a copy to the host) raises."""
-    from hf_medtl.training.callbacks import AdaptiveLRCallback
-
-    cb = AdaptiveLRCallback(None)
+    running = RunningAccuracy()
     for _ in range(3):
-        cb.count(torch.empty(8, 4, device="meta"), torch.empty(8, dtype=torch.long, device="meta"))
-    assert cb._sums.device.type == "meta" and cb._sums.shape == (3,)
+        running.count(torch.empty(8, 4, device="meta"), torch.empty(8, dtype=torch.long, device="meta"))
+    assert running.sums.device.type == "meta" and running.sums.shape == (3,)
     with pytest.raises(Exception):
-        cb._sums.tolist()  # what the epoch end does, once
+        running.sums.tolist()  # what the epoch end does, once
 
 
 @pytest.mark.parametrize("rule", ["val_loss", "val_accuracy", "last"])
 def test_theta_star_rules_restore_the_epoch_they_name(tmp_path, rule):
     # The schedule runs (never reaching T on this task would keep Algorithm 1's saves rare); θ* follows the rule.
-    callback, snaps = AdaptiveLRCallback(AdaptiveSchedule(threshold=1.0), theta_star=rule), Snapshots()
+    callback, snaps = AdaptiveLRCallback(AdaptiveSchedule(threshold=1.0), theta=ThetaStar(rule)), Snapshots()
     trainer = trainer_for(callback, tmp_path, epochs=5, extra=[snaps])
     trainer.train()
     h = callback.history
     expected = {"val_loss": min(h, key=lambda r: r["val_loss"])["epoch"],
                 "val_accuracy": min(h, key=lambda r: (-r["val_accuracy"], r["val_loss"]))["epoch"],
                 "last": 5}[rule]
-    assert callback.best_epoch == expected
+    assert callback.theta.epoch == expected and callback.theta.origin == ("last" if rule == "last" else "best")
     assert [r["epoch"] for r in h if r["save_best"]][-1] == expected
     final = trainer.model.state_dict()
     assert all(torch.equal(final[k], snaps.weights[expected][k]) for k in final)
@@ -162,4 +163,4 @@ def test_theta_star_rules_restore_the_epoch_they_name(tmp_path, rule):
 
 def test_theta_star_rejects_an_unknown_rule():
     with pytest.raises(ValueError, match="theta_star"):
-        AdaptiveLRCallback(AdaptiveSchedule(), theta_star="best")
+        ThetaStar("best")

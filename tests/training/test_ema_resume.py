@@ -20,6 +20,7 @@ def test_kill_and_resume_with_ema_saves_the_uninterrupted_model(tmp_path, image_
     history = json.loads((tmp_path / "straight" / "history.json").read_text())
     # The saved model is the EMA after epoch 2 (θ*: it wins), which averaged across the point where the run is killed.
     assert straight["best_epoch"] == 2 and history[1].get("ema_best") is True, history
+    assert straight["best_source"] == "ema"
 
     killed = tmp_path / "run"
     assert launch_and_kill_after_first_checkpoint(recipe, killed) == -signal.SIGKILL

@@ -15,7 +15,9 @@ from hf_medtl.config.recipe import load_recipe
 from tests.conftest import REPO
 from tests.conftest import errors, tiny_recipe
 
-RESULT_KEYS = ("epochs_run", "lr_reductions", "best_epoch", "train_accuracy", "validation", "test", "split_counts")
+# (best_source: θ*'s source is in every checkpoint, so that a resumed run names what the uninterrupted one does)
+RESULT_KEYS = ("epochs_run", "lr_reductions", "best_epoch", "best_source", "train_accuracy", "validation", "test",
+               "split_counts")
 
 
 def launch_and_kill_after_first_checkpoint(recipe, output_dir):
