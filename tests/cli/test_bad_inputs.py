@@ -166,20 +166,8 @@ CASES = {
                                                  make_image_folder(t / "d", classes=("a", "b", "c")),
                                                  ["evaluate", str(t / "m"), str(t / "d"), "--output_dir", str(t / "out")])[-1],
                                       "recipe.json: tta 'vflip' unknown; use one of none, hflip"),
-    "image cache chunk damaged": (lambda t: (_saved_model(t), _damaged_cache(t), ["evaluate", str(t / "m"), str(
-        t / "d"), "--data_cache_dir", str(t / "cache")])[-1], "image cache chunk '.*chunk-.*' is unreadable .*delete"),
+    # (a damaged image-cache chunk is no longer an error: it is rebuilt; tests/data/test_cache_damage.py)
 }
-
-
-def _damaged_cache(t):
-    """A cache built for the model's processor by a first evaluate, then one of its Arrow files truncated."""
-    from hf_medtl.cli import main
-
-    make_image_folder(t / "d", classes=("a", "b", "c"))
-    assert main(["evaluate", str(t / "m"), str(t / "d"), "--n_bootstrap", "0", "--data_cache_dir", str(t / "cache"),
-                 "--output_dir", str(t / "first")]) == 0
-    arrow = next((t / "cache").rglob("chunk-*/*.arrow"))
-    arrow.write_bytes(arrow.read_bytes()[:100])
 
 
 def _saved_model(t):
