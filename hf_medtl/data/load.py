@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from hf_medtl.data import check, data_report, folds, groups
+from hf_medtl.data import check, data_report, folds, groups, near_memo
 from hf_medtl.data.manifest import EXCLUDED, Splits, reuse
 from hf_medtl.data.sources import scan_source
 from hf_medtl.data.types import DataError
@@ -89,12 +89,22 @@ def _decode(splits: Splits, a) -> list[int]:
     return bad
 
 
+def _memo_folder(a) -> Optional[Path]:
+    """Where a rerun finds the near-duplicate search of the same files (the image cache's folder; none when the
+    recipe turns the cache off)."""
+    if not a.data_cache:
+        return None
+    from hf_medtl.data.cache import default_dir
+
+    return Path(a.data_cache_dir) if a.data_cache_dir else default_dir()
+
+
 def _group(splits: Splits, a) -> list[int]:
     """Step 2: leakage groups from exact/near duplicates, a CSV group column and a filename regex."""
     samples, n = splits.samples, len(splits.samples)
     uf = groups.UnionFind(n)
-    dup = (check.duplicate_groups(splits.infos, a.near_duplicate_distance, uf, a.near_duplicate_pixel_distance,
-                                  a.small_image_size) if a.dedupe and a.data_check
+    dup = (near_memo.duplicate_groups(splits.infos, a.near_duplicate_distance, uf, a.near_duplicate_pixel_distance,
+                                      a.small_image_size, _memo_folder(a)) if a.dedupe and a.data_check
            else {"exact": [], "near": [], "pairs": {}, "rule": None, "candidates": 0, "rejected": 0})
     by_key: dict[str, int] = {}
     patient: dict[int, str] = {}  # image -> its patient id (group column or group_regex)
@@ -122,6 +132,8 @@ def _group(splits: Splits, a) -> list[int]:
         "near_rule": dup["rule"], "near_candidates": dup["candidates"], "near_candidates_rejected": dup["rejected"],
         # confirmed pairs whose images stay in different groups: each is a copy of one member of a group, not of all
         "near_pairs_left_apart": dup.get("left_apart", 0),
+        # the search's result came from an earlier run on the same files and settings (data/near_memo.py)
+        "near_search_reused": dup.get("reused", False),
         "exact": [[rel(samples[i]) for i in g] for g in dup["exact"]],
         "near": [{"images": [rel(samples[i]) for i in g], "pixel_distance": d, "threshold": t}
                  for g, d, t in dup["near"]]}

@@ -101,6 +101,33 @@ def test_only_confirmed_copies_are_removed_and_the_console_says_why(tmp_path, ca
     assert d["near_candidates_rejected"] >= 3
 
 
+def test_a_rerun_on_the_same_files_reuses_the_near_duplicate_search(tmp_path, capsys):
+    """The search's result is kept under a key of the files' pixels and the settings: a rerun reports the very
+    same groups, pairs and counts without searching; a damaged entry is searched again and rewritten; another
+    setting, or the cache turned off, searches afresh."""
+    cache = tmp_path / "cache"
+    recipe = write_recipe(tmp_path / "r.json", npz_file=str(npz_with_copies(tmp_path / "x.npz")),
+                          output_dir=str(tmp_path / "out"), data_cache_dir=str(cache))
+
+    def duplicates(*extra):
+        assert main(["check-data", str(recipe), *extra]) == 0
+        d = json.loads((tmp_path / "out" / "data_report.json").read_text())["duplicates"]
+        return d.pop("near_search_reused"), d
+
+    reused, first = duplicates()
+    [entry] = (cache / "near_duplicates").glob("*.json")
+    assert not reused and first["near_groups"] == 1 and first["near_candidates"] > 0
+    reused, again = duplicates()
+    assert reused and again == first
+    entry.write_text('{"exact": [[0, 99999]]')  # damaged: never trusted
+    reused, repaired = duplicates()
+    assert not reused and repaired == first and "near_duplicates" in capsys.readouterr().err
+    assert duplicates()[0]
+    assert not duplicates("--data_cache", "false")[0]
+    reused, other = duplicates("--near_duplicate_distance", "2")
+    assert not reused and len(list((cache / "near_duplicates").glob("*.json"))) == 2
+
+
 def test_a_group_spanning_labels_is_reported_with_its_distance(tmp_path, hf_medtl_log):
     brain = Image.open(DATA / "brain_mri_glioma_0505.jpg").convert("L")
     for cls in ("glioma", "meningioma", "notumor"):
