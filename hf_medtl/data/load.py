@@ -99,6 +99,24 @@ def _memo_folder(a) -> Optional[Path]:
     return Path(a.data_cache_dir) if a.data_cache_dir else default_dir()
 
 
+def _duplicates_report(splits: Splits, a, dup: dict) -> dict:
+    """data_report.json's "duplicates": what the exact and near-duplicate search grouped, and how."""
+    samples, rel = splits.samples, splits.relpath
+    return {
+        "exact_groups": len(dup["exact"]), "images_in_exact_groups": sum(map(len, dup["exact"])),
+        "near_distance": a.near_duplicate_distance if a.dedupe else None, "near_groups": len(dup["near"]),
+        "images_in_near_groups": sum(len(m) for m, *_ in dup["near"]),
+        # Every near candidate (hash within near_distance, or a coarse nearest neighbour) checked on the pixels.
+        "near_rule": dup["rule"], "near_candidates": dup["candidates"], "near_candidates_rejected": dup["rejected"],
+        # confirmed pairs whose images stay in different groups: each is a copy of one member of a group, not of all
+        "near_pairs_left_apart": dup.get("left_apart", 0),
+        # the search's result came from an earlier run on the same files and settings (data/near_memo.py)
+        "near_search_reused": dup.get("reused", False),
+        "exact": [[rel(samples[i]) for i in g] for g in dup["exact"]],
+        "near": [{"images": [rel(samples[i]) for i in g], "pixel_distance": d, "threshold": t}
+                 for g, d, t in dup["near"]]}
+
+
 def _group(splits: Splits, a) -> list[int]:
     """Step 2: leakage groups from exact/near duplicates, a CSV group column and a filename regex."""
     samples, n = splits.samples, len(splits.samples)
@@ -124,19 +142,7 @@ def _group(splits: Splits, a) -> list[int]:
     members = groups.members(roots)
     rel = splits.relpath
     splits.groups = _group_ids(splits, members, patient)
-    splits.report["duplicates"] = {
-        "exact_groups": len(dup["exact"]), "images_in_exact_groups": sum(map(len, dup["exact"])),
-        "near_distance": a.near_duplicate_distance if a.dedupe else None, "near_groups": len(dup["near"]),
-        "images_in_near_groups": sum(len(m) for m, *_ in dup["near"]),
-        # Every near candidate (hash within near_distance, or a coarse nearest neighbour) checked on the pixels.
-        "near_rule": dup["rule"], "near_candidates": dup["candidates"], "near_candidates_rejected": dup["rejected"],
-        # confirmed pairs whose images stay in different groups: each is a copy of one member of a group, not of all
-        "near_pairs_left_apart": dup.get("left_apart", 0),
-        # the search's result came from an earlier run on the same files and settings (data/near_memo.py)
-        "near_search_reused": dup.get("reused", False),
-        "exact": [[rel(samples[i]) for i in g] for g in dup["exact"]],
-        "near": [{"images": [rel(samples[i]) for i in g], "pixel_distance": d, "threshold": t}
-                 for g, d, t in dup["near"]]}
+    splits.report["duplicates"] = _duplicates_report(splits, a, dup)
     sha, first = splits.shas, {}
     rep = [i if h is None else first.setdefault(h, i) for i, h in enumerate(splits.shas)]  # exact copy -> first
 
