@@ -17,7 +17,7 @@ DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # ~7,000 x 7,000: beyond any slice or X-r
 # Chosen on BreastMNIST cross-validation (docs/benchmarks.md, "Small data"); the adaptive schedule still ends a
 # converged run, so the steps are a ceiling on the epochs, not a cost every run pays.
 DEFAULT_MIN_TRAIN_STEPS = 1000
-# The default of a key that depends on the recipe's other keys: resolved by resolve_auto (below) when the recipe is
+# The default of a key that depends on the recipe's other keys: resolved by config/presets.resolve_auto when the recipe is
 # loaded, so a loaded recipe and its recipe.json never hold it, and --help and docs/recipes.md show the rule.
 AUTO = "auto"
 
@@ -249,7 +249,7 @@ class ScheduleArguments:
     preset: Optional[Literal["paper"]] = field(default=None, metadata={
         "help": "Defaults for the keys a recipe leaves out. paper: seed 000's settings exactly as the Table-2 "
                 "recipes ran them (constant LR changed only by Algorithm 1, θ* by the schedule, no label smoothing, "
-                "no weight decay, no warm-up, no TTA; see PRESETS in hf_medtl/config/arguments.py). null: the toolkit's "
+                "no weight decay, no warm-up, no TTA; see PRESETS in hf_medtl/config/presets.py). null: the toolkit's "
                 "defaults. Keys the recipe (or the command line) sets win over the preset."})
     adaptive_lr: bool = field(default=True, metadata={
         "help": "Use the seed paper's threshold-switched LR reduction and early stop (docs/adaptive-lr.md)."})
@@ -321,26 +321,3 @@ class StudyArguments:
                 "normal run in output_dir/members/seed-S, and save in output_dir ONE model whose forward averages the "
                 "members' probabilities (MedtlEnsembleForImageClassification); it is what is scored and served. "
                 "1: a single model. For the K models of cross-validation: `hf-medtl cv --ensemble`."})
-
-
-# Seed 000's settings (Khoa & Tri, Table 2), for every key whose toolkit default may differ from them: a recipe with
-# "preset": "paper" runs exactly as the Table-2 reproductions did, whatever the defaults become.
-PRESETS = {"paper": {
-    "learning_rate": 1e-3, "per_device_train_batch_size": 32, "num_train_epochs": 10.0, "lr_scheduler_type": "constant",
-    "warmup_steps": 0, "weight_decay": 0.0, "label_smoothing_factor": 0.0, "adaptive_lr": True, "threshold": 0.9,
-    "patience": 2, "stop_patience": 2, "factor": 0.5, "theta_star": "schedule", "tta": "none", "augment": True,
-    "crop_scale_min": 0.8, "rotation_degrees": 10.0, "hflip_prob": 0.5, "val_ratio": 0.1, "test_ratio": 0.1}}
-
-
-def resolve_auto(values: dict) -> dict:
-    """``values`` (a recipe's keys: its file, its preset, the command line) with every "auto" default resolved from
-    the other keys: the one place these defaults are decided. A key not given counts as "auto"."""
-    out = dict(values)
-    if out.get("min_train_steps", AUTO) == AUTO:  # no epoch count given: a step budget that suits the data
-        out["min_train_steps"] = None if "num_train_epochs" in values else DEFAULT_MIN_TRAIN_STEPS
-    if out.get("tta", AUTO) == AUTO:
-        # Flip TTA when the model trained on flipped images (a mirror it knows); off when flips are off, e.g. where
-        # laterality matters.
-        flips = out.get("augment", DataArguments.augment) and out.get("hflip_prob", DataArguments.hflip_prob) > 0
-        out["tta"] = "hflip" if flips else "none"
-    return out

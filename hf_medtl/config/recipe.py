@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from hf_medtl.config.arguments import (PRESETS, DataArguments, EvaluationArguments, ModelArguments,  # noqa: F401
-                                       ScheduleArguments, StudyArguments, resolve_auto)
+from hf_medtl.config.arguments import (DataArguments, EvaluationArguments, ModelArguments,  # noqa: F401
+                                       ScheduleArguments, StudyArguments)
+from hf_medtl.config.presets import PRESETS, resolve_auto
 from hf_medtl.config.training_arguments import GROUPS, MedTrainingArguments
 from hf_medtl.config.validation import validate, validate_knn_schedule, validate_model, validate_study
 from hf_medtl.errors import HfMedtlError

@@ -140,7 +140,7 @@ def test_table2_recipes_state_the_papers_settings_in_full():
 
 
 def test_paper_preset_fills_what_the_recipe_leaves_out_and_the_recipe_wins(tmp_path):
-    from hf_medtl.config.arguments import PRESETS
+    from hf_medtl.config.presets import PRESETS
 
     r = load(tmp_path, ["--weight_decay", "0.01"], preset="paper", theta_star="val_loss")
     resolved = r.resolved
