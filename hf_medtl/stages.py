@@ -152,7 +152,7 @@ def predict(run: Run) -> dict:
     out, run.model_alone = {}, {}
     for split in ("validation", "test"):
         per_view, labels = core.dataset_view_probabilities(run.trainer, run.datasets[split], views)
-        out[split] = (sum(per_view) / len(per_view), labels)
+        out[split] = (core.average(per_view), labels)  # the one averaging rule
         if len(per_view) > 1:
             run.model_alone[split] = (per_view[0], labels)
     return out
