@@ -61,7 +61,11 @@ WORKERS = "HF_MEDTL_CACHE_WORKERS"  # decoding processes of a build (1: in the c
 logger = logging.getLogger("hf_medtl")
 
 
-def default_dir() -> Path:
+def default_dir(given: str | Path | None = None) -> Path:
+    """The image cache's folder: ``given`` (a recipe's data_cache_dir) when set, else $HF_MEDTL_IMAGE_CACHE, else
+    <HF_DATASETS_CACHE>/hf_medtl_images."""
+    if given:
+        return Path(given)
     if os.environ.get("HF_MEDTL_IMAGE_CACHE"):
         return Path(os.environ["HF_MEDTL_IMAGE_CACHE"])
     import datasets.config

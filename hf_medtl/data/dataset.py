@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from pathlib import Path
 
 from hf_medtl import timings
 from hf_medtl.data import cache
@@ -53,7 +52,7 @@ def cached_loaders(samples: list[Sample], keys: list[str], prep: Preprocessing, 
     """(eval load, train load) reading sample i of ``samples`` from the image cache in ``cache_dir`` (default
     hf_medtl.data.cache.default_dir()), built first for whatever is missing. train load: None unless
     ``crop_scale_min`` is given (augmenting); then ``train_samples`` also get the larger copy to crop from."""
-    root, start = Path(cache_dir) if cache_dir else cache.default_dir(), time.perf_counter()
+    root, start = cache.default_dir(cache_dir), time.perf_counter()
     sources = [s.source for s in samples]
     eval_cache, built = cache.build(keys, sources, cache.eval_variant(prep), root, max_pixels,
                                     processor=prep.processor)

@@ -96,7 +96,7 @@ def _memo_folder(a) -> Optional[Path]:
         return None
     from hf_medtl.data.cache import default_dir
 
-    return Path(a.data_cache_dir) if a.data_cache_dir else default_dir()
+    return default_dir(a.data_cache_dir)
 
 
 def _duplicates_report(splits: Splits, a, dup: dict) -> dict:
